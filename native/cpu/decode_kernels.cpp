@@ -1,0 +1,48 @@
+// One body, three compilations: the always_inline template is inlined into wrappers carrying
+// different target attributes, so GCC vectorizes it for each ISA without per-file -m flags
+// (which would leak AVX-512 into shared inline code and crash older CPUs).
+#include "decode_kernels.h"
+
+namespace saekit::cpu {
+namespace {
+
+__attribute__((always_inline)) inline void decode_rows_body(const DecodeArgs& args, int64_t row_begin,
+                                                            int64_t row_end) {
+  const SparseCodesView& c = *args.codes;
+  const int64_t d_in = args.d_in;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    float* __restrict out = args.out + r * d_in;
+    const float* __restrict b_dec = args.b_dec;
+    for (int64_t i = 0; i < d_in; ++i) out[i] = b_dec[i];
+    const uint32_t begin = c.indptr[r], end = c.indptr[r + 1];
+    for (uint32_t e = begin; e < end; ++e) {
+      const float* __restrict w = args.W_dec + static_cast<int64_t>(c.indices[e]) * d_in;
+      if (e + 1 < end) {
+        // The next row is a random jump in W_dec: start pulling it in while this one is summed.
+        const char* next = reinterpret_cast<const char*>(args.W_dec + static_cast<int64_t>(c.indices[e + 1]) * d_in);
+        for (int64_t off = 0; off < d_in * 4; off += 64) __builtin_prefetch(next + off, 0, 3);
+      }
+      const float v = c.values[e];
+      for (int64_t i = 0; i < d_in; ++i) out[i] += v * w[i];
+    }
+    const float scale = c.row_scale ? c.row_scale[r] : 1.0f;
+    const float shift = c.row_shift ? c.row_shift[r] : 0.0f;
+    if (scale != 1.0f || shift != 0.0f)
+      for (int64_t i = 0; i < d_in; ++i) out[i] = out[i] * scale + shift;
+  }
+}
+
+}  // namespace
+
+void decode_rows_generic(const DecodeArgs& args, int64_t b, int64_t e) { decode_rows_body(args, b, e); }
+
+__attribute__((target("avx2,fma"))) void decode_rows_avx2(const DecodeArgs& args, int64_t b, int64_t e) {
+  decode_rows_body(args, b, e);
+}
+
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma"))) void decode_rows_avx512(const DecodeArgs& args,
+                                                                                         int64_t b, int64_t e) {
+  decode_rows_body(args, b, e);
+}
+
+}  // namespace saekit::cpu

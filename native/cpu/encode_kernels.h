@@ -1,0 +1,65 @@
+// Fused encode micro-kernels: one token block against every packed latent panel.
+//
+// Data layout (built by cpu_backend.cpp):
+//   W_enc is packed at load into panels of kPanel = 32 latents: panel p holds
+//   b[p][i][j] = W_enc[i, 32p + j] for i < d_in, j < 32 (latents past d_sae are zero, their
+//   bias -inf so they can never be selected). A micro-kernel walks one panel sequentially.
+//   A token block is packed per call into micro-panels of `mr` rows: a[m][i][r] = x'[mr*m + r, i]
+//   (x' = normalized input minus b_dec), so the kernel broadcasts consecutive floats.
+// For each (micro-panel, panel) the kernel computes the mr x 32 tile of pre-activations in
+// registers over the full d_in, adds the bias, and hands a row's lanes to the sink only when a
+// lane beats both the latent's admission threshold (0 for relu/topk, max(threshold, 0) for
+// jumprelu) and the row's running threshold (the k-th best so far, topk only). The dense
+// [N, d_sae] matrix never exists; at most one mr x 32 tile does.
+#pragma once
+#include <cstdint>
+
+namespace saekit::cpu {
+
+constexpr int kPanel = 32;
+
+// Receives the admitted lanes of one row of one tile. row_threshold[r] is read by the kernel
+// before each tile row and may be raised by push() (topk), so fewer lanes pass later.
+class TileSink {
+ public:
+  virtual ~TileSink() = default;
+  // mask bit j set: latent base + j has value v[j] that passed. Bits are visited in order.
+  virtual void push(int row, uint32_t mask, const float* v, int64_t base) = 0;
+  float* row_threshold = nullptr;  // [rows in block]
+};
+
+struct EncodeBlockArgs {
+  const float* a_packed = nullptr;  // [ceil(rows/mr)][d_in][mr], 64-byte aligned
+  int rows = 0;                     // valid rows; padding rows of the last micro-panel are zero
+  int64_t d_in = 0;
+  const float* b_packed = nullptr;  // [n_panels][d_in][32], 64-byte aligned
+  const float* bias = nullptr;      // [n_panels * 32]
+  const float* admit = nullptr;     // [n_panels * 32] per-latent admission threshold
+  int64_t n_panels = 0;
+  TileSink* sink = nullptr;
+};
+
+// Rows per micro-panel of each variant (the A packing depends on it).
+constexpr int kMrGeneric = 4;
+constexpr int kMrAvx2 = 6;
+constexpr int kMrAvx512 = 14;
+
+void encode_block_generic(const EncodeBlockArgs& args);
+void encode_block_avx2(const EncodeBlockArgs& args);
+void encode_block_avx512(const EncodeBlockArgs& args);
+
+// Shared scalar epilogue for one row of a tile (generic and avx2 variants).
+inline void tile_row_epilogue(const float* acc, const float* bias, const float* admit, int row,
+                              int64_t base, TileSink& sink) {
+  float v[kPanel];
+  const float thr = sink.row_threshold[row];
+  uint32_t mask = 0;
+  for (int j = 0; j < kPanel; ++j) {
+    v[j] = acc[j] + bias[j];
+    const float t = admit[j] > thr ? admit[j] : thr;
+    mask |= static_cast<uint32_t>(v[j] > t) << j;
+  }
+  if (mask != 0) sink.push(row, mask, v, base);
+}
+
+}  // namespace saekit::cpu

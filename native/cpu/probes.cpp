@@ -1,0 +1,106 @@
+#include "probes.h"
+
+#include <immintrin.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "../thread_pool.h"
+#include "aligned.h"
+#include "isa.h"
+
+namespace saekit::cpu {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// 24 independent accumulator chains: more than latency x issue width (4 x 2) needs.
+__attribute__((target("avx512f"))) double fma_loop_avx512(int64_t iters) {
+  __m512 acc[24];
+  const __m512 m = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-7f);
+  for (int j = 0; j < 24; ++j) acc[j] = _mm512_set1_ps(static_cast<float>(j));
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 24
+    for (int j = 0; j < 24; ++j) acc[j] = _mm512_fmadd_ps(acc[j], m, add);
+  }
+  __m512 s = acc[0];
+  for (int j = 1; j < 24; ++j) s = _mm512_add_ps(s, acc[j]);
+  alignas(64) float out[16];
+  _mm512_store_ps(out, s);
+  return static_cast<double>(out[0]) * 24 * 16 * 2;  // keeps the loop alive
+}
+
+__attribute__((target("avx2,fma"))) double fma_loop_avx2(int64_t iters) {
+  __m256 acc[12];
+  const __m256 m = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-7f);
+  for (int j = 0; j < 12; ++j) acc[j] = _mm256_set1_ps(static_cast<float>(j));
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = _mm256_fmadd_ps(acc[j], m, add);
+  }
+  __m256 s = acc[0];
+  for (int j = 1; j < 12; ++j) s = _mm256_add_ps(s, acc[j]);
+  alignas(32) float out[8];
+  _mm256_store_ps(out, s);
+  return static_cast<double>(out[0]);
+}
+
+}  // namespace
+
+double probe_fma_gflops(double seconds) {
+  // The roofline is the hardware's, whatever kernel variant is forced.
+  if (best_isa() == Isa::Generic) return 0.0;  // no FMA probe for pre-AVX2 CPUs
+  const bool wide = best_isa() == Isa::Avx512;
+  const int64_t flops_per_iter = wide ? 24 * 16 * 2 : 12 * 8 * 2;
+  const int T = threads();
+  std::vector<double> sink(T);
+  // Calibrate iterations on one thread, then time all threads together.
+  int64_t iters = 1 << 16;
+  for (;;) {
+    auto t0 = Clock::now();
+    sink[0] += wide ? fma_loop_avx512(iters) : fma_loop_avx2(iters);
+    double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (dt > seconds / 4) {
+      iters = static_cast<int64_t>(iters * seconds / dt);
+      break;
+    }
+    iters *= 2;
+  }
+  auto t0 = Clock::now();
+  parallel_for(T, [&](int64_t t, int) { sink[t] += wide ? fma_loop_avx512(iters) : fma_loop_avx2(iters); });
+  double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+  volatile double keep = sink[0];
+  (void)keep;
+  return static_cast<double>(iters) * flops_per_iter * T / dt / 1e9;
+}
+
+double probe_copy_gbps(int64_t bytes, int reps) {
+  const int64_t n = bytes / sizeof(float);
+  AlignedFloats src = aligned_floats(n), dst = aligned_floats(n);
+  const int T = threads();
+  const int64_t chunk = 1 << 16;  // floats per task
+  const int64_t tasks = (n + chunk - 1) / chunk;
+  auto copy = [&] {
+    parallel_for(tasks, [&](int64_t t, int) {
+      const int64_t b = t * chunk, e = std::min(n, b + chunk);
+      std::memcpy(dst.get() + b, src.get() + b, sizeof(float) * (e - b));
+    });
+  };
+  parallel_for(tasks, [&](int64_t t, int) {  // first touch from the pool's threads
+    const int64_t b = t * chunk, e = std::min(n, b + chunk);
+    for (int64_t i = b; i < e; ++i) src[i] = dst[i] = static_cast<float>(i);
+  });
+  (void)T;
+  copy();
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    copy();
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return 2.0 * static_cast<double>(n) * sizeof(float) / best / 1e9;
+}
+
+}  // namespace saekit::cpu

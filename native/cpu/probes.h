@@ -1,0 +1,13 @@
+// Hardware probes for the benchmark: the roofline every kernel is reported against is
+// measured in the same process, on the same threads, right before the kernels run.
+#pragma once
+#include <cstdint>
+
+namespace saekit::cpu {
+
+// Peak fp32 FMA throughput in GFLOP/s on the kernel thread pool (AVX-512 when available).
+double probe_fma_gflops(double seconds);
+// Copy bandwidth in GB/s, counting bytes read + bytes written, over buffers of `bytes` each.
+double probe_copy_gbps(int64_t bytes, int reps);
+
+}  // namespace saekit::cpu

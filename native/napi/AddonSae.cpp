@@ -1,0 +1,217 @@
+// The N-API surface of a loaded SAE. The TypeScript layer (src/addon.ts types it) has already
+// validated shapes and dtypes; here we only unpack typed arrays and keep them alive while a
+// worker reads them (Napi::Persistent). A buffer transferred/detached by JS while a worker runs
+// is not detected: the TS layer documents that inputs must not be transferred mid-call.
+#include "AddonSae.h"
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "../error.h"
+#include "promise_worker.h"
+
+namespace saekit::napi {
+namespace {
+
+// Float32Array-like views: works for ArrayBuffer and SharedArrayBuffer backed arrays.
+const float* floats(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  return v.As<Napi::Float32Array>().Data();
+}
+
+Activation parse_activation(const std::string& s) {
+  if (s == "standard") return Activation::Standard;
+  if (s == "topk") return Activation::TopK;
+  if (s == "jumprelu") return Activation::JumpReLU;
+  throw Error("unknown architecture '" + s + "'");
+}
+
+Normalization parse_normalization(const std::string& s) {
+  if (s == "none" || s == "expected_average_only_in") return Normalization::None;
+  if (s == "constant_norm_rescale") return Normalization::ConstantNormRescale;
+  if (s == "layer_norm") return Normalization::LayerNorm;
+  throw Error("unknown normalization '" + s + "'");
+}
+
+template <typename Arr, typename T>
+Arr copy_out(Napi::Env env, const std::vector<T>& v) {
+  Arr a = Arr::New(env, v.size());
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(T));
+  return a;
+}
+
+class LoadWorker final : public PromiseWorker {
+ public:
+  LoadWorker(Napi::Env env, const Napi::Object& weights, SaeSpec spec, Backend* backend)
+      : PromiseWorker(env), weights_ref_(Napi::Persistent(weights)), spec_(spec), backend_(backend) {
+    view_.W_enc = floats(weights, "W_enc");
+    view_.enc_transposed = weights.Get("encTransposed").ToBoolean();
+    view_.b_enc = floats(weights, "b_enc");
+    view_.W_dec = floats(weights, "W_dec");
+    view_.b_dec = floats(weights, "b_dec");
+    view_.threshold = floats(weights, "threshold");
+  }
+
+ protected:
+  void Run() override { model_ = std::shared_ptr<BackendModel>(backend_->load(spec_, view_)); }
+
+  Napi::Value Result(Napi::Env env) override {
+    auto* holder = new std::shared_ptr<BackendModel>(model_);
+    auto ext = Napi::External<std::shared_ptr<BackendModel>>::New(env, holder);
+    Napi::Object spec = Napi::Object::New(env);
+    spec.Set("dIn", static_cast<double>(spec_.d_in));
+    spec.Set("dSae", static_cast<double>(spec_.d_sae));
+    spec.Set("k", static_cast<double>(spec_.k));
+    spec.Set("activation", static_cast<double>(static_cast<int>(spec_.activation)));
+    spec.Set("normalization", static_cast<double>(static_cast<int>(spec_.normalization)));
+    spec.Set("applyBDec", spec_.apply_b_dec_to_input);
+    Napi::Object obj = env.GetInstanceData<Napi::FunctionReference>()->New({ext, spec});
+    delete holder;
+    return obj;
+  }
+
+ private:
+  Napi::ObjectReference weights_ref_;
+  SaeSpec spec_;
+  SaeWeightsView view_;
+  Backend* backend_;
+  std::shared_ptr<BackendModel> model_;
+};
+
+class EncodeWorker final : public PromiseWorker {
+ public:
+  EncodeWorker(Napi::Env env, std::shared_ptr<BackendModel> model, const Napi::Float32Array& x, int64_t rows)
+      : PromiseWorker(env), model_(std::move(model)), x_ref_(Napi::Persistent(x)), x_(x.Data()), rows_(rows) {}
+
+ protected:
+  void Run() override { model_->encode(x_, rows_, &codes_); }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("indptr", copy_out<Napi::Uint32Array>(env, codes_.indptr));
+    o.Set("indices", copy_out<Napi::Int32Array>(env, codes_.indices));
+    o.Set("values", copy_out<Napi::Float32Array>(env, codes_.values));
+    if (!codes_.row_scale.empty()) {
+      o.Set("rowScale", copy_out<Napi::Float32Array>(env, codes_.row_scale));
+      o.Set("rowShift", copy_out<Napi::Float32Array>(env, codes_.row_shift));
+    }
+    return o;
+  }
+
+ private:
+  std::shared_ptr<BackendModel> model_;
+  Napi::Reference<Napi::Float32Array> x_ref_;
+  const float* x_;
+  int64_t rows_;
+  SparseCodes codes_;
+};
+
+class DecodeWorker final : public PromiseWorker {
+ public:
+  DecodeWorker(Napi::Env env, std::shared_ptr<BackendModel> model, const Napi::Object& codes,
+               Napi::Float32Array out)
+      : PromiseWorker(env), model_(std::move(model)), codes_ref_(Napi::Persistent(codes)), out_ref_(Napi::Persistent(out)) {
+    view_.indptr = codes.Get("indptr").As<Napi::Uint32Array>().Data();
+    view_.rows = static_cast<int64_t>(codes.Get("indptr").As<Napi::Uint32Array>().ElementLength()) - 1;
+    view_.indices = codes.Get("indices").As<Napi::Int32Array>().Data();
+    view_.values = codes.Get("values").As<Napi::Float32Array>().Data();
+    view_.row_scale = floats(codes, "rowScale");
+    view_.row_shift = floats(codes, "rowShift");
+    out_ = out.Data();
+  }
+
+ protected:
+  void Run() override { model_->decode(view_, out_); }
+  Napi::Value Result(Napi::Env) override { return out_ref_.Value(); }
+
+ private:
+  std::shared_ptr<BackendModel> model_;
+  Napi::ObjectReference codes_ref_;
+  Napi::Reference<Napi::Float32Array> out_ref_;
+  SparseCodesView view_;
+  float* out_;
+};
+
+}  // namespace
+
+Napi::Function AddonSae::Define(Napi::Env env) {
+  Napi::Function f = DefineClass(env, "AddonSae",
+                                 {InstanceMethod("encode", &AddonSae::Encode), InstanceMethod("decode", &AddonSae::Decode),
+                                  InstanceMethod("dispose", &AddonSae::Dispose), InstanceMethod("bytes", &AddonSae::Bytes)});
+  // Per-environment (worker threads each load their own copy): Node deletes it at teardown.
+  env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(f)));
+  return f;
+}
+
+AddonSae::AddonSae(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonSae>(info) {
+  if (info.Length() < 2 || !info[0].IsExternal()) {
+    Napi::TypeError::New(info.Env(), "AddonSae is created by createSae()").ThrowAsJavaScriptException();
+    return;
+  }
+  model_ = *info[0].As<Napi::External<std::shared_ptr<BackendModel>>>().Data();
+  Napi::Object spec = info[1].As<Napi::Object>();
+  spec_.d_in = spec.Get("dIn").As<Napi::Number>().Int64Value();
+  spec_.d_sae = spec.Get("dSae").As<Napi::Number>().Int64Value();
+}
+
+// createSae(spec, weights, device) -> Promise<AddonSae>
+Napi::Value AddonSae::Create(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    Napi::Object s = info[0].As<Napi::Object>();
+    SaeSpec spec;
+    spec.d_in = s.Get("dIn").As<Napi::Number>().Int64Value();
+    spec.d_sae = s.Get("dSae").As<Napi::Number>().Int64Value();
+    spec.k = s.Get("k").IsNumber() ? s.Get("k").As<Napi::Number>().Int64Value() : 0;
+    spec.activation = parse_activation(s.Get("architecture").As<Napi::String>());
+    spec.normalization = parse_normalization(s.Get("normalizeActivations").As<Napi::String>());
+    spec.apply_b_dec_to_input = s.Get("applyBDecToInput").ToBoolean();
+    const std::string device = info[2].As<Napi::String>();
+    Backend* backend = device == "cuda" ? cuda_backend() : &cpu_backend();
+    if (backend == nullptr) throw Error("this build of saekit has no CUDA backend (built without nvcc or with SAEKIT_CPU_ONLY)");
+    auto* w = new LoadWorker(env, info[1].As<Napi::Object>(), spec, backend);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  } catch (const std::exception& e) {
+    auto d = Napi::Promise::Deferred::New(env);
+    d.Reject(Napi::Error::New(env, e.what()).Value());
+    return d.Promise();
+  }
+}
+
+std::shared_ptr<BackendModel> AddonSae::model(Napi::Env env) {
+  if (!model_) throw Napi::Error::New(env, "this SAE was disposed");
+  return model_;
+}
+
+// encode(x: Float32Array, rows) -> Promise<{indptr, indices, values, rowScale?, rowShift?}>
+Napi::Value AddonSae::Encode(const Napi::CallbackInfo& info) {
+  auto x = info[0].As<Napi::Float32Array>();
+  int64_t rows = info[1].As<Napi::Number>().Int64Value();
+  auto* w = new EncodeWorker(info.Env(), model(info.Env()), x, rows);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// decode(codes, out: Float32Array) -> Promise<out>
+Napi::Value AddonSae::Decode(const Napi::CallbackInfo& info) {
+  auto* w = new DecodeWorker(info.Env(), model(info.Env()), info[0].As<Napi::Object>(), info[1].As<Napi::Float32Array>());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+Napi::Value AddonSae::Dispose(const Napi::CallbackInfo& info) {
+  model_.reset();
+  return info.Env().Undefined();
+}
+
+Napi::Value AddonSae::Bytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), model_ ? static_cast<double>(model_->bytes()) : 0.0);
+}
+
+}  // namespace saekit::napi

@@ -1,0 +1,103 @@
+// Registration only: the one place that lists what the addon exports. src/addon.ts mirrors
+// this surface in TypeScript.
+#include <napi.h>
+
+#include "../backend.h"
+#include "../cpu/isa.h"
+#include "../cpu/probes.h"
+#include "../thread_pool.h"
+#include "AddonSae.h"
+#include "promise_worker.h"
+
+namespace saekit::napi {
+namespace {
+
+Napi::Object capabilities_object(Napi::Env env, const Capabilities& c) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("name", c.name);
+  o.Set("available", c.available);
+  o.Set("detail", c.detail);
+  return o;
+}
+
+// backends() -> [{name, available, detail}], cpu first; cuda listed when compiled.
+Napi::Value Backends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array a = Napi::Array::New(env);
+  a.Set(uint32_t{0}, capabilities_object(env, cpu_backend().capabilities()));
+  if (Backend* cuda = cuda_backend()) a.Set(uint32_t{1}, capabilities_object(env, cuda->capabilities()));
+  return a;
+}
+
+Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), threads()); }
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  set_threads(info[0].As<Napi::Number>().Int32Value());
+  return Napi::Number::New(info.Env(), threads());
+}
+
+// cpuVariant() -> {current, best, supported: string[]}
+Napi::Value CpuVariant(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  try {
+    o.Set("current", cpu::isa_name(cpu::current_isa()));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  o.Set("best", cpu::isa_name(cpu::best_isa()));
+  Napi::Array supported = Napi::Array::New(env);
+  uint32_t n = 0;
+  for (cpu::Isa isa : {cpu::Isa::Generic, cpu::Isa::Avx2, cpu::Isa::Avx512})
+    if (cpu::isa_supported(isa)) supported.Set(n++, cpu::isa_name(isa));
+  o.Set("supported", supported);
+  return o;
+}
+
+Napi::Value SetCpuVariant(const Napi::CallbackInfo& info) {
+  try {
+    cpu::set_isa(info[0].As<Napi::String>());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+  return info.Env().Undefined();
+}
+
+// probeFmaPeak(seconds) -> Promise<GFLOP/s>
+Napi::Value ProbeFmaPeak(const Napi::CallbackInfo& info) {
+  double seconds = info[0].As<Napi::Number>().DoubleValue();
+  auto result = std::make_shared<double>(0);
+  return queue(new LambdaWorker(
+      info.Env(), [=] { *result = cpu::probe_fma_gflops(seconds); },
+      [=](Napi::Env env) { return Napi::Number::New(env, *result); }));
+}
+
+// probeCopyBandwidth(bytes, reps) -> Promise<GB/s> (read + written bytes)
+Napi::Value ProbeCopyBandwidth(const Napi::CallbackInfo& info) {
+  int64_t bytes = info[0].As<Napi::Number>().Int64Value();
+  int reps = info[1].As<Napi::Number>().Int32Value();
+  auto result = std::make_shared<double>(0);
+  return queue(new LambdaWorker(
+      info.Env(), [=] { *result = cpu::probe_copy_gbps(bytes, reps); },
+      [=](Napi::Env env) { return Napi::Number::New(env, *result); }));
+}
+
+}  // namespace
+}  // namespace saekit::napi
+
+using namespace saekit::napi;  // NOLINT: registration table below
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
+  exports.Set("AddonSae", AddonSae::Define(env));
+  exports.Set("createSae", Napi::Function::New(env, AddonSae::Create));
+  exports.Set("backends", Napi::Function::New(env, Backends));
+  exports.Set("threads", Napi::Function::New(env, Threads));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("cpuVariant", Napi::Function::New(env, CpuVariant));
+  exports.Set("setCpuVariant", Napi::Function::New(env, SetCpuVariant));
+  exports.Set("probeFmaPeak", Napi::Function::New(env, ProbeFmaPeak));
+  exports.Set("probeCopyBandwidth", Napi::Function::New(env, ProbeCopyBandwidth));
+  return exports;
+}
+
+NODE_API_MODULE(saekit_addon, InitAddon)

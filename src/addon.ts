@@ -1,0 +1,86 @@
+// The native addon's whole surface, typed in one place (mirrors native/napi/addon.cpp), and
+// the one function that loads it. Nothing else in src/ touches the .node file.
+import { createRequire } from 'node:module';
+import { NativeError } from './errors.js';
+
+/** CSR codes as the addon produces and consumes them. */
+export interface NativeCodes {
+  indptr: Uint32Array;
+  indices: Int32Array;
+  values: Float32Array;
+  rowScale?: Float32Array;
+  rowShift?: Float32Array;
+}
+
+export interface NativeSpec {
+  dIn: number;
+  dSae: number;
+  k?: number;
+  architecture: 'standard' | 'topk' | 'jumprelu';
+  normalizeActivations: string;
+  applyBDecToInput: boolean;
+}
+
+export interface NativeWeights {
+  W_enc: Float32Array;
+  encTransposed: boolean;
+  b_enc: Float32Array;
+  W_dec: Float32Array;
+  b_dec: Float32Array;
+  threshold?: Float32Array;
+}
+
+export interface AddonSae {
+  /** x: [rows, dIn] float32, validated by the caller. Must not be transferred while pending. */
+  encode(x: Float32Array, rows: number): Promise<NativeCodes>;
+  /** Writes [rows, dIn] float32 into out and resolves with it. */
+  decode(codes: NativeCodes, out: Float32Array): Promise<Float32Array>;
+  dispose(): void;
+  /** Bytes the backend holds for this SAE (packed weights). */
+  bytes(): number;
+}
+
+export interface BackendInfo {
+  name: 'cpu' | 'cuda';
+  available: boolean;
+  detail: string;
+}
+
+export type CpuVariantName = 'generic' | 'avx2' | 'avx512';
+
+export interface Addon {
+  createSae(spec: NativeSpec, weights: NativeWeights, device: 'cpu' | 'cuda'): Promise<AddonSae>;
+  backends(): BackendInfo[];
+  threads(): number;
+  setThreads(n: number): number;
+  cpuVariant(): { current: CpuVariantName; best: CpuVariantName; supported: CpuVariantName[] };
+  setCpuVariant(name: CpuVariantName | 'auto'): void;
+  probeFmaPeak(seconds: number): Promise<number>;
+  probeCopyBandwidth(bytes: number, reps: number): Promise<number>;
+}
+
+/** Error shape of rejected native Promises. */
+export interface NativeFailure extends Error {
+  code?: 'SAEKIT_INPUT' | 'SAEKIT_OUT_OF_MEMORY' | 'SAEKIT_NATIVE';
+  row?: number;
+  col?: number;
+}
+
+let cached: Addon | undefined;
+
+/** Loads the addon once; a missing or broken build is a clear error, not a crash. */
+export function addon(): Addon {
+  if (cached) return cached;
+  const require = createRequire(import.meta.url);
+  try {
+    const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => Addon;
+    const root = new URL('..', import.meta.url).pathname;
+    cached = bindings({ bindings: 'saekit.node', module_root: root });
+  } catch (e) {
+    throw new NativeError(
+      `saekit's native addon could not be loaded (${(e as Error).message.split('\n')[0]}). ` +
+        'Build it with `npm install` (or `npm run build`) in the saekit package folder.',
+    );
+  }
+  return cached;
+}

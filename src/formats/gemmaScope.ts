@@ -1,0 +1,51 @@
+// Gemma Scope: one params.npz per SAE holding W_enc [d_model, d_sae], W_dec [d_sae, d_model],
+// b_enc, b_dec and threshold. JumpReLU, and b_dec is NOT subtracted from the input. There is
+// no config file: sizes come from W_enc, and nothing records the model or hook.
+
+import type { SaeWeights } from '../types.js';
+import { FormatError } from '../errors.js';
+import { readNpz, type NpzArrayRead } from './npz.js';
+import { checkFinite, expectShape } from './saeTensors.js';
+
+const NPY_DTYPE_NAMES: Readonly<Record<string, string>> = { '<f4': 'float32', '<f2': 'float16', '<f8': 'float64' };
+
+export async function readGemmaScope(npzFile: string): Promise<SaeWeights> {
+  const raw = await readNpz(npzFile);
+  // Some copies spell the matrices w_enc / w_dec (SAELens' loader maps them the same way).
+  const arrays = new Map(Object.entries(raw).map(([name, a]) => [name.replace(/^w_/, 'W_'), a] as const));
+  const get = (name: string): NpzArrayRead => {
+    const a = arrays.get(name);
+    if (a) return a;
+    throw new FormatError(npzFile, `no array '${name}' (arrays: ${[...arrays.keys()].join(', ') || 'none'})`);
+  };
+  const encShape = get('W_enc').shape;
+  if (encShape.length !== 2) throw new FormatError(npzFile, `array 'W_enc' has shape [${encShape.join(', ')}], expected [d_model, d_sae]`);
+  const [dIn, dSae] = encShape as [number, number];
+  const because = `W_enc is [d_model ${dIn}, d_sae ${dSae}]`;
+  const weight = (name: string, shape: number[]): Float32Array => {
+    const a = get(name);
+    expectShape(npzFile, name, a.shape, shape, because);
+    checkFinite(npzFile, name, a.data, shape);
+    return a.data;
+  };
+  const dtype = get('W_dec').dtype;
+  const W_enc = weight('W_enc', [dIn, dSae]);
+  return {
+    config: {
+      architecture: 'jumprelu',
+      dIn,
+      dSae,
+      applyBDecToInput: false,
+      normalizeActivations: 'none',
+      dtype: NPY_DTYPE_NAMES[dtype] ?? dtype,
+      format: 'gemmascope',
+      metadata: {},
+    },
+    W_enc,
+    encTransposed: false,
+    b_enc: weight('b_enc', [dSae]),
+    W_dec: weight('W_dec', [dSae, dIn]),
+    b_dec: weight('b_dec', [dIn]),
+    threshold: weight('threshold', [dSae]),
+  };
+}

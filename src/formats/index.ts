@@ -1,0 +1,34 @@
+// The file-format layer: SAE directories (SAELens, sparsify, Gemma Scope), safetensors, .npy
+// and .npz, and the float16/bfloat16 conversions they need.
+
+export { readSaeDir } from './saeDir.js';
+export { readSaeLens, foldDecoderNorms } from './saeLens.js';
+export { saveSaeLens, type SaveSaeLensOptions, type SaveDtype } from './saveSaeLens.js';
+export { readSparsify } from './sparsify.js';
+export { readGemmaScope } from './gemmaScope.js';
+
+export {
+  SafetensorsReader,
+  isSafetensorsDtype,
+  type SafetensorsDtype,
+  type SafetensorsTensorInfo,
+} from './safetensors.js';
+export {
+  writeSafetensors,
+  SafetensorsStreamWriter,
+  type SafetensorsTensorSpec,
+  type SafetensorsTensorData,
+} from './safetensorsWriter.js';
+
+export { NpyReader, parseNpy, writeNpy, encodeNpy, type NpyDtype, type NpyHeader, type NpyWriteDtype } from './npy.js';
+export { readNpz, writeNpz, type NpzArray, type NpzArrayRead } from './npz.js';
+
+export {
+  f32BitsToF16Bits,
+  f32BitsToBf16Bits,
+  f16ToF32Array,
+  bf16ToF32Array,
+  f32ToF16Array,
+  f32ToBf16Array,
+} from './float16.js';
+export type { ElementArray, ElementKind } from './elements.js';

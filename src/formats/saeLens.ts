@@ -1,0 +1,151 @@
+// SAELens directories: cfg.json + sae_weights.safetensors (+ sparsity.safetensors).
+//
+// Two generations of cfg.json exist and both are read here without sniffing versions, by
+// accepting either spelling of each field:
+//   v6:     architecture, k, normalize_activations (string), metadata {hook_name, model_name, ...}
+//   pre-6:  activation_fn_str + activation_fn_kwargs {k}, hook_point, model_name at top level,
+//           normalize_activations as a boolean, no architecture ("standard" implied).
+// Inference-time rescalings SAELens applies around the activation are folded into the weights
+// (see foldDecoderNorms), so every consumer of SaeWeights runs plain encode/decode math.
+
+import type { SaeConfig, SaeWeights, Architecture, Normalization } from '../types.js';
+import { FormatError } from '../errors.js';
+import { SafetensorsReader } from './safetensors.js';
+import {
+  floatDtypeName,
+  optionalBool,
+  optionalCount,
+  optionalString,
+  readJsonObject,
+  readWeight,
+  requiredCount,
+  without,
+  type Json,
+} from './saeTensors.js';
+import { join } from 'node:path';
+
+export const SAELENS_CFG = 'cfg.json';
+export const SAELENS_WEIGHTS = 'sae_weights.safetensors';
+export const SAELENS_SPARSITY = 'sparsity.safetensors';
+
+const NORMALIZATIONS: readonly Normalization[] = ['none', 'expected_average_only_in', 'constant_norm_rescale', 'layer_norm'];
+
+/** cfg.json keys turned into SaeConfig fields; every other key is passed through as metadata. */
+const CONSUMED = [
+  'architecture', 'd_in', 'd_sae', 'dtype', 'device', 'k', 'apply_b_dec_to_input', 'normalize_activations',
+  'rescale_acts_by_decoder_norm', 'finetuning_scaling_factor', 'activation_fn_str', 'activation_fn',
+  'activation_fn_kwargs', 'hook_point', 'hook_name', 'model_name', 'metadata',
+];
+
+function architectureOf(file: string, cfg: Json): Architecture {
+  const arch = cfg['architecture'] ?? 'standard';
+  // pre-6 spelled the activation separately; v6 "standard" has none (relu).
+  const act = cfg['activation_fn_str'] ?? cfg['activation_fn'] ?? 'relu';
+  if (arch === 'topk' || arch === 'jumprelu') return arch;
+  if (arch !== 'standard') {
+    throw new FormatError(file, `unsupported architecture ${JSON.stringify(arch)} (saekit runs standard, topk and jumprelu SAEs)`);
+  }
+  if (act === 'relu') return 'standard';
+  if (act === 'topk') return 'topk';
+  throw new FormatError(file, `unsupported activation function ${JSON.stringify(act)} (saekit runs relu and topk)`);
+}
+
+function normalizationOf(file: string, cfg: Json): Normalization {
+  const v = cfg['normalize_activations'];
+  if (v === undefined || v === null || v === false) return 'none';
+  if (v === true) return 'expected_average_only_in'; // pre-6 boolean, as SAELens maps it
+  if (typeof v === 'string' && (NORMALIZATIONS as readonly string[]).includes(v)) return v as Normalization;
+  throw new FormatError(file, `unsupported normalize_activations ${JSON.stringify(v)} (expected one of ${NORMALIZATIONS.join(', ')})`);
+}
+
+function kOf(file: string, cfg: Json, dSae: number): number {
+  const kwargs = cfg['activation_fn_kwargs'];
+  const fromKwargs = typeof kwargs === 'object' && kwargs !== null ? (kwargs as Json) : {};
+  const k = optionalCount(file, cfg, 'k') ?? optionalCount(file, fromKwargs, 'k');
+  if (k === undefined) throw new FormatError(file, "topk architecture but no 'k' (nor activation_fn_kwargs.k)");
+  if (k > dSae) throw new FormatError(file, `k ${k} is larger than d_sae ${dSae}`);
+  return k;
+}
+
+/**
+ * TopK with rescale_acts_by_decoder_norm: SAELens multiplies hidden_pre[j] by n_j = ||W_dec[j]||
+ * before top-k and divides the kept activations by n_j before decoding. Scaling encoder column
+ * j and b_enc[j] by n_j and decoder row j by 1/n_j gives the same codes and the same
+ * reconstruction with unit-norm decoder rows (SAELens' own fold_W_dec_norm does the same).
+ * A zero decoder row keeps its latent's pre-activation at 0, as in SAELens, and decodes to
+ * nothing (where SAELens would compute 0/0).
+ */
+export function foldDecoderNorms(W_enc: Float32Array, b_enc: Float32Array, W_dec: Float32Array, dIn: number, dSae: number): void {
+  const norms = new Float64Array(dSae);
+  for (let j = 0; j < dSae; j++) {
+    let sq = 0;
+    for (let c = 0; c < dIn; c++) sq += W_dec[j * dIn + c]! ** 2;
+    const n = Math.sqrt(sq);
+    norms[j] = n;
+    if (n > 0) for (let c = 0; c < dIn; c++) W_dec[j * dIn + c]! /= n;
+    b_enc[j]! *= n;
+  }
+  // Row by row: W_enc is [d_in, d_sae], so this walks memory in order.
+  for (let r = 0; r < dIn; r++) {
+    for (let j = 0; j < dSae; j++) W_enc[r * dSae + j]! *= norms[j]!;
+  }
+}
+
+/** Pre-6 finetuning_scaling_factor multiplies the activations before decoding: fold into W_dec rows. */
+function foldScalingFactor(W_dec: Float32Array, scale: Float32Array, dIn: number): void {
+  for (let j = 0; j < scale.length; j++) {
+    for (let c = 0; c < dIn; c++) W_dec[j * dIn + c]! *= scale[j]!;
+  }
+}
+
+export async function readSaeLens(dir: string): Promise<SaeWeights> {
+  const cfgFile = join(dir, SAELENS_CFG);
+  const cfg = await readJsonObject(cfgFile);
+  const nested = typeof cfg['metadata'] === 'object' && cfg['metadata'] !== null ? (cfg['metadata'] as Json) : {};
+  const dIn = requiredCount(cfgFile, cfg, 'd_in');
+  const dSae = requiredCount(cfgFile, cfg, 'd_sae');
+  const architecture = architectureOf(cfgFile, cfg);
+  const k = architecture === 'topk' ? kOf(cfgFile, cfg, dSae) : undefined;
+  const rescale = architecture === 'topk' && optionalBool(cfgFile, cfg, 'rescale_acts_by_decoder_norm', false);
+  const scaled = optionalBool(cfgFile, cfg, 'finetuning_scaling_factor', false);
+  const metadata: Json = { ...without(cfg, CONSUMED), ...without(nested, ['hook_name', 'model_name']) };
+  const config: SaeConfig = {
+    architecture,
+    dIn,
+    dSae,
+    ...(k !== undefined && { k }),
+    applyBDecToInput: optionalBool(cfgFile, cfg, 'apply_b_dec_to_input', true),
+    normalizeActivations: normalizationOf(cfgFile, cfg),
+    dtype: 'float32',
+    format: 'saelens',
+    metadata,
+  };
+  const hookName = optionalString(nested, 'hook_name') ?? optionalString(cfg, 'hook_name') ?? optionalString(cfg, 'hook_point');
+  const modelName = optionalString(nested, 'model_name') ?? optionalString(cfg, 'model_name');
+  if (hookName !== undefined) config.hookName = hookName;
+  if (modelName !== undefined) config.modelName = modelName;
+
+  const reader = await SafetensorsReader.open(join(dir, SAELENS_WEIGHTS));
+  try {
+    const because = `${SAELENS_CFG} says d_in ${dIn}, d_sae ${dSae}`;
+    config.dtype = floatDtypeName(reader, 'W_dec');
+    const W_enc = await readWeight(reader, 'W_enc', [dIn, dSae], because);
+    const b_enc = await readWeight(reader, 'b_enc', [dSae], because);
+    const W_dec = await readWeight(reader, 'W_dec', [dSae, dIn], because);
+    const b_dec = await readWeight(reader, 'b_dec', [dIn], because);
+    const weights: SaeWeights = { config, W_enc, encTransposed: false, b_enc, W_dec, b_dec };
+    if (architecture === 'jumprelu') weights.threshold = await readWeight(reader, 'threshold', [dSae], because);
+    if (scaled) {
+      const name = reader.tensors.has('finetuning_scaling_factor') ? 'finetuning_scaling_factor' : 'scaling_factor';
+      foldScalingFactor(W_dec, await readWeight(reader, name, [dSae], because), dIn);
+      metadata['finetuning_scaling_factor_folded'] = true;
+    }
+    if (rescale) {
+      foldDecoderNorms(W_enc, b_enc, W_dec, dIn, dSae);
+      metadata['rescale_acts_by_decoder_norm_folded'] = true;
+    }
+    return weights;
+  } finally {
+    await reader.close();
+  }
+}

@@ -1,0 +1,173 @@
+// The typed SAE API: validation in TypeScript with precise messages, heavy work in the addon
+// off the main thread (every call returns a Promise), explicit lifetime with dispose().
+import { addon, type AddonSae, type NativeFailure } from './addon.js';
+import { type SparseCodes, validateCodes } from './codes.js';
+import { NativeError, ValidationError, expected } from './errors.js';
+import { readSaeDir } from './formats/saeDir.js';
+import { type Device, resolveDevice } from './system.js';
+import type { SaeConfig, SaeWeights } from './types.js';
+
+export interface LoadOptions {
+  /** 'auto' (default) picks CUDA when a working device and kernels exist, else the CPU. */
+  device?: Device;
+}
+
+export class Sae {
+  #native: AddonSae | undefined;
+
+  /** Use loadSae() or createSae(). */
+  constructor(
+    native: AddonSae,
+    readonly config: SaeConfig,
+    readonly device: 'cpu' | 'cuda',
+  ) {
+    this.#native = native;
+  }
+
+  get dIn(): number {
+    return this.config.dIn;
+  }
+
+  get dSae(): number {
+    return this.config.dSae;
+  }
+
+  /** Bytes of memory the backend holds for this SAE (0 after dispose). */
+  get bytes(): number {
+    return this.#native?.bytes() ?? 0;
+  }
+
+  /**
+   * Encodes x ([rows, dIn] row-major float32) into sparse codes. Rows with a NaN or infinite
+   * value are rejected (ValidationError naming the row and column): silently propagating NaN
+   * through a top-k would produce codes that look valid. x must not be transferred or detached
+   * while the Promise is pending.
+   */
+  async encode(x: Float32Array): Promise<SparseCodes> {
+    const native = this.#live();
+    if (!(x instanceof Float32Array)) throw expected('Float32Array', 'x', x);
+    const dIn = this.config.dIn;
+    if (x.length % dIn !== 0)
+      throw new ValidationError(`x has ${x.length} elements, not a multiple of d_in ${dIn} (expected [rows, ${dIn}])`);
+    const rows = x.length / dIn;
+    if (rows === 0) return { rows: 0, dSae: this.dSae, indptr: new Uint32Array(1), indices: new Int32Array(0), values: new Float32Array(0) };
+    try {
+      const c = await native.encode(x, rows);
+      const codes: SparseCodes = { rows, dSae: this.dSae, indptr: c.indptr, indices: c.indices, values: c.values };
+      if (c.rowScale) codes.rowScale = c.rowScale;
+      if (c.rowShift) codes.rowShift = c.rowShift;
+      return codes;
+    } catch (e) {
+      throw rethrow(e, 'x');
+    }
+  }
+
+  /**
+   * Decodes codes into [rows, dIn] float32 (x_hat, normalization undone), written into `out`
+   * when given (every element is overwritten) or into a new array.
+   */
+  async decode(codes: SparseCodes, out?: Float32Array): Promise<Float32Array> {
+    const native = this.#live();
+    validateCodes(codes, this.dSae);
+    const rows = codes.indptr.length - 1;
+    const perRow = this.config.normalizeActivations === 'constant_norm_rescale' || this.config.normalizeActivations === 'layer_norm';
+    if (perRow && rows > 0 && (!codes.rowScale || !codes.rowShift))
+      throw new ValidationError(
+        `codes lack rowScale/rowShift, which this SAE's normalization '${this.config.normalizeActivations}' needs to decode`,
+      );
+    if (out === undefined) out = new Float32Array(rows * this.dIn);
+    else if (!(out instanceof Float32Array)) throw expected('Float32Array', 'out', out);
+    else if (out.length !== rows * this.dIn)
+      throw new ValidationError(`out has ${out.length} elements, expected rows * d_in = ${rows} * ${this.dIn}`);
+    if (rows === 0) return out;
+    try {
+      return await native.decode(codes, out);
+    } catch (e) {
+      throw rethrow(e, 'codes');
+    }
+  }
+
+  /** Frees the native memory now. Calls already running finish first; later calls throw. */
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = undefined;
+  }
+
+  #live(): AddonSae {
+    if (!this.#native) throw new ValidationError('this Sae was disposed');
+    return this.#native;
+  }
+}
+
+// The native message, rethrown as a saekit error created here so the user's stack is kept.
+function rethrow(e: unknown, inputName: string): Error {
+  const f = e as NativeFailure;
+  if (f?.code === 'SAEKIT_INPUT' && f.row !== undefined)
+    return new ValidationError(`${inputName} row ${f.row} has a non-finite value (NaN or Infinity) at column ${f.col}`);
+  return new NativeError(f?.message ?? String(e));
+}
+
+/** Validates weights against their config: every shape, k, and float32 storage. */
+export function validateWeights(w: SaeWeights): void {
+  const c = w.config;
+  for (const key of ['dIn', 'dSae'] as const) {
+    if (!Number.isInteger(c[key]) || c[key] < 1) throw expected('a positive integer', `config.${key}`, c[key]);
+  }
+  if (!['standard', 'topk', 'jumprelu'].includes(c.architecture))
+    throw new ValidationError(`unsupported architecture '${c.architecture}' (saekit runs standard, topk, jumprelu)`);
+  if (c.architecture === 'topk' && (!Number.isInteger(c.k) || c.k! < 1 || c.k! > c.dSae))
+    throw new ValidationError(`k must be an integer in [1, d_sae = ${c.dSae}] for a topk SAE but got ${c.k}`);
+  if (!['none', 'expected_average_only_in', 'constant_norm_rescale', 'layer_norm'].includes(c.normalizeActivations))
+    throw new ValidationError(`unsupported normalize_activations '${c.normalizeActivations}'`);
+  const shapes: Array<[keyof SaeWeights, number]> = [
+    ['W_enc', c.dIn * c.dSae],
+    ['b_enc', c.dSae],
+    ['W_dec', c.dSae * c.dIn],
+    ['b_dec', c.dIn],
+  ];
+  if (c.architecture === 'jumprelu') shapes.push(['threshold', c.dSae]);
+  for (const [key, n] of shapes) {
+    const a = w[key];
+    if (!(a instanceof Float32Array)) throw expected('Float32Array', key, a);
+    if (a.length !== n) throw new ValidationError(`${key} has ${a.length} elements, expected ${n} for d_in ${c.dIn}, d_sae ${c.dSae}`);
+  }
+}
+
+/** Loads SAE weights already in memory onto a backend. */
+export async function createSae(weights: SaeWeights, options: LoadOptions = {}): Promise<Sae> {
+  validateWeights(weights);
+  const device = resolveDevice(options.device);
+  const c = weights.config;
+  try {
+    const native = await addon().createSae(
+      {
+        dIn: c.dIn,
+        dSae: c.dSae,
+        k: c.k ?? 0,
+        architecture: c.architecture,
+        normalizeActivations: c.normalizeActivations,
+        applyBDecToInput: c.applyBDecToInput,
+      },
+      {
+        W_enc: weights.W_enc,
+        encTransposed: weights.encTransposed,
+        b_enc: weights.b_enc,
+        W_dec: weights.W_dec,
+        b_dec: weights.b_dec,
+        ...(weights.threshold ? { threshold: weights.threshold } : {}),
+      },
+      device,
+    );
+    return new Sae(native, c, device);
+  } catch (e) {
+    throw rethrow(e, 'weights');
+  }
+}
+
+/** Loads an SAE directory (SAELens, sparsify or Gemma Scope) onto a backend. */
+export async function loadSae(dir: string, options: LoadOptions = {}): Promise<Sae> {
+  if (typeof dir !== 'string' || dir.length === 0) throw expected('a directory path', 'dir', dir);
+  const device = resolveDevice(options.device);  // fail fast, before reading gigabytes
+  const weights = await readSaeDir(dir);
+  return createSae(weights, { device });
+}

@@ -1,0 +1,55 @@
+// Process-wide settings of the native side: kernel threads, CPU kernel variant, backends.
+import { addon, type BackendInfo, type CpuVariantName } from './addon.js';
+import { ValidationError, expected } from './errors.js';
+
+export type { BackendInfo, CpuVariantName };
+export type Device = 'auto' | 'cpu' | 'cuda';
+
+/** Compute backends in this build; cuda is listed when compiled, with why it is unavailable. */
+export function backends(): BackendInfo[] {
+  return addon().backends();
+}
+
+/** Threads of the process-wide kernel pool (all cores by default, or SAEKIT_THREADS). */
+export function threads(): number {
+  return addon().threads();
+}
+
+/** Resizes the kernel pool; 0 restores the default. Waits for a running kernel to finish. */
+export function setThreads(n: number): number {
+  if (!Number.isInteger(n) || n < 0 || n > 1024) throw expected('an integer in [0, 1024]', 'threads', n);
+  return addon().setThreads(n);
+}
+
+/** The CPU kernel variant in use, the best this CPU supports, and all it supports. */
+export function cpuVariant(): { current: CpuVariantName; best: CpuVariantName; supported: CpuVariantName[] } {
+  try {
+    return addon().cpuVariant();
+  } catch (e) {
+    throw new ValidationError((e as Error).message);  // e.g. a bad SAEKIT_ISA value
+  }
+}
+
+/** Forces a CPU kernel variant ('auto' restores the best). Tests use it to run every variant. */
+export function setCpuVariant(name: CpuVariantName | 'auto'): void {
+  if (!['auto', 'generic', 'avx2', 'avx512'].includes(name))
+    throw expected("'auto', 'generic', 'avx2' or 'avx512'", 'CPU variant', name);
+  try {
+    addon().setCpuVariant(name);
+  } catch (e) {
+    throw new ValidationError((e as Error).message);
+  }
+}
+
+/** Resolves 'auto' to the best available backend; a requested unavailable one is an error. */
+export function resolveDevice(device: Device = 'auto'): 'cpu' | 'cuda' {
+  if (!['auto', 'cpu', 'cuda'].includes(device)) throw expected("'auto', 'cpu' or 'cuda'", 'device', device);
+  if (device === 'cpu') return 'cpu';
+  const cuda = backends().find((b) => b.name === 'cuda');
+  if (device === 'cuda') {
+    if (!cuda) throw new ValidationError("device 'cuda' requested but this build has no CUDA backend (built without nvcc)");
+    if (!cuda.available) throw new ValidationError(`device 'cuda' requested but unavailable: ${cuda.detail}`);
+    return 'cuda';
+  }
+  return cuda?.available ? 'cuda' : 'cpu';
+}
