@@ -101,7 +101,7 @@ describe.each(variants)('CPU variant %s', (variant) => {
     const w = syntheticSae({ dIn, dSae, architecture: 'topk', k: 5, seed: seed + 1 });
     const col = new Rng(seed).fillNormal(new Float32Array(dIn));
     for (let i = 0; i < dIn; i++) for (let j = 0; j < dSae; j++) w.W_enc[i * dSae + j] = col[i]!;
-    w.b_enc.fill(10); // positive, so relu keeps them
+    w.b_enc.fill(1000); // far above any |x . col|, so relu keeps them all
     const sae = await createSae(w);
     const x = syntheticActivations(w, 3, { seed });
     const codes = await sae.encode(x);
