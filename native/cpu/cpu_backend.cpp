@@ -42,6 +42,18 @@ Variant variant(Isa isa) {
   }
 }
 
+// Per-thread packing buffer for a block of A, grown on demand and kept: at most ~168 x d_in
+// floats per kernel thread.
+float* thread_workspace(int64_t floats) {
+  thread_local AlignedFloats buf;
+  thread_local int64_t capacity = 0;
+  if (floats > capacity) {
+    buf = aligned_floats(floats);
+    capacity = floats;
+  }
+  return buf.get();
+}
+
 class CpuModel final : public BackendModel {
  public:
   CpuModel(const SaeSpec& spec, const SaeWeightsView& w)
@@ -104,12 +116,12 @@ class CpuModel final : public BackendModel {
       const int64_t row1 = std::min(rows, block_micro_begin(b + 1) * mr);
       const int block_rows = static_cast<int>(row1 - row0);
       const int64_t micro = (block_rows + mr - 1) / mr;
-      AlignedFloats a = aligned_floats(micro * mr * spec_.d_in);
-      pack_rows(x, row0, block_rows, mr, a.get(), s == 0 && per_row ? out : nullptr);
+      float* a = thread_workspace(micro * mr * spec_.d_in);
+      pack_rows(x, row0, block_rows, mr, a, s == 0 && per_row ? out : nullptr);
 
       const int64_t p0 = split_panel_begin(s), p1 = split_panel_begin(s + 1);
       EncodeBlockArgs args;
-      args.a_packed = a.get();
+      args.a_packed = a;
       args.rows = block_rows;
       args.d_in = spec_.d_in;
       args.b_packed = b_packed_.get() + p0 * spec_.d_in * kPanel;
@@ -119,12 +131,14 @@ class CpuModel final : public BackendModel {
       // Kernels number latents from the start of their panel range: shift them back after.
       TaskCodes& res = results[task];
       if (spec_.activation == Activation::TopK) {
-        TopKSink sink(block_rows, spec_.k);
+        thread_local TopKSink sink;
+        sink.reset(block_rows, spec_.k);
         args.sink = &sink;
         var.encode_block(args);
         sink.finish(res);
       } else {
-        ListSink sink(block_rows);
+        thread_local ListSink sink;
+        sink.reset(block_rows);
         args.sink = &sink;
         var.encode_block(args);
         sink.finish(res);

@@ -1,9 +1,8 @@
 // Where a row's admitted tile lanes go.
 //
-// TopKSink keeps, per row, a small buffer of candidates. While fewer than k positive values
-// have been seen the row threshold is -inf; when the buffer fills, it is cut to the k best by
-// (value desc, latent index asc) and the row threshold becomes the k-th value, so later tiles
-// are rejected in registers by one compare. Latents arrive in ascending index order, so a later
+// TopKSink keeps, per row, a small buffer of candidates. Until the buffer first fills the row
+// threshold is -inf; then it is cut to the k best by (value desc, latent index asc) and the
+// row threshold becomes the k-th value, so later tiles are rejected in registers by one compare. Latents arrive in ascending index order, so a later
 // value EQUAL to the threshold loses the tie and "value > threshold" is the exact admission
 // rule. Only positive values are admitted at all: relu zeroes the others and zeros are omitted.
 //
@@ -11,6 +10,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -26,10 +26,11 @@ struct TaskCodes {
   std::vector<float> values;
 };
 
-// Orders candidates best first; exact ties go to the lower latent index.
-inline bool better(const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
+// Orders candidates best first; exact ties go to the lower latent index. A lambda object (not
+// a function pointer) so std::nth_element inlines it.
+constexpr auto better = [](const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);
-}
+};
 
 // Keeps the k best of `cand` and sorts them by latent index.
 inline void keep_top_k_sorted(std::vector<std::pair<float, int32_t>>& cand, int64_t k) {
@@ -40,9 +41,20 @@ inline void keep_top_k_sorted(std::vector<std::pair<float, int32_t>>& cand, int6
   std::sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
 }
 
+// Sinks are reused across tasks by each thread (reset() keeps capacity): fresh allocations of
+// a few hundred KiB per task went through mmap and page faults, ~5% of the encode.
+//
+// A row's buffer only ever receives latents in ascending index order and compaction is stable,
+// so it stays index-sorted: no sort at the end, and among equal values the earlier (lower
+// index) entries are the ones kept.
 class TopKSink final : public TileSink {
  public:
-  TopKSink(int rows, int64_t k) : rows_(rows), k_(k), cap_(k + std::max<int64_t>(k, 64) + kPanel) {
+  void reset(int rows, int64_t k) {
+    rows_ = rows;
+    k_ = k;
+    // Slack of >= 2k (and >= 128) between cuts: each cut costs O(cap), so the total cost stays
+    // proportional to the number of admissions.
+    cap_ = k + std::max<int64_t>(2 * k, 128) + kPanel;
     values_.resize(static_cast<size_t>(rows) * cap_);
     indices_.resize(static_cast<size_t>(rows) * cap_);
     count_.assign(rows, 0);
@@ -51,7 +63,7 @@ class TopKSink final : public TileSink {
   }
 
   void push(int row, uint32_t mask, const float* v, int64_t base) override {
-    if (count_[row] + __builtin_popcount(mask) > cap_) shrink(row);
+    if (count_[row] + __builtin_popcount(mask) > cap_) cut(row);
     float* vals = values_.data() + static_cast<size_t>(row) * cap_;
     int32_t* idx = indices_.data() + static_cast<size_t>(row) * cap_;
     const float thr = thresholds_[row];
@@ -59,7 +71,7 @@ class TopKSink final : public TileSink {
     while (mask != 0) {
       const int j = __builtin_ctz(mask);
       mask &= mask - 1;
-      if (v[j] > thr) {  // the threshold may have risen in shrink()
+      if (v[j] > thr) {  // the threshold may have risen in cut()
         vals[n] = v[j];
         idx[n] = static_cast<int32_t>(base + j);
         ++n;
@@ -69,52 +81,59 @@ class TopKSink final : public TileSink {
   }
 
   void finish(TaskCodes& out) {
-    std::vector<std::pair<float, int32_t>> cand;
+    out.counts.reserve(out.counts.size() + rows_);
+    out.indices.reserve(out.indices.size() + rows_ * k_);
+    out.values.reserve(out.values.size() + rows_ * k_);
     for (int r = 0; r < rows_; ++r) {
-      gather(r, cand);
-      keep_top_k_sorted(cand, k_);
-      out.counts.push_back(static_cast<uint32_t>(cand.size()));
-      for (const auto& [v, i] : cand) {
-        out.indices.push_back(i);
-        out.values.push_back(v);
-      }
+      if (count_[r] > k_) cut(r);
+      const float* vals = values_.data() + static_cast<size_t>(r) * cap_;
+      const int32_t* idx = indices_.data() + static_cast<size_t>(r) * cap_;
+      out.counts.push_back(static_cast<uint32_t>(count_[r]));
+      out.indices.insert(out.indices.end(), idx, idx + count_[r]);
+      out.values.insert(out.values.end(), vals, vals + count_[r]);
     }
   }
 
  private:
-  void gather(int row, std::vector<std::pair<float, int32_t>>& cand) const {
-    const float* vals = values_.data() + static_cast<size_t>(row) * cap_;
-    const int32_t* idx = indices_.data() + static_cast<size_t>(row) * cap_;
-    cand.clear();
-    for (int64_t i = 0; i < count_[row]; ++i) cand.emplace_back(vals[i], idx[i]);
-  }
-
-  void shrink(int row) {
-    gather(row, scratch_);
-    std::nth_element(scratch_.begin(), scratch_.begin() + (k_ - 1), scratch_.end(), better);
+  // Keeps the k best of the row (value desc, index asc) in index order; raises the threshold
+  // to the k-th value. Selection runs on a float copy (fast compares), compaction is stable.
+  void cut(int row) {
     float* vals = values_.data() + static_cast<size_t>(row) * cap_;
     int32_t* idx = indices_.data() + static_cast<size_t>(row) * cap_;
-    for (int64_t i = 0; i < k_; ++i) {
-      vals[i] = scratch_[i].first;
-      idx[i] = scratch_[i].second;
+    const int64_t n = count_[row];
+    scratch_.assign(vals, vals + n);
+    std::nth_element(scratch_.begin(), scratch_.begin() + (k_ - 1), scratch_.end(), std::greater<float>());
+    const float t = scratch_[k_ - 1];
+    int64_t above = 0;
+    for (int64_t i = 0; i < n; ++i) above += vals[i] > t;
+    int64_t ties_kept = k_ - above;  // entries equal to t that fit, lowest indices first
+    int64_t w = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const bool keep = vals[i] > t || (vals[i] == t && ties_kept-- > 0);
+      vals[w] = vals[i];
+      idx[w] = idx[i];
+      w += keep;
     }
-    count_[row] = k_;
-    thresholds_[row] = scratch_[k_ - 1].first;
+    count_[row] = w;
+    thresholds_[row] = t;
   }
 
-  int rows_;
-  int64_t k_, cap_;
+  int rows_ = 0;
+  int64_t k_ = 0, cap_ = 0;
   std::vector<float> values_;
   std::vector<int32_t> indices_;
   std::vector<int64_t> count_;
   std::vector<float> thresholds_;
-  std::vector<std::pair<float, int32_t>> scratch_;
+  std::vector<float> scratch_;
 };
 
 class ListSink final : public TileSink {
  public:
-  explicit ListSink(int rows) : rows_(rows), thresholds_(rows, -std::numeric_limits<float>::infinity()) {
-    lists_.resize(rows);
+  void reset(int rows) {
+    rows_ = rows;
+    thresholds_.assign(rows, -std::numeric_limits<float>::infinity());
+    if (lists_.size() < static_cast<size_t>(rows)) lists_.resize(rows);
+    for (auto& l : lists_) l.clear();
     row_threshold = thresholds_.data();
   }
 
@@ -138,7 +157,7 @@ class ListSink final : public TileSink {
   }
 
  private:
-  int rows_;
+  int rows_ = 0;
   std::vector<float> thresholds_;
   std::vector<std::vector<std::pair<float, int32_t>>> lists_;
 };

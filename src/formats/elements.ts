@@ -82,3 +82,12 @@ export function toFloat32(kind: ElementKind, bytes: Uint8Array, out: Float32Arra
       dst.set(src as Float32Array | Float64Array | Int32Array); // f64 and i32 round via Math.fround
   }
 }
+
+/** Number of elements of a shape ([] is a scalar: 1). */
+export function shapeSize(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+export function formatShape(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}

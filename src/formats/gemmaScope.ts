@@ -24,12 +24,16 @@ export async function readGemmaScope(npzFile: string): Promise<SaeWeights> {
   const because = `W_enc is [d_model ${dIn}, d_sae ${dSae}]`;
   const weight = (name: string, shape: number[]): Float32Array => {
     const a = get(name);
+    if (!Object.hasOwn(NPY_DTYPE_NAMES, a.dtype)) throw new FormatError(npzFile, `array '${name}' has dtype ${a.dtype}; SAE weights must be floats`);
     expectShape(npzFile, name, a.shape, shape, because);
     checkFinite(npzFile, name, a.data, shape);
     return a.data;
   };
-  const dtype = get('W_dec').dtype;
   const W_enc = weight('W_enc', [dIn, dSae]);
+  const b_enc = weight('b_enc', [dSae]);
+  const W_dec = weight('W_dec', [dSae, dIn]);
+  const b_dec = weight('b_dec', [dIn]);
+  const threshold = weight('threshold', [dSae]);
   return {
     config: {
       architecture: 'jumprelu',
@@ -37,15 +41,15 @@ export async function readGemmaScope(npzFile: string): Promise<SaeWeights> {
       dSae,
       applyBDecToInput: false,
       normalizeActivations: 'none',
-      dtype: NPY_DTYPE_NAMES[dtype] ?? dtype,
+      dtype: NPY_DTYPE_NAMES[get('W_dec').dtype]!,
       format: 'gemmascope',
       metadata: {},
     },
     W_enc,
     encTransposed: false,
-    b_enc: weight('b_enc', [dSae]),
-    W_dec: weight('W_dec', [dSae, dIn]),
-    b_dec: weight('b_dec', [dIn]),
-    threshold: weight('threshold', [dSae]),
+    b_enc,
+    W_dec,
+    b_dec,
+    threshold,
   };
 }

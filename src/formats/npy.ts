@@ -9,9 +9,8 @@
 
 import type { FileHandle } from 'node:fs/promises';
 import { FormatError, ValidationError, describe } from '../errors.js';
-import { bytesOf, ELEMENT_SIZE, viewAs, type ElementArray, type ElementKind } from './elements.js';
+import { bytesOf, ELEMENT_SIZE, formatShape, shapeSize, viewAs, type ElementArray, type ElementKind } from './elements.js';
 import { openForRead, readAt, readFloat32At, writeAt, writeFileAtomic } from './fileIo.js';
-import { formatShape, shapeSize } from './safetensors.js';
 
 const NPY_KIND = { '<f4': 'f32', '<f8': 'f64', '<f2': 'f16', '<i4': 'i32', '<i8': 'i64' } as const;
 
@@ -184,7 +183,7 @@ export function encodeNpy(data: Float32Array | Uint16Array, shape: readonly numb
     throw new ValidationError(`Expected ${expectedClass.name} for ${dtype} data but received ${describe(data)}`);
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0) || shapeSize(shape) !== data.length) {
-    throw new ValidationError(`Expected a shape whose size is ${data.length} (the data length) but received ${describe(shape)} ${JSON.stringify(shape)}`);
+    throw new ValidationError(`Expected a shape with ${data.length} elements (the data length) but received ${JSON.stringify(shape)}`);
   }
   const shapeText = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(', ')})`;
   const dict = `{'descr': '${dtype}', 'fortran_order': False, 'shape': ${shapeText}, }`;

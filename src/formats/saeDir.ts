@@ -37,7 +37,8 @@ export async function readSaeDir(path: string): Promise<SaeWeights> {
   let isDir: boolean;
   try {
     isDir = (await stat(path)).isDirectory();
-  } catch {
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new FormatError(path, `cannot read: ${(err as Error).message}`);
     throw new FormatError(path, `no such file or directory (expected an SAE directory: ${EXPECTED})`);
   }
   if (!isDir) {

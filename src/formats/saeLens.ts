@@ -43,11 +43,11 @@ function architectureOf(file: string, cfg: Json): Architecture {
   const act = cfg['activation_fn_str'] ?? cfg['activation_fn'] ?? 'relu';
   if (arch === 'topk' || arch === 'jumprelu') return arch;
   if (arch !== 'standard') {
-    throw new FormatError(file, `unsupported architecture ${JSON.stringify(arch)} (saekit runs standard, topk and jumprelu SAEs)`);
+    throw new FormatError(file, `unsupported architecture '${String(arch)}' (saekit runs standard, topk and jumprelu SAEs)`);
   }
   if (act === 'relu') return 'standard';
   if (act === 'topk') return 'topk';
-  throw new FormatError(file, `unsupported activation function ${JSON.stringify(act)} (saekit runs relu and topk)`);
+  throw new FormatError(file, `unsupported activation function '${String(act)}' (saekit runs relu and topk)`);
 }
 
 function normalizationOf(file: string, cfg: Json): Normalization {
@@ -55,7 +55,7 @@ function normalizationOf(file: string, cfg: Json): Normalization {
   if (v === undefined || v === null || v === false) return 'none';
   if (v === true) return 'expected_average_only_in'; // pre-6 boolean, as SAELens maps it
   if (typeof v === 'string' && (NORMALIZATIONS as readonly string[]).includes(v)) return v as Normalization;
-  throw new FormatError(file, `unsupported normalize_activations ${JSON.stringify(v)} (expected one of ${NORMALIZATIONS.join(', ')})`);
+  throw new FormatError(file, `unsupported normalize_activations '${String(v)}' (expected one of ${NORMALIZATIONS.join(', ')})`);
 }
 
 function kOf(file: string, cfg: Json, dSae: number): number {
@@ -106,29 +106,34 @@ export async function readSaeLens(dir: string): Promise<SaeWeights> {
   const dSae = requiredCount(cfgFile, cfg, 'd_sae');
   const architecture = architectureOf(cfgFile, cfg);
   const k = architecture === 'topk' ? kOf(cfgFile, cfg, dSae) : undefined;
-  const rescale = architecture === 'topk' && optionalBool(cfgFile, cfg, 'rescale_acts_by_decoder_norm', false);
+  const rescale = optionalBool(cfgFile, cfg, 'rescale_acts_by_decoder_norm', false);
+  if (rescale && architecture !== 'topk') {
+    // SAELens saves such SAEs with the norms already folded; a set flag here is unexplained.
+    throw new FormatError(cfgFile, `rescale_acts_by_decoder_norm is true for a ${architecture} SAE (supported for topk only)`);
+  }
   const scaled = optionalBool(cfgFile, cfg, 'finetuning_scaling_factor', false);
+  const applyBDecToInput = optionalBool(cfgFile, cfg, 'apply_b_dec_to_input', true);
+  const normalizeActivations = normalizationOf(cfgFile, cfg);
   const metadata: Json = { ...without(cfg, CONSUMED), ...without(nested, ['hook_name', 'model_name']) };
-  const config: SaeConfig = {
-    architecture,
-    dIn,
-    dSae,
-    ...(k !== undefined && { k }),
-    applyBDecToInput: optionalBool(cfgFile, cfg, 'apply_b_dec_to_input', true),
-    normalizeActivations: normalizationOf(cfgFile, cfg),
-    dtype: 'float32',
-    format: 'saelens',
-    metadata,
-  };
   const hookName = optionalString(nested, 'hook_name') ?? optionalString(cfg, 'hook_name') ?? optionalString(cfg, 'hook_point');
   const modelName = optionalString(nested, 'model_name') ?? optionalString(cfg, 'model_name');
-  if (hookName !== undefined) config.hookName = hookName;
-  if (modelName !== undefined) config.modelName = modelName;
 
   const reader = await SafetensorsReader.open(join(dir, SAELENS_WEIGHTS));
   try {
+    const config: SaeConfig = {
+      architecture,
+      dIn,
+      dSae,
+      ...(k !== undefined && { k }),
+      applyBDecToInput,
+      normalizeActivations,
+      dtype: floatDtypeName(reader, 'W_dec'),
+      format: 'saelens',
+      ...(hookName !== undefined && { hookName }),
+      ...(modelName !== undefined && { modelName }),
+      metadata,
+    };
     const because = `${SAELENS_CFG} says d_in ${dIn}, d_sae ${dSae}`;
-    config.dtype = floatDtypeName(reader, 'W_dec');
     const W_enc = await readWeight(reader, 'W_enc', [dIn, dSae], because);
     const b_enc = await readWeight(reader, 'b_enc', [dSae], because);
     const W_dec = await readWeight(reader, 'W_dec', [dSae, dIn], because);

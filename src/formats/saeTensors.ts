@@ -4,7 +4,8 @@
 
 import { readFile } from 'node:fs/promises';
 import { FormatError } from '../errors.js';
-import { formatShape, type SafetensorsReader } from './safetensors.js';
+import { formatShape } from './elements.js';
+import type { SafetensorsReader } from './safetensors.js';
 
 /** safetensors dtype -> the dtype name SAELens configs use. */
 const FLOAT_DTYPE_NAMES: Readonly<Record<string, string>> = {

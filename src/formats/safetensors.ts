@@ -8,7 +8,7 @@
 
 import type { FileHandle } from 'node:fs/promises';
 import { FormatError, ValidationError } from '../errors.js';
-import { ELEMENT_SIZE, viewAs, type ElementArray, type ElementKind } from './elements.js';
+import { ELEMENT_SIZE, formatShape, shapeSize, viewAs, type ElementArray, type ElementKind } from './elements.js';
 import { openForRead, readAt, readFloat32At } from './fileIo.js';
 
 /** dtypes saekit reads and writes. */
@@ -57,14 +57,6 @@ function dtypeSize(dtype: string): number | undefined {
   return Object.hasOwn(OTHER_DTYPE_SIZES, dtype) ? OTHER_DTYPE_SIZES[dtype] : undefined;
 }
 
-export function shapeSize(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
-export function formatShape(shape: readonly number[]): string {
-  return `[${shape.join(', ')}]`;
-}
-
 function isCount(v: unknown): v is number {
   return Number.isSafeInteger(v) && (v as number) >= 0;
 }
@@ -79,7 +71,7 @@ interface ParsedHeader {
  * size matches its byte range, and the ranges tile the data area exactly (no overlap, no gap,
  * nothing after the last one), as the Rust reader requires.
  */
-export function parseSafetensorsHeader(file: string, json: string, dataStart: number, fileSize: number): ParsedHeader {
+function parseSafetensorsHeader(file: string, json: string, dataStart: number, fileSize: number): ParsedHeader {
   let raw: unknown;
   try {
     raw = JSON.parse(json);
@@ -184,7 +176,12 @@ export class SafetensorsReader {
       }
       const headerBytes = new Uint8Array(Number(n));
       await readAt(fh, file, 8, headerBytes, 'the header');
-      const json = new TextDecoder().decode(headerBytes);
+      let json: string;
+      try {
+        json = new TextDecoder('utf-8', { fatal: true }).decode(headerBytes);
+      } catch {
+        throw new FormatError(file, 'safetensors header is not valid UTF-8');
+      }
       const { tensors, metadata } = parseSafetensorsHeader(file, json, 8 + headerBytes.length, fileSize);
       return new SafetensorsReader(file, fh, tensors, metadata);
     } catch (err) {
@@ -217,7 +214,7 @@ export class SafetensorsReader {
   async readTensor(name: string): Promise<ElementArray> {
     const info = this.info(name);
     const kind = this.kindOf(name, info);
-    const bytes = new Uint8Array(info.byteLength);
+    const bytes = new Uint8Array(info.byteLength); // own buffer: aligned for any element size
     await readAt(this.fh, this.file, info.byteOffset, bytes, `tensor '${name}'`);
     return viewAs(kind, bytes);
   }

@@ -9,9 +9,9 @@
 
 import { rename, rm, open, type FileHandle } from 'node:fs/promises';
 import { ValidationError, describe } from '../errors.js';
-import { arrayClassName, bytesOf, ELEMENT_SIZE, isArrayOfKind, type ElementArray } from './elements.js';
+import { arrayClassName, bytesOf, ELEMENT_SIZE, isArrayOfKind, shapeSize, type ElementArray } from './elements.js';
 import { tempPathFor, writeAt, writeFileAtomic } from './fileIo.js';
-import { formatShape, isSafetensorsDtype, SAFETENSORS_KIND, shapeSize, type SafetensorsDtype } from './safetensors.js';
+import { isSafetensorsDtype, SAFETENSORS_KIND, type SafetensorsDtype } from './safetensors.js';
 
 export interface SafetensorsTensorSpec {
   name: string;

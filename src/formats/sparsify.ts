@@ -22,7 +22,7 @@ export async function readSparsify(dir: string): Promise<SaeWeights> {
   const cfg = await readJsonObject(cfgFile);
   const activation = cfg['activation'] ?? 'topk';
   if (activation !== 'topk') {
-    throw new FormatError(cfgFile, `unsupported activation ${JSON.stringify(activation)} (saekit runs sparsify's topk SAEs)`);
+    throw new FormatError(cfgFile, `unsupported activation '${String(activation)}' (saekit runs sparsify's topk SAEs)`);
   }
   if (optionalBool(cfgFile, cfg, 'skip_connection', false)) {
     throw new FormatError(cfgFile, 'skip_connection is true: SAEs with a W_skip term are not supported');

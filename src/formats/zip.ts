@@ -42,7 +42,7 @@ async function centralDirectory(fh: FileHandle, file: string, fileSize: number):
   const tail = await readView(fh, file, tailStart, tailLength, 'the zip end record');
   let at = tailLength - EOCD_SIZE;
   while (at >= 0 && tail.getUint32(at, true) !== EOCD_SIG) at--;
-  if (at < 0) throw new FormatError(file, 'not a zip archive (no end-of-central-directory record)');
+  if (at < 0) throw new FormatError(file, 'not a zip archive, or truncated (no end-of-central-directory record)');
   // zip64 archives put a locator right before the end record, pointing at the zip64 end
   // record whose 64-bit fields replace the (then saturated or stale) 32-bit ones.
   const locAt = tailStart + at - 20;
