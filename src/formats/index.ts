@@ -20,7 +20,7 @@ export {
   type SafetensorsTensorData,
 } from './safetensorsWriter.js';
 
-export { NpyReader, parseNpy, writeNpy, encodeNpy, type NpyDtype, type NpyHeader, type NpyWriteDtype } from './npy.js';
+export { NpyReader, parseNpy, writeNpy, encodeNpy, encodeNpyHeader, type NpyDtype, type NpyHeader, type NpyWriteDtype } from './npy.js';
 export { readNpz, writeNpz, type NpzArray, type NpzArrayRead } from './npz.js';
 
 export {

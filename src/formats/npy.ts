@@ -185,6 +185,11 @@ export function encodeNpy(data: Float32Array | Uint16Array, shape: readonly numb
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0) || shapeSize(shape) !== data.length) {
     throw new ValidationError(`Expected a shape with ${data.length} elements (the data length) but received ${JSON.stringify(shape)}`);
   }
+  return [encodeNpyHeader(shape, dtype), bytesOf(data)];
+}
+
+/** The header alone, for writers that stream the data after it. */
+export function encodeNpyHeader(shape: readonly number[], dtype: NpyWriteDtype = '<f4'): Uint8Array {
   const shapeText = shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(', ')})`;
   const dict = `{'descr': '${dtype}', 'fortran_order': False, 'shape': ${shapeText}, }`;
   // Pad with spaces + '\n' so prelude + text is a multiple of 64 (numpy's alignment).
@@ -203,7 +208,7 @@ export function encodeNpy(data: Float32Array | Uint16Array, shape: readonly numb
   else view.setUint32(8, total - textStart, true);
   header.set(new TextEncoder().encode(dict), textStart);
   header[total - 1] = 0x0a;
-  return [header, bytesOf(data)];
+  return header;
 }
 
 /** Writes a C-ordered .npy atomically: Float32Array for '<f4', Uint16Array of f16 bits for '<f2'. */

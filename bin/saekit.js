@@ -1,0 +1,11 @@
+#!/usr/bin/env node
+// The `saekit` command. The CLI itself is TypeScript, compiled to dist/ by `npm install`.
+import('../dist/cli/main.js')
+  .then((cli) => cli.main(process.argv.slice(2)))
+  .then((code) => {
+    process.exitCode = code;
+  })
+  .catch((e) => {
+    process.stderr.write(`saekit: ${e && e.message ? e.message : e}\n`);
+    process.exitCode = 1;
+  });

@@ -1,0 +1,16 @@
+import { UsageError } from '../../errors.js';
+import { readSaeDir } from '../../formats/saeDir.js';
+import { parse } from '../args.js';
+
+export const infoUsage = 'saekit info DIR';
+
+/** Prints the SAE's normalized config as JSON (weights are read to validate them). */
+export async function infoCommand(argv: string[]): Promise<number> {
+  const { positionals } = parse(argv, {}, true);
+  if (positionals.length !== 1) throw new UsageError(`usage: ${infoUsage}`);
+  const w = await readSaeDir(positionals[0]!);
+  const c = w.config;
+  const weightBytes = 4 * (w.W_enc.length + w.W_dec.length + w.b_enc.length + w.b_dec.length + (w.threshold?.length ?? 0));
+  process.stdout.write(`${JSON.stringify({ ...c, weightBytesFloat32: weightBytes }, null, 2)}\n`);
+  return 0;
+}

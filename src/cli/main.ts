@@ -1,0 +1,51 @@
+// `saekit` command dispatch. Exit codes: 0 success, 1 error (one line on stderr naming the
+// file/tensor/flag at fault), 2 bad usage.
+import { SaekitError, UsageError } from '../errors.js';
+import { decodeCommand, decodeUsage } from './commands/decode.js';
+import { demoCommand, demoUsage } from './commands/demo.js';
+import { doctorCommand, doctorUsage } from './commands/doctor.js';
+import { encodeCommand, encodeUsage } from './commands/encode.js';
+import { infoCommand, infoUsage } from './commands/info.js';
+
+const commands: Record<string, { run: (argv: string[]) => Promise<number>; usage: string; what: string }> = {
+  demo: { run: demoCommand, usage: demoUsage, what: 'generate an SAE and activations, encode + decode them, report speed and error' },
+  encode: { run: encodeCommand, usage: encodeUsage, what: 'encode an activation dump (.npy/.safetensors) into sparse codes' },
+  decode: { run: decodeCommand, usage: decodeUsage, what: 'decode sparse codes into reconstructed activations (.npy)' },
+  info: { run: infoCommand, usage: infoUsage, what: "print an SAE directory's config as JSON" },
+  doctor: { run: doctorCommand, usage: doctorUsage, what: 'show backends, CPU kernel variant, threads, CUDA device' },
+};
+
+export function usage(): string {
+  const lines = ['usage: saekit <command> [flags]', ''];
+  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(8)} ${c.what}`, `           ${c.usage}`);
+  return lines.join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${usage()}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`saekit: unknown command '${name}'\n${usage()}\n`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`usage: ${command.usage}\n`);
+    return 0;
+  }
+  try {
+    return await command.run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`saekit ${name}: ${e.message}\nusage: ${command.usage}\n`);
+      return 2;
+    }
+    const message = e instanceof SaekitError ? e.message : `${(e as Error)?.message ?? e}`;
+    process.stderr.write(`saekit ${name}: ${message.split('\n')[0]}\n`);
+    if (process.env.SAEKIT_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    return 1;
+  }
+}
