@@ -96,7 +96,17 @@ SAEKIT_AVX512 void encode_block_avx512(const EncodeBlockArgs& args) {
     for (int64_t k0 = 0; k0 < d_in; k0 += slice) {
       const int64_t kc = d_in - k0 < slice ? d_in - k0 : slice;
       const bool first = k0 == 0, last = k0 + kc == d_in;
+      // W_enc is one sequential stream (slices, then panels, are contiguous). Pull the next
+      // slice into L2 while this one is reused from L1: spread over the micro-panels, a share
+      // of its lines per tile. Left to the hardware prefetcher, the first micro-panel of each
+      // slice stalled on memory (~15% of the kernel's time at d_in 768).
+      const char* next = reinterpret_cast<const char*>(b + (k0 + kc) * kPanel);
+      const char* stop = reinterpret_cast<const char*>(args.b_packed + args.n_panels * d_in * kPanel);
+      const int64_t next_bytes = slice * kPanel * 4;
+      const int64_t per_tile = (next_bytes / n_micro + 63) / 64 * 64;
       for (int m = 0; m < n_micro; ++m) {
+        for (int64_t off = m * per_tile; off < (m + 1) * per_tile && off < next_bytes && next + off < stop; off += 64)
+          _mm_prefetch(next + off, _MM_HINT_T1);
         const float* a = args.a_packed + static_cast<int64_t>(m) * d_in * MR + k0 * MR;
         const int rows = args.rows - m * MR < MR ? args.rows - m * MR : MR;
         tile_slice<MR>(a, b + k0 * kPanel, kc, partial + m * MR * kPanel, first, last, args.bias + p * kPanel,
