@@ -24,20 +24,19 @@ class Pool {
  public:
   ~Pool() { stop_workers(); }
 
-  int size() const { return size_.load(); }
+  int size() const { return wanted_.load(); }
 
-  void resize(int n) {
-    std::lock_guard<std::mutex> job(job_mutex_);  // never while a job runs
-    stop_workers();
-    size_ = n <= 0 ? default_threads() : n;
-    start_workers();
-  }
+  // Takes effect at the start of the next job, so a caller (the JS main thread) never waits
+  // for a running kernel.
+  void resize(int n) { wanted_.store(n <= 0 ? default_threads() : n); }
 
   void run(int64_t n_tasks, const std::function<void(int64_t, int)>& fn) {
     if (n_tasks <= 0) return;
     std::lock_guard<std::mutex> job(job_mutex_);
-    if (size_ == 0) {
-      size_ = default_threads();
+    const int wanted = wanted_.load();
+    if (size_ == 0 || wanted != size_) {
+      stop_workers();
+      size_ = wanted;
       start_workers();
     }
     if (size_ == 1 || n_tasks == 1) {
@@ -111,6 +110,7 @@ class Pool {
   std::condition_variable cv_start_, cv_done_;
   std::vector<std::thread> workers_;
   std::atomic<int> size_{0};
+  std::atomic<int> wanted_{default_threads()};
   bool quit_ = false;
   uint64_t generation_ = 0;
   const std::function<void(int64_t, int)>* fn_ = nullptr;
@@ -131,10 +131,7 @@ Pool& pool() {
 
 void parallel_for(int64_t n_tasks, const std::function<void(int64_t, int)>& fn) { pool().run(n_tasks, fn); }
 
-int threads() {
-  int n = pool().size();
-  return n == 0 ? default_threads() : n;
-}
+int threads() { return pool().size(); }
 
 void set_threads(int n) { pool().resize(n); }
 

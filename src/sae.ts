@@ -125,12 +125,25 @@ export function validateWeights(w: SaeWeights): void {
     ['W_dec', c.dSae * c.dIn],
     ['b_dec', c.dIn],
   ];
+  if (typeof c.applyBDecToInput !== 'boolean') throw expected('a boolean', 'config.applyBDecToInput', c.applyBDecToInput);
+  if (typeof w.encTransposed !== 'boolean') throw expected('a boolean', 'encTransposed', w.encTransposed);
   if (c.architecture === 'jumprelu') shapes.push(['threshold', c.dSae]);
   for (const [key, n] of shapes) {
     const a = w[key];
     if (!(a instanceof Float32Array)) throw expected('Float32Array', key, a);
     if (a.length !== n) throw new ValidationError(`${key} has ${a.length} elements, expected ${n} for d_in ${c.dIn}, d_sae ${c.dSae}`);
+    // A NaN weight silently removes its latent from every top-k; an infinite one wins them all.
+    const bad = firstNonFinite(a);
+    if (bad >= 0) throw new ValidationError(`${key}[${bad}] is ${a[bad]}: weights must be finite`);
   }
+}
+
+function firstNonFinite(a: Float32Array): number {
+  for (let i = 0; i < a.length; i++) {
+    const v = a[i]!;
+    if (v - v !== 0) return i; // NaN - NaN and Inf - Inf are NaN
+  }
+  return -1;
 }
 
 /** Loads SAE weights already in memory onto a backend. */

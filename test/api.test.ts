@@ -109,6 +109,14 @@ describe('encode input validation', () => {
       x[0] = 0;
       x[x.length - 1] = Infinity;
       expect((await expectReject(() => sae.encode(x), ValidationError)).message).toMatch(new RegExp(`^x row ${rows - 1} .* column 32$`));
+      // Several bad values across a batch big enough to be split between threads: the first
+      // in row-major order is the one reported, every time.
+      const big = inputs(w, 3000);
+      const bad = [2999 * 33 + 1, 1400 * 33 + 20, 1400 * 33 + 9, 2200 * 33];
+      for (const i of bad) big[i] = Number.NaN;
+      for (let t = 0; t < 3; t++) {
+        expect((await expectReject(() => sae.encode(big), ValidationError)).message).toMatch(/^x row 1400 .* column 9$/);
+      }
       // The same Sae still encodes correctly afterwards.
       const good = inputs(w, rows);
       expectMatchesReference(w, good, await sae.encode(good));
@@ -146,7 +154,7 @@ describe('createSae validation', () => {
   it('rejects weight arrays of the wrong length or type, naming the tensor and the expected size', async () => {
     const cases: Array<[keyof SaeWeights, (w: SaeWeights) => unknown, string[]]> = [
       ['W_enc', (w) => w.W_enc.subarray(1), ['W_enc has 3200 elements', 'expected 3201', 'd_in 33, d_sae 97']],
-      ['b_enc', (w) => new Float32Array(98), ['b_enc has 98 elements', 'expected 97']],
+      ['b_enc', () => new Float32Array(98), ['b_enc has 98 elements', 'expected 97']],
       ['W_dec', (w) => new Float32Array(w.W_dec.length * 2), ['W_dec has 6402 elements', 'expected 3201']],
       ['b_dec', (w) => Float64Array.from(w.b_dec), ['Expected Float32Array for b_dec', 'Float64Array(33)']],
     ];
@@ -182,7 +190,7 @@ describe('createSae validation', () => {
 });
 
 describe('decode validation', () => {
-  /** Valid codes of 3 rows from a real encode, and a deep copy function to break them. */
+  /** Valid codes of 3 rows from a real encode (at least 3 entries), to be broken by the tests. */
   async function codesFor(sae: Sae, w: SaeWeights): Promise<SparseCodes> {
     const codes = await sae.encode(inputs(w, 3));
     expect(codes.indptr[3]).toBeGreaterThan(2);
@@ -312,6 +320,26 @@ describe('process-wide settings', () => {
     }
     setCpuVariant('auto');
     expect(cpuVariant().current).toBe(best);
+  });
+  it('changing threads and CPU variant while encodes are in flight neither deadlocks nor breaks results', async () => {
+    const w = weights({ dIn: 96, dSae: 1500, k: 20 });
+    const x = inputs(w, 300);
+    const rows = [0, 1 + new Rng(seed + 9).int(298), 299];
+    const ref = referenceEncode(w, pickRows(x, 96, rows));
+    const { supported } = cpuVariant();
+    await withSae(w, async (sae) => {
+      for (let round = 0; round < 4; round++) {
+        const pending = [sae.encode(x), sae.encode(x), sae.encode(x)];
+        setThreads(1 + (round % 2)); // waits for a running kernel, by design
+        setCpuVariant(supported[round % supported.length]!);
+        for (const codes of await Promise.all(pending)) {
+          expect(codes.indptr.length).toBe(301);
+          expect(compareCodes(w, ref, pickCodeRows(codes, rows))).toEqual([]);
+        }
+      }
+    });
+    setThreads(0);
+    setCpuVariant('auto');
   });
 });
 
@@ -508,5 +536,22 @@ describe.each(usableDevices())('on %s', (device) => {
         sae.dispose();
       }
     }
+  });
+});
+
+describe('weights validation in createSae', () => {
+  it('rejects non-finite weights, naming the tensor and index', async () => {
+    const w = syntheticSae({ dIn: 16, dSae: 40, architecture: 'topk', k: 5, seed: 3 });
+    w.W_enc[3] = Number.NaN;
+    await expectReject(() => createSae(w), ValidationError, 'W_enc[3] is NaN');
+    w.W_enc[3] = 0;
+    w.b_dec[15] = Number.NEGATIVE_INFINITY;
+    await expectReject(() => createSae(w), ValidationError, 'b_dec[15] is -Infinity');
+  });
+
+  it('requires applyBDecToInput to be a boolean (SAELens defaults it to true; no silent false)', async () => {
+    const w = syntheticSae({ dIn: 8, dSae: 16, architecture: 'standard', seed: 4 });
+    delete (w.config as Partial<typeof w.config>).applyBDecToInput;
+    await expectReject(() => createSae(w), ValidationError, 'config.applyBDecToInput', 'undefined');
   });
 });

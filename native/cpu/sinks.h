@@ -63,7 +63,11 @@ class TopKSink final : public TileSink {
   }
 
   void push(int row, uint32_t mask, const float* v, int64_t base) override {
-    if (count_[row] + __builtin_popcount(mask) > cap_) cut(row);
+    // Cut when full, and once early (at 2k candidates) so a real threshold exists after a few
+    // panels instead of after the whole buffer has filled with everything positive.
+    const int64_t pending = count_[row] + __builtin_popcount(mask);
+    if (pending > cap_ || (count_[row] >= 2 * k_ && thresholds_[row] == -std::numeric_limits<float>::infinity()))
+      cut(row);
     float* vals = values_.data() + static_cast<size_t>(row) * cap_;
     int32_t* idx = indices_.data() + static_cast<size_t>(row) * cap_;
     const float thr = thresholds_[row];
