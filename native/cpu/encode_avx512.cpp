@@ -24,6 +24,39 @@ namespace {
 
 constexpr int64_t kMaxSlice = 192;
 
+// Appends each tile row's lanes that beat max(admission, row threshold) to the row's staging
+// area, branch-free for rows where nothing passes.
+SAEKIT_AVX512 __attribute__((noinline)) void select_rows(const float (*tile)[kPanel], int rows, const float* admit,
+                                                         int row0, int64_t base, TileSink& sink) {
+  const __m512 adm0 = _mm512_loadu_ps(admit), adm1 = _mm512_loadu_ps(admit + 16);
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i idx0 = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(base)));
+  const __m512i idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(16));
+  for (int r = 0; r < rows; ++r) {
+    const int row = row0 + r;
+    const __m512 v0 = _mm512_load_ps(tile[r]);
+    const __m512 v1 = _mm512_load_ps(tile[r] + 16);
+    const __m512 thr = _mm512_set1_ps(sink.row_threshold[row]);
+    const __mmask16 m0 = _mm512_cmp_ps_mask(v0, _mm512_max_ps(adm0, thr), _CMP_GT_OQ);
+    const __mmask16 m1 = _mm512_cmp_ps_mask(v1, _mm512_max_ps(adm1, thr), _CMP_GT_OQ);
+    if ((m0 | m1) == 0) continue;
+    // Compress the passing lanes to the front of a register and store all 16; only
+    // popcount(mask) of them count. (Register-form compress: the memory form is microcoded
+    // and slow on AMD.)
+    int64_t n = sink.count[row];
+    float* values = sink.values + row * sink.stride + n;
+    int32_t* indices = sink.indices + row * sink.stride + n;
+    const int n0 = __builtin_popcount(m0);
+    _mm512_storeu_ps(values, _mm512_maskz_compress_ps(m0, v0));
+    _mm512_storeu_si512(indices, _mm512_maskz_compress_epi32(m0, idx0));
+    _mm512_storeu_ps(values + n0, _mm512_maskz_compress_ps(m1, v1));
+    _mm512_storeu_si512(indices + n0, _mm512_maskz_compress_epi32(m1, idx1));
+    n += n0 + __builtin_popcount(m1);
+    sink.count[row] = n;
+    if (n > sink.limit[row]) sink.flush(row);
+  }
+}
+
 // One slice [k0, k0 + kc) of one micro-panel against one panel. `partial` holds the tile's
 // running sums between slices (MR x 32 floats); first/last say whether to start from zero and
 // whether to finish with the epilogue.
@@ -60,24 +93,17 @@ SAEKIT_AVX512 inline void tile_slice(const float* __restrict a, const float* __r
     }
     return;
   }
+  // Park the finished tile (with bias) and select from memory: a call (flush) while the 28
+  // accumulators were live forced the compiler to spill them around every row (~500 stack
+  // accesses in the old epilogue).
+  alignas(64) float tile[MR][kPanel];
   const __m512 bias0 = _mm512_loadu_ps(bias), bias1 = _mm512_loadu_ps(bias + 16);
-  const __m512 adm0 = _mm512_loadu_ps(admit), adm1 = _mm512_loadu_ps(admit + 16);
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
-    if (r >= rows) break;
-    const __m512 v0 = _mm512_add_ps(c0[r], bias0);
-    const __m512 v1 = _mm512_add_ps(c1[r], bias1);
-    const __m512 thr = _mm512_set1_ps(sink.row_threshold[row0 + r]);
-    const __mmask16 m0 = _mm512_cmp_ps_mask(v0, _mm512_max_ps(adm0, thr), _CMP_GT_OQ);
-    const __mmask16 m1 = _mm512_cmp_ps_mask(v1, _mm512_max_ps(adm1, thr), _CMP_GT_OQ);
-    const uint32_t mask = static_cast<uint32_t>(m0) | (static_cast<uint32_t>(m1) << 16);
-    if (mask != 0) {
-      alignas(64) float v[kPanel];
-      _mm512_store_ps(v, v0);
-      _mm512_store_ps(v + 16, v1);
-      sink.push(row0 + r, mask, v, base);
-    }
+    _mm512_store_ps(tile[r], _mm512_add_ps(c0[r], bias0));
+    _mm512_store_ps(tile[r] + 16, _mm512_add_ps(c1[r], bias1));
   }
+  select_rows(tile, rows, admit, row0, base, sink);
 }
 
 }  // namespace

@@ -1,15 +1,23 @@
-// Where a row's admitted tile lanes go.
+// The two TileSinks: where a block's admitted tile lanes are staged and reduced.
 //
-// TopKSink keeps, per row, a small buffer of candidates. Until the buffer first fills the row
-// threshold is -inf; then it is cut to the k best by (value desc, latent index asc) and the
-// row threshold becomes the k-th value, so later tiles are rejected in registers by one compare. Latents arrive in ascending index order, so a later
-// value EQUAL to the threshold loses the tie and "value > threshold" is the exact admission
-// rule. Only positive values are admitted at all: relu zeroes the others and zeros are omitted.
+// TopKSink: until a row's staging area first holds 2k candidates its threshold is -inf; then
+// (and whenever the area fills) it is cut to the k best by (value desc, latent index asc) and
+// the row threshold becomes the k-th value, so later tiles are rejected in registers by one
+// compare. Candidates arrive in ascending latent order and cuts compact stably, so a row stays
+// index-sorted: no sort at the end, and among equal values the lower indices are kept. A later
+// value EQUAL to the threshold loses its tie to every kept entry, so "value > threshold" is the
+// exact admission rule. Only positive values are admitted at all (relu; zeros are omitted).
 //
-// ListSink (standard, jumprelu) keeps every admitted lane; rows come out index-sorted for free.
+// ListSink (standard, jumprelu): every admitted lane is kept; a full staging row is moved to
+// the row's list.
+//
+// Sinks are reused across tasks by each thread (reset() keeps capacity): fresh allocations of a
+// few hundred KiB per task went through mmap and page faults. Footprint matters: the staging
+// area shares L2 with the packed A block and the W_enc stream, so the slack stays modest.
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <utility>
@@ -41,47 +49,43 @@ inline void keep_top_k_sorted(std::vector<std::pair<float, int32_t>>& cand, int6
   std::sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) { return a.second < b.second; });
 }
 
-// Sinks are reused across tasks by each thread (reset() keeps capacity): fresh allocations of
-// a few hundred KiB per task went through mmap and page faults, ~5% of the encode.
-//
-// A row's buffer only ever receives latents in ascending index order and compaction is stable,
-// so it stays index-sorted: no sort at the end, and among equal values the earlier (lower
-// index) entries are the ones kept.
-class TopKSink final : public TileSink {
- public:
-  void reset(int rows, int64_t k) {
+// Staging storage shared by both sinks: rows x stride values and indices, counts, limits.
+class StagedSink : public TileSink {
+ protected:
+  void stage(int rows, int64_t capacity) {
     rows_ = rows;
-    k_ = k;
-    // Slack of >= 2k (and >= 128) between cuts: each cut costs O(cap), so the total cost stays
-    // proportional to the number of admissions.
-    cap_ = k + std::max<int64_t>(2 * k, 128) + kPanel;
-    values_.resize(static_cast<size_t>(rows) * cap_);
-    indices_.resize(static_cast<size_t>(rows) * cap_);
-    count_.assign(rows, 0);
+    stride = capacity + kPanel;  // a kernel may write kPanel entries past a count <= capacity
+    values_.resize(static_cast<size_t>(rows) * stride);
+    indices_.resize(static_cast<size_t>(rows) * stride);
+    counts_.assign(rows, 0);
+    limits_.assign(rows, capacity);
     thresholds_.assign(rows, -std::numeric_limits<float>::infinity());
+    values = values_.data();
+    indices = indices_.data();
+    count = counts_.data();
+    limit = limits_.data();
     row_threshold = thresholds_.data();
   }
 
-  void push(int row, uint32_t mask, const float* v, int64_t base) override {
-    // Cut when full, and once early (at 2k candidates) so a real threshold exists after a few
-    // panels instead of after the whole buffer has filled with everything positive.
-    const int64_t pending = count_[row] + __builtin_popcount(mask);
-    if (pending > cap_ || (count_[row] >= 2 * k_ && thresholds_[row] == -std::numeric_limits<float>::infinity()))
-      cut(row);
-    float* vals = values_.data() + static_cast<size_t>(row) * cap_;
-    int32_t* idx = indices_.data() + static_cast<size_t>(row) * cap_;
-    const float thr = thresholds_[row];
-    int64_t n = count_[row];
-    while (mask != 0) {
-      const int j = __builtin_ctz(mask);
-      mask &= mask - 1;
-      if (v[j] > thr) {  // the threshold may have risen in cut()
-        vals[n] = v[j];
-        idx[n] = static_cast<int32_t>(base + j);
-        ++n;
-      }
-    }
-    count_[row] = n;
+  int rows_ = 0;
+  std::vector<float> values_;
+  std::vector<int32_t> indices_;
+  std::vector<int64_t> counts_, limits_;
+  std::vector<float> thresholds_;
+};
+
+class TopKSink final : public StagedSink {
+ public:
+  void reset(int rows, int64_t k) {
+    k_ = k;
+    capacity_ = k + std::max<int64_t>(k, 64);
+    stage(rows, capacity_);
+    for (auto& l : limits_) l = 2 * k - 1;  // first cut early, at 2k candidates
+  }
+
+  void flush(int row) override {
+    cut(row);
+    limits_[row] = capacity_;
   }
 
   void finish(TaskCodes& out) {
@@ -89,69 +93,81 @@ class TopKSink final : public TileSink {
     out.indices.reserve(out.indices.size() + rows_ * k_);
     out.values.reserve(out.values.size() + rows_ * k_);
     for (int r = 0; r < rows_; ++r) {
-      if (count_[r] > k_) cut(r);
-      const float* vals = values_.data() + static_cast<size_t>(r) * cap_;
-      const int32_t* idx = indices_.data() + static_cast<size_t>(r) * cap_;
-      out.counts.push_back(static_cast<uint32_t>(count_[r]));
-      out.indices.insert(out.indices.end(), idx, idx + count_[r]);
-      out.values.insert(out.values.end(), vals, vals + count_[r]);
+      if (counts_[r] > k_) cut(r);
+      const float* v = values_.data() + r * stride;
+      const int32_t* i = indices_.data() + r * stride;
+      out.counts.push_back(static_cast<uint32_t>(counts_[r]));
+      out.indices.insert(out.indices.end(), i, i + counts_[r]);
+      out.values.insert(out.values.end(), v, v + counts_[r]);
     }
   }
 
  private:
-  // Keeps the k best of the row (value desc, index asc) in index order; raises the threshold
-  // to the k-th value. Selection runs on a float copy (fast compares), compaction is stable.
+  // Keeps the k best of the row in index order and raises its threshold to the k-th value.
+  // Admitted values are all > 0, and positive floats order like their bit patterns, so the
+  // k-th largest is found by a binary search over bit patterns with branch-free counting
+  // passes (vectorized) instead of nth_element, whose partitioning branches mispredict about
+  // half the time. Compaction is stable and branch-free.
   void cut(int row) {
-    float* vals = values_.data() + static_cast<size_t>(row) * cap_;
-    int32_t* idx = indices_.data() + static_cast<size_t>(row) * cap_;
-    const int64_t n = count_[row];
-    scratch_.assign(vals, vals + n);
-    std::nth_element(scratch_.begin(), scratch_.begin() + (k_ - 1), scratch_.end(), std::greater<float>());
-    const float t = scratch_[k_ - 1];
+    float* v = values_.data() + row * stride;
+    int32_t* idx = indices_.data() + row * stride;
+    const int64_t n = counts_[row];
+    if (n <= k_) return;
+    const int32_t* bits = reinterpret_cast<const int32_t*>(v);
+    int32_t lo = bits[0], hi = bits[0];
+    for (int64_t i = 1; i < n; ++i) {
+      lo = std::min(lo, bits[i]);
+      hi = std::max(hi, bits[i]);
+    }
+    // Largest b with count(bits >= b) >= k: that b is the k-th largest value's pattern.
+    while (lo < hi) {
+      const int32_t mid = lo + static_cast<int32_t>((static_cast<int64_t>(hi) - lo + 1) / 2);
+      int64_t c = 0;
+      for (int64_t i = 0; i < n; ++i) c += bits[i] >= mid;
+      if (c >= k_) lo = mid;
+      else hi = mid - 1;
+    }
+    const int32_t t = lo;
     int64_t above = 0;
-    for (int64_t i = 0; i < n; ++i) above += vals[i] > t;
+    for (int64_t i = 0; i < n; ++i) above += bits[i] > t;
     int64_t ties_kept = k_ - above;  // entries equal to t that fit, lowest indices first
     int64_t w = 0;
     for (int64_t i = 0; i < n; ++i) {
-      const bool keep = vals[i] > t || (vals[i] == t && ties_kept-- > 0);
-      vals[w] = vals[i];
+      const int32_t b = bits[i];
+      const bool tie = b == t;
+      const bool keep = b > t || (tie && ties_kept > 0);
+      ties_kept -= tie & keep;
+      v[w] = v[i];
       idx[w] = idx[i];
       w += keep;
     }
-    count_[row] = w;
-    thresholds_[row] = t;
+    counts_[row] = w;
+    float threshold;
+    std::memcpy(&threshold, &t, sizeof threshold);
+    thresholds_[row] = threshold;
   }
 
-  int rows_ = 0;
-  int64_t k_ = 0, cap_ = 0;
-  std::vector<float> values_;
-  std::vector<int32_t> indices_;
-  std::vector<int64_t> count_;
-  std::vector<float> thresholds_;
-  std::vector<float> scratch_;
+  int64_t k_ = 0, capacity_ = 0;
 };
 
-class ListSink final : public TileSink {
+class ListSink final : public StagedSink {
  public:
   void reset(int rows) {
-    rows_ = rows;
-    thresholds_.assign(rows, -std::numeric_limits<float>::infinity());
+    stage(rows, 256);
     if (lists_.size() < static_cast<size_t>(rows)) lists_.resize(rows);
     for (auto& l : lists_) l.clear();
-    row_threshold = thresholds_.data();
   }
 
-  void push(int row, uint32_t mask, const float* v, int64_t base) override {
-    auto& list = lists_[row];
-    while (mask != 0) {
-      const int j = __builtin_ctz(mask);
-      mask &= mask - 1;
-      list.emplace_back(v[j], static_cast<int32_t>(base + j));
-    }
+  void flush(int row) override {
+    const float* v = values_.data() + row * stride;
+    const int32_t* i = indices_.data() + row * stride;
+    for (int64_t e = 0; e < counts_[row]; ++e) lists_[row].emplace_back(v[e], i[e]);
+    counts_[row] = 0;
   }
 
   void finish(TaskCodes& out) {
     for (int r = 0; r < rows_; ++r) {
+      flush(r);
       out.counts.push_back(static_cast<uint32_t>(lists_[r].size()));
       for (const auto& [v, i] : lists_[r]) {
         out.indices.push_back(i);
@@ -161,8 +177,6 @@ class ListSink final : public TileSink {
   }
 
  private:
-  int rows_ = 0;
-  std::vector<float> thresholds_;
   std::vector<std::vector<std::pair<float, int32_t>>> lists_;
 };
 
