@@ -38,6 +38,9 @@ const cases: Case[] = [
   { dIn: 64, dSae: 515, rows: 180, architecture: 'standard', norm: 'layer_norm' },
   { dIn: 17, dSae: 129, rows: 3, architecture: 'jumprelu', applyBDec: false },
   { dIn: 48, dSae: 300, rows: 90, architecture: 'jumprelu', norm: 'constant_norm_rescale' },
+  // d_in past the decode's 256-column register blocks, with and without a tail.
+  { dIn: 300, dSae: 160, rows: 23, architecture: 'topk', k: 12, norm: 'layer_norm' },
+  { dIn: 512, dSae: 96, rows: 17, architecture: 'standard', norm: 'constant_norm_rescale' },
 ];
 
 function makeSae(c: Case, s: number): SaeWeights {

@@ -3,6 +3,8 @@
 // (which would leak AVX-512 into shared inline code and crash older CPUs).
 #include "decode_kernels.h"
 
+#include <immintrin.h>
+
 namespace saekit::cpu {
 namespace {
 
@@ -51,9 +53,55 @@ __attribute__((target("avx2,fma"))) void decode_rows_avx2(const DecodeArgs& args
   decode_rows_body(args, b, e);
 }
 
-__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma"))) void decode_rows_avx512(const DecodeArgs& args,
-                                                                                         int64_t b, int64_t e) {
-  decode_rows_body(args, b, e);
+// AVX-512: the output row is built in register blocks of 256 floats (16 zmm accumulators):
+// for each block, every entry's 1 KiB segment is streamed in. Versus accumulating the whole row
+// in L1 (a load + store of the output per FMA) this keeps ~k independent read streams in flight
+// and halves the L1 traffic: 30 -> 40 GB/s on two threads in the kernel lab (bench/NOTES.md).
+// The columns past the last full block go through the generic body's scalar-friendly loop.
+#define SAEKIT_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma")))
+
+SAEKIT_AVX512 void decode_rows_avx512(const DecodeArgs& args, int64_t row_begin, int64_t row_end) {
+  constexpr int64_t kBlock = 256;
+  const SparseCodesView& c = *args.codes;
+  const int64_t d_in = args.d_in;
+  const int64_t full = d_in / kBlock * kBlock;
+  const uint32_t first = c.indptr[row_begin], last = c.indptr[row_end];
+  for (uint32_t e = first; e < first + kPrefetchEntries && e < last; ++e)
+    prefetch_row(args.W_dec + static_cast<int64_t>(c.indices[e]) * d_in, d_in);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    float* __restrict out = args.out + r * d_in;
+    const uint32_t begin = c.indptr[r], end = c.indptr[r + 1];
+    const float scale = c.row_scale ? c.row_scale[r] : 1.0f;
+    const float shift = c.row_shift ? c.row_shift[r] : 0.0f;
+    for (int64_t col = 0; col < full; col += kBlock) {
+      __m512 acc[16];
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) acc[j] = _mm512_loadu_ps(args.b_dec + col + 16 * j);
+      for (uint32_t e = begin; e < end; ++e) {
+        if (col == 0 && e + kPrefetchEntries < last)
+          prefetch_row(args.W_dec + static_cast<int64_t>(c.indices[e + kPrefetchEntries]) * d_in, d_in);
+        const float* __restrict w = args.W_dec + static_cast<int64_t>(c.indices[e]) * d_in + col;
+        const __m512 v = _mm512_set1_ps(c.values[e]);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; ++j) acc[j] = _mm512_fmadd_ps(v, _mm512_loadu_ps(w + 16 * j), acc[j]);
+      }
+      const __m512 vs = _mm512_set1_ps(scale), vh = _mm512_set1_ps(shift);
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) _mm512_storeu_ps(out + col + 16 * j, _mm512_fmadd_ps(acc[j], vs, vh));
+    }
+    if (full < d_in) {
+      const int64_t tail = d_in - full;
+      for (int64_t i = 0; i < tail; ++i) out[full + i] = args.b_dec[full + i];
+      for (uint32_t e = begin; e < end; ++e) {
+        if (full == 0 && e + kPrefetchEntries < last)
+          prefetch_row(args.W_dec + static_cast<int64_t>(c.indices[e + kPrefetchEntries]) * d_in, d_in);
+        const float* __restrict w = args.W_dec + static_cast<int64_t>(c.indices[e]) * d_in + full;
+        const float v = c.values[e];
+        for (int64_t i = 0; i < tail; ++i) out[full + i] += v * w[i];
+      }
+      for (int64_t i = 0; i < tail; ++i) out[full + i] = out[full + i] * scale + shift;
+    }
+  }
 }
 
 }  // namespace saekit::cpu
