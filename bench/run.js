@@ -6,6 +6,10 @@
 // GPT-2-small SAE shape and a larger one. Each kernel is validated against a float64 check on
 // a few rows before it is timed; times are medians of repeated runs after a warm-up.
 //
+// This host's clock and memory bandwidth drift by 5-10% within a minute (other tenants), so
+// each timed kernel run is bracketed by probe runs and the reported fraction is the median of
+// the per-run ratios kernel / mean(probe before, probe after).
+//
 // Flags: --threads N  --variant generic|avx2|avx512  --reps N  --quick (small shapes only)
 import { parseArgs } from 'node:util';
 import { createSae, cpuVariant, setCpuVariant, setThreads, syntheticActivations, syntheticSae, threads } from '../dist/index.js';
@@ -59,12 +63,26 @@ function validate(w, x, codes, rowsToCheck) {
 }
 
 const fmt = (v, d = 1) => v.toFixed(d);
+const { addon } = await import('../dist/addon.js');
+const fmaProbe = () => addon().probeFmaPeak(0.25);
+const copyProbe = () => addon().probeCopyBandwidth(128 * 2 ** 20, 3);
 console.log(`saekit bench: ${threads()} threads, CPU variant ${cpuVariant().current}, node ${process.version}`);
-let fma = 0;
-for (let i = 0; i < 3; i++) fma = Math.max(fma, await (await import('../dist/addon.js')).addon().probeFmaPeak(0.4));
-let copy = 0;
-for (let i = 0; i < 2; i++) copy = Math.max(copy, await (await import('../dist/addon.js')).addon().probeCopyBandwidth(256 * 2 ** 20, 5));
-console.log(`probe  fp32 FMA peak ${fmt(fma)} GFLOP/s   copy bandwidth ${fmt(copy)} GB/s (read + write)`);
+
+// Runs fn `reps` times, each bracketed by probe(); returns median seconds and median ratio.
+async function bracketed(fn, probe, work, reps) {
+  const secs = [];
+  const ratios = [];
+  const probes = [];
+  for (let i = 0; i < reps; i++) {
+    const p1 = await probe();
+    const t = await time(fn);
+    const p2 = await probe();
+    secs.push(t);
+    probes.push((p1 + p2) / 2);
+    ratios.push(work / t / ((p1 + p2) / 2));
+  }
+  return { seconds: median(secs), ratio: median(ratios), probe: median(probes), spread: [Math.min(...ratios), Math.max(...ratios)] };
+}
 
 const rowsOut = [];
 for (const s of shapes) {
@@ -73,25 +91,20 @@ for (const s of shapes) {
   const sae = await createSae(w, { device: 'cpu' });
   const codes = await sae.encode(x); // warm-up
   validate(w, x, codes, [0, 1, s.rows - 1]);
-  const tEnc = [];
-  for (let i = 0; i < reps; i++) tEnc.push(await time(() => sae.encode(x)));
+  const flops = 2 * s.rows * s.dIn * s.dSae;
+  const enc = await bracketed(() => sae.encode(x), fmaProbe, flops / 1e9, reps);
   const out = new Float32Array(s.rows * s.dIn);
   await sae.decode(codes, out);
-  const tDec = [];
-  for (let i = 0; i < reps; i++) tDec.push(await time(() => sae.decode(codes, out)));
-  sae.dispose();
-
-  const te = median(tEnc);
-  const td = median(tDec);
-  const gflops = (2 * s.rows * s.dIn * s.dSae) / te / 1e9;
   const decBytes = (codes.indices.length + s.rows) * s.dIn * 4 + codes.indices.length * 8;
-  const gbps = decBytes / td / 1e9;
-  rowsOut.push({ ...s, tokS: s.rows / te, gflops, encFrac: gflops / fma, gbps, decFrac: gbps / copy, nnz: codes.indices.length });
+  const dec = await bracketed(() => sae.decode(codes, out), copyProbe, decBytes / 1e9, reps);
+  sae.dispose();
+  rowsOut.push({ ...s, enc, dec, tokS: s.rows / enc.seconds, gflops: flops / enc.seconds / 1e9, gbps: decBytes / dec.seconds / 1e9 });
 }
+const pct = (r) => `${fmt(100 * r.ratio)}% (${fmt(100 * r.spread[0], 0)}-${fmt(100 * r.spread[1], 0)})`;
 console.log('');
-console.log('| shape | d_in | d_sae | k | N | encode tok/s | GFLOP/s | % FMA peak | decode GB/s | % copy bw |');
-console.log('|---|---|---|---|---|---|---|---|---|---|');
+console.log('| shape | d_in | d_sae | k | N | encode tok/s | GFLOP/s | FMA probe | encode / FMA peak | decode GB/s | copy probe | decode / copy bw |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rowsOut)
   console.log(
-    `| ${r.name} | ${r.dIn} | ${r.dSae} | ${r.k} | ${r.rows} | ${fmt(r.tokS, 0)} | ${fmt(r.gflops)} | ${fmt(100 * r.encFrac)}% | ${fmt(r.gbps)} | ${fmt(100 * r.decFrac)}% |`,
+    `| ${r.name} | ${r.dIn} | ${r.dSae} | ${r.k} | ${r.rows} | ${fmt(r.tokS, 0)} | ${fmt(r.gflops)} | ${fmt(r.enc.probe)} | ${pct(r.enc)} | ${fmt(r.gbps)} | ${fmt(r.dec.probe)} | ${pct(r.dec)} |`,
   );
