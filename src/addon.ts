@@ -2,6 +2,7 @@
 // the one function that loads it. Nothing else in src/ touches the .node file.
 import { createRequire } from 'node:module';
 import { NativeError } from './errors.js';
+import type { SaeWeights } from './types.js';
 
 /** CSR codes as the addon produces and consumes them. */
 export interface NativeCodes {
@@ -21,14 +22,8 @@ export interface NativeSpec {
   applyBDecToInput: boolean;
 }
 
-export interface NativeWeights {
-  W_enc: Float32Array;
-  encTransposed: boolean;
-  b_enc: Float32Array;
-  W_dec: Float32Array;
-  b_dec: Float32Array;
-  threshold?: Float32Array;
-}
+/** The weight arrays as the addon reads them (float32, layouts as in SaeWeights). */
+export type NativeWeights = Omit<SaeWeights, 'config'>;
 
 export interface AddonSae {
   /** x: [rows, dIn] float32, validated by the caller. Must not be transferred while pending. */
