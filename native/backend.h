@@ -73,6 +73,8 @@ class BackendModel {
   virtual void decode(const SparseCodesView& codes, float* out) = 0;
   // Bytes of memory the model holds on its device (packed weights etc.).
   virtual int64_t bytes() const = 0;
+  // Rows re-encoded because a top-k threshold hint was too high (CPU; for tests and bench).
+  virtual int64_t hint_misses() const { return 0; }
 };
 
 struct Capabilities {

@@ -33,6 +33,8 @@ export interface AddonSae {
   dispose(): void;
   /** Bytes the backend holds for this SAE (packed weights). */
   bytes(): number;
+  /** Rows re-encoded because a top-k threshold hint was too high (exactness kept; speed lost). */
+  hintMisses(): number;
 }
 
 export interface BackendInfo {

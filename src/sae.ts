@@ -87,6 +87,15 @@ export class Sae {
     }
   }
 
+  /**
+   * Rows re-encoded so far because the CPU top-k's threshold hint (learned from earlier rows)
+   * was above a row's k-th value. Results are exact regardless; a high count means the rows'
+   * statistics vary a lot and the hint buys little.
+   */
+  get hintMisses(): number {
+    return this.#native?.hintMisses() ?? 0;
+  }
+
   /** Frees the native memory now. Calls already running finish first; later calls throw. */
   dispose(): void {
     this.#native?.dispose();

@@ -125,3 +125,29 @@ describe.each(variants)('CPU variant %s', (variant) => {
     await checkEncodeDecode(w, x);
   });
 });
+
+// The top-k starts each row at a threshold hint learned from earlier rows and re-encodes the
+// rows where fewer than k values beat it. SAEKIT_HINT_SCALE inflates the hints so that some
+// or all rows defeat them; results must stay exact.
+describe.each(variants)('top-k threshold hints (%s)', (variant) => {
+  it.each(['1.5', '1e6'])('hints scaled by %s: defeated rows are re-encoded, results exact', async (scale) => {
+    setCpuVariant(variant);
+    setThreads(1); // blocks run in order, so block 1 teaches the hint block 2 uses
+    const dIn = 64;
+    const w = syntheticSae({ dIn, dSae: 700, architecture: 'topk', k: 6, seed: seed + 5 });
+    w.b_enc.fill(0.01);
+    const sae = await createSae(w);
+    try {
+      const x = syntheticActivations(w, 400, { seed: seed + 6, active: 8, noise: 0.2 });
+      await sae.encode(x); // learn a hint
+      process.env.SAEKIT_HINT_SCALE = scale;
+      const codes = await sae.encode(x);
+      expect(compareCodes(w, referenceEncode(w, x), codes)).toEqual([]);
+      expect(sae.hintMisses).toBeGreaterThan(0);
+      if (scale === '1e6') expect(sae.hintMisses).toBeGreaterThanOrEqual(400); // every row of call 2
+    } finally {
+      delete process.env.SAEKIT_HINT_SCALE;
+      sae.dispose();
+    }
+  });
+});

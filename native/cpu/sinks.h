@@ -76,11 +76,23 @@ class StagedSink : public TileSink {
 
 class TopKSink final : public StagedSink {
  public:
-  void reset(int rows, int64_t k) {
+  // hints (may be null): per-row starting thresholds, a guess at a value below the row's k-th
+  // largest. A hinted row is only trustworthy if at least k values beat its hint (then every
+  // top-k value did and was kept); complete() says whether it did.
+  void reset(int rows, int64_t k, const float* hints = nullptr) {
     k_ = k;
     capacity_ = k + std::max<int64_t>(k, 64);
     stage(rows, capacity_);
     for (auto& l : limits_) l = 2 * k - 1;  // first cut early, at 2k candidates
+    hinted_.assign(rows, 0);
+    if (hints != nullptr) {
+      for (int r = 0; r < rows; ++r) {
+        if (hints[r] > 0.0f) {
+          thresholds_[r] = hints[r];
+          hinted_[r] = 1;
+        }
+      }
+    }
   }
 
   void flush(int row) override {
@@ -88,17 +100,34 @@ class TopKSink final : public StagedSink {
     limits_[row] = capacity_;
   }
 
+  // Cuts the row to its final k (call once per row after the kernel).
+  void finalize(int row) {
+    if (counts_[row] > k_) cut(row);
+  }
+
+  bool complete(int row) const { return !hinted_[row] || counts_[row] >= k_; }
+
+  // The row's k-th largest value after finalize(), or 0 when it has fewer than k entries.
+  float kth(int row) const {
+    if (counts_[row] < k_) return 0.0f;
+    const float* v = values_.data() + row * stride;
+    return *std::min_element(v, v + counts_[row]);
+  }
+
+  int64_t entries(int row) const { return counts_[row]; }
+
+  void emit(int row, TaskCodes& out) const {
+    const float* v = values_.data() + row * stride;
+    const int32_t* i = indices_.data() + row * stride;
+    out.counts.push_back(static_cast<uint32_t>(counts_[row]));
+    out.indices.insert(out.indices.end(), i, i + counts_[row]);
+    out.values.insert(out.values.end(), v, v + counts_[row]);
+  }
+
   void finish(TaskCodes& out) {
-    out.counts.reserve(out.counts.size() + rows_);
-    out.indices.reserve(out.indices.size() + rows_ * k_);
-    out.values.reserve(out.values.size() + rows_ * k_);
     for (int r = 0; r < rows_; ++r) {
-      if (counts_[r] > k_) cut(r);
-      const float* v = values_.data() + r * stride;
-      const int32_t* i = indices_.data() + r * stride;
-      out.counts.push_back(static_cast<uint32_t>(counts_[r]));
-      out.indices.insert(out.indices.end(), i, i + counts_[r]);
-      out.values.insert(out.values.end(), v, v + counts_[r]);
+      finalize(r);
+      emit(r, out);
     }
   }
 
@@ -148,6 +177,7 @@ class TopKSink final : public StagedSink {
   }
 
   int64_t k_ = 0, capacity_ = 0;
+  std::vector<uint8_t> hinted_;
 };
 
 class ListSink final : public StagedSink {

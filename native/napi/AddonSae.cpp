@@ -139,7 +139,8 @@ class DecodeWorker final : public PromiseWorker {
 Napi::Function AddonSae::Define(Napi::Env env) {
   Napi::Function f = DefineClass(env, "AddonSae",
                                  {InstanceMethod("encode", &AddonSae::Encode), InstanceMethod("decode", &AddonSae::Decode),
-                                  InstanceMethod("dispose", &AddonSae::Dispose), InstanceMethod("bytes", &AddonSae::Bytes)});
+                                  InstanceMethod("dispose", &AddonSae::Dispose), InstanceMethod("bytes", &AddonSae::Bytes),
+                                  InstanceMethod("hintMisses", &AddonSae::HintMisses)});
   // Per-environment (worker threads each load their own copy): Node deletes it at teardown.
   env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(f)));
   return f;
@@ -212,6 +213,10 @@ Napi::Value AddonSae::Dispose(const Napi::CallbackInfo& info) {
 
 Napi::Value AddonSae::Bytes(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), model_ ? static_cast<double>(model_->bytes()) : 0.0);
+}
+
+Napi::Value AddonSae::HintMisses(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), model_ ? static_cast<double>(model_->hint_misses()) : 0.0);
 }
 
 }  // namespace saekit::napi

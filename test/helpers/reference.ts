@@ -105,6 +105,10 @@ export function compareCodes(w: SaeWeights, ref: ReferenceRow[], codes: SparseCo
     for (let t = 1; t < ours.length; t++) if (!(ours[t]! > ours[t - 1]!)) problems.push(`row ${r}: indices not ascending`);
     for (let t = 0; t < vals.length; t++) if (!(vals[t]! > 0)) problems.push(`row ${r}: value ${vals[t]} <= 0 emitted`);
     if (w.config.architecture === 'topk' && ours.length > w.config.k!) problems.push(`row ${r}: ${ours.length} > k entries`);
+    // Near-ties may swap members, but not shrink the set: every reference member that is
+    // clearly above the relu boundary needs a member (itself or a near-tie) in ours.
+    const clear = R.indices.filter((j) => R.pre[j]! - R.boundary[j]! > R.tol[j]!).length;
+    if (ours.length < clear) problems.push(`row ${r}: ${ours.length} entries, the reference has ${clear} clearly nonzero`);
     const refSet = new Set(R.indices);
     const ourSet = new Set(ours);
     for (const j of new Set([...ours, ...R.indices])) {
