@@ -173,63 +173,61 @@ class CpuModel final : public BackendModel {
   }
 
  private:
-  // Writes rows [row0, row0 + n) of x, normalized and minus b_dec, into micro-panels of mr
-  // rows (zero padded). Rejects non-finite input. Records per-row normalization stats.
+  // Writes rows [row0, row0 + n) of x into micro-panels of mr rows (zero padded); their norms
+  // ||x'|| go to `norms`.
   void pack_rows(const float* x, int64_t row0, int n, int mr, float* a, SparseCodes* stats, float* norms) const {
     const int64_t micro = (n + mr - 1) / mr;
     std::memset(a, 0, sizeof(float) * micro * mr * spec_.d_in);
     for (int r = 0; r < n; ++r) norms[r] = pack_row(x, row0 + r, r, mr, a, stats);
   }
 
-  // Packs one row into slot `slot` of the micro-panels at `a`; returns ||x'|| (the packed row).
+  // Packs one row into slot `slot` of the micro-panels at `a`: normalized, minus b_dec, with
+  // non-finite input rejected and per-row normalization stats recorded. Returns ||x'||.
   float pack_row(const float* x, int64_t row, int slot, int mr, float* a, SparseCodes* stats) const {
     const int64_t d_in = spec_.d_in;
     const float* b_dec = spec_.apply_b_dec_to_input ? b_dec_.get() : nullptr;
-    {
-      const int r = slot;
-      const float* xr = x + row * d_in;
-      double sum = 0, sumsq = 0;
-      float probe = 0.0f;  // x - x is 0 for finite x, NaN for inf/NaN
-      for (int64_t i = 0; i < d_in; ++i) {
-        probe += xr[i] - xr[i];
-        sum += xr[i];
-        sumsq += static_cast<double>(xr[i]) * xr[i];
-      }
-      if (probe != 0.0f) {
-        int64_t col = 0;
-        while (col < d_in && std::isfinite(xr[col])) ++col;
-        throw InputError("input row " + std::to_string(row) + " has a non-finite value at column " + std::to_string(col),
-                         row, col);
-      }
-      float shift = 0.0f, scale = 1.0f, out_scale = 1.0f;
-      if (spec_.normalization == Normalization::ConstantNormRescale) {
-        const double norm = std::sqrt(sumsq);
-        const double coeff = norm > 0 ? std::sqrt(static_cast<double>(d_in)) / norm : 1.0;
-        scale = static_cast<float>(coeff);
-        out_scale = static_cast<float>(1.0 / coeff);
-      } else if (spec_.normalization == Normalization::LayerNorm) {
-        const double mean = sum / d_in;
-        double ss = 0;
-        for (int64_t i = 0; i < d_in; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
-        const double std = d_in > 1 ? std::sqrt(ss / (d_in - 1)) : 0.0;
-        shift = static_cast<float>(mean);
-        scale = static_cast<float>(1.0 / (std + kLayerNormEps));
-        out_scale = static_cast<float>(std);
-      }
-      if (stats != nullptr) {
-        stats->row_scale[row] = out_scale;
-        stats->row_shift[row] = shift;
-      }
-      float* dst = a + (r / mr) * d_in * mr + (r % mr);
-      double norm2 = 0;
-      for (int64_t i = 0; i < d_in; ++i) {
-        float v = (xr[i] - shift) * scale;
-        if (b_dec != nullptr) v -= b_dec[i];
-        dst[i * mr] = v;
-        norm2 += static_cast<double>(v) * v;
-      }
-      return static_cast<float>(std::sqrt(norm2));
+    const float* xr = x + row * d_in;
+    double sum = 0, sumsq = 0;
+    float probe = 0.0f;  // x - x is 0 for finite x, NaN for inf/NaN
+    for (int64_t i = 0; i < d_in; ++i) {
+      probe += xr[i] - xr[i];
+      sum += xr[i];
+      sumsq += static_cast<double>(xr[i]) * xr[i];
     }
+    if (probe != 0.0f) {
+      int64_t col = 0;
+      while (col < d_in && std::isfinite(xr[col])) ++col;
+      throw InputError("input row " + std::to_string(row) + " has a non-finite value at column " + std::to_string(col),
+                       row, col);
+    }
+    float shift = 0.0f, scale = 1.0f, out_scale = 1.0f;
+    if (spec_.normalization == Normalization::ConstantNormRescale) {
+      const double norm = std::sqrt(sumsq);
+      const double coeff = norm > 0 ? std::sqrt(static_cast<double>(d_in)) / norm : 1.0;
+      scale = static_cast<float>(coeff);
+      out_scale = static_cast<float>(1.0 / coeff);
+    } else if (spec_.normalization == Normalization::LayerNorm) {
+      const double mean = sum / d_in;
+      double ss = 0;
+      for (int64_t i = 0; i < d_in; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
+      const double std = d_in > 1 ? std::sqrt(ss / (d_in - 1)) : 0.0;
+      shift = static_cast<float>(mean);
+      scale = static_cast<float>(1.0 / (std + kLayerNormEps));
+      out_scale = static_cast<float>(std);
+    }
+    if (stats != nullptr) {
+      stats->row_scale[row] = out_scale;
+      stats->row_shift[row] = shift;
+    }
+    float* dst = a + (slot / mr) * d_in * mr + (slot % mr);
+    double norm2 = 0;
+    for (int64_t i = 0; i < d_in; ++i) {
+      float v = (xr[i] - shift) * scale;
+      if (b_dec != nullptr) v -= b_dec[i];
+      dst[i * mr] = v;
+      norm2 += static_cast<double>(v) * v;
+    }
+    return static_cast<float>(std::sqrt(norm2));
   }
 
   // Top-k of one block with hinted thresholds. Without a hint a row admits every positive
