@@ -37,3 +37,30 @@ describe('environment switches', () => {
     expect(r.out).toBe('3');
   });
 });
+
+describe('worker threads', () => {
+  it('the addon loads and encodes in a worker thread beside the main thread', async () => {
+    const { Worker } = await import('node:worker_threads');
+    const code = `
+      const { parentPort } = require('node:worker_threads');
+      const a = require(${JSON.stringify(addonPath)});
+      const dIn = 8, dSae = 16;
+      const W_enc = new Float32Array(dIn * dSae), W_dec = new Float32Array(dSae * dIn);
+      for (let j = 0; j < dSae; j++) { W_enc[(j % dIn) * dSae + j] = 1; W_dec[j * dIn + (j % dIn)] = 1; }
+      const spec = { dIn, dSae, k: 3, architecture: 'topk', normalizeActivations: 'none', applyBDecToInput: true };
+      const weights = { W_enc, encTransposed: false, b_enc: new Float32Array(dSae), W_dec, b_dec: new Float32Array(dIn) };
+      a.createSae(spec, weights, 'cpu').then(async (sae) => {
+        const x = new Float32Array(dIn); x[3] = 5; x[6] = 2;
+        const c = await sae.encode(x, 1);
+        parentPort.postMessage({ indices: Array.from(c.indices), values: Array.from(c.values) });
+      }, (e) => parentPort.postMessage({ error: e.message }));`;
+    const workers = [0, 1].map(() => new Worker(code, { eval: true }));
+    const results = await Promise.all(
+      workers.map((w) => new Promise((resolve, reject) => { w.once('message', resolve); w.once('error', reject); })),
+    );
+    await Promise.all(workers.map((w) => w.terminate()));
+    // Latent j reads x[j % 8]: 3 and 11 see 5, 6 and 14 tie at 2 for the third place, and
+    // the tie goes to the lower index.
+    for (const r of results) expect(r).toEqual({ indices: [3, 6, 11], values: [5, 2, 5] });
+  });
+});
