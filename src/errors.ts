@@ -23,6 +23,18 @@ export class ValidationError extends SaekitError {
   override name = 'ValidationError';
 }
 
+/** A row of input holds NaN or Infinity; row and column say where (row within the call). */
+export class NonFiniteInputError extends ValidationError {
+  override name = 'NonFiniteInputError';
+  constructor(
+    readonly inputName: string,
+    readonly row: number,
+    readonly col: number,
+  ) {
+    super(`${inputName} row ${row} has a non-finite value (NaN or Infinity) at column ${col}`);
+  }
+}
+
 /** Bad command-line usage (unknown flag, missing required flag). */
 export class UsageError extends SaekitError {
   override name = 'UsageError';

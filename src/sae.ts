@@ -2,7 +2,7 @@
 // off the main thread (every call returns a Promise), explicit lifetime with dispose().
 import { addon, type AddonSae, type NativeFailure } from './addon.js';
 import { type SparseCodes, validateCodes } from './codes.js';
-import { NativeError, ValidationError, expected } from './errors.js';
+import { NativeError, NonFiniteInputError, ValidationError, expected } from './errors.js';
 import { readSaeDir } from './formats/saeDir.js';
 import { type Device, resolveDevice } from './system.js';
 import type { SaeConfig, SaeWeights } from './types.js';
@@ -112,7 +112,7 @@ export class Sae {
 function rethrow(e: unknown, inputName: string): Error {
   const f = e as NativeFailure;
   if (f?.code === 'SAEKIT_INPUT' && f.row !== undefined)
-    return new ValidationError(`${inputName} row ${f.row} has a non-finite value (NaN or Infinity) at column ${f.col}`);
+    return new NonFiniteInputError(inputName, f.row, f.col ?? 0);
   return new NativeError(f?.message ?? String(e));
 }
 

@@ -120,6 +120,11 @@ class CpuModel final : public BackendModel {
     out->row_scale.assign(per_row ? rows : 0, 1.0f);
     out->row_shift.assign(per_row ? rows : 0, 0.0f);
 
+    // SAEKIT_HINT_SCALE multiplies the top-k hints: tests set it high to force the re-encode
+    // path. Read once per call, not per block.
+    const char* scale_env = std::getenv("SAEKIT_HINT_SCALE");
+    const float hint_scale = scale_env ? std::strtof(scale_env, nullptr) : 1.0f;
+
     std::vector<TaskCodes> results(n_blocks * n_splits);
     parallel_for(n_blocks * n_splits, [&](int64_t task, int) {
       const int64_t b = task / n_splits, s = task % n_splits;
@@ -128,7 +133,8 @@ class CpuModel final : public BackendModel {
       const int block_rows = static_cast<int>(row1 - row0);
       const int64_t micro = (block_rows + mr - 1) / mr;
       float* a = thread_workspace(micro * mr * spec_.d_in);
-      pack_rows(x, row0, block_rows, mr, a, s == 0 && per_row ? out : nullptr, thread_norms(block_rows));
+      float* norms = thread_norms(block_rows);
+      pack_rows(x, row0, block_rows, mr, a, s == 0 && per_row ? out : nullptr, norms);
 
       const int64_t p0 = split_panel_begin(s), p1 = split_panel_begin(s + 1);
       EncodeBlockArgs args;
@@ -142,7 +148,7 @@ class CpuModel final : public BackendModel {
       // Kernels number latents from the start of their panel range: shift them back after.
       TaskCodes& res = results[task];
       if (spec_.activation == Activation::TopK && n_splits == 1) {
-        encode_topk_block(x, row0, block_rows, mr, var, args, res);
+        encode_topk_block(x, row0, block_rows, mr, var, args, norms, hint_scale, res);
       } else if (spec_.activation == Activation::TopK) {
         thread_local TopKSink sink;
         sink.reset(block_rows, spec_.k);
@@ -238,12 +244,9 @@ class CpuModel final : public BackendModel {
   // below it: those rows are recomputed without a hint. The result is exact either way; a bad
   // hint only costs time, and the ratio adapts down after a miss.
   void encode_topk_block(const float* x, int64_t row0, int rows, int mr, const Variant& var, EncodeBlockArgs args,
-                         TaskCodes& res) {
-    const float* norms = thread_norms(rows);
+                         const float* norms, float hint_scale, TaskCodes& res) {
     thread_local std::vector<float> hints;
-    // SAEKIT_HINT_SCALE multiplies the hints: tests set it high to force the re-encode path.
-    const char* scale_env = std::getenv("SAEKIT_HINT_SCALE");
-    const float ratio = hint_ratio_.load(std::memory_order_relaxed) * (scale_env ? std::strtof(scale_env, nullptr) : 1.0f);
+    const float ratio = hint_ratio_.load(std::memory_order_relaxed) * hint_scale;
     hints.assign(rows, 0.0f);
     if (ratio > 0)
       for (int r = 0; r < rows; ++r) hints[r] = ratio * norms[r];

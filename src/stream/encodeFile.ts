@@ -1,7 +1,7 @@
 // Streaming encode of an activation dump: read chunk i+1 while chunk i is encoded and chunk
 // i-1 is written. At most two input chunks and two code chunks exist at once, so memory is
 // bounded by the chunk size (default 8 MiB of float32 input per chunk) whatever the file size.
-import { ValidationError } from '../errors.js';
+import { NonFiniteInputError, ValidationError } from '../errors.js';
 import type { Sae } from '../sae.js';
 import { openActivations } from './activations.js';
 import { CodesFileWriter } from './codesFile.js';
@@ -79,11 +79,10 @@ export async function encodeFile(sae: Sae, input: string, output: string, option
   }
 }
 
-// "x row 5 has a non-finite value" -> name the file and the global row.
+// A bad row of a chunk -> name the file and the row within the whole file.
 function withFileContext(e: unknown, file: string, tensor: string | undefined, rowOffset: number): unknown {
-  if (e instanceof ValidationError) {
-    const m = /^x row (\d+) (.*)$/.exec(e.message);
-    if (m) return new ValidationError(`${file}${tensor ? ` tensor '${tensor}'` : ''}: row ${rowOffset + Number(m[1])} ${m[2]}`);
-  }
-  return e;
+  if (!(e instanceof NonFiniteInputError)) return e;
+  return new ValidationError(
+    `${file}${tensor ? ` tensor '${tensor}'` : ''}: row ${rowOffset + e.row} has a non-finite value (NaN or Infinity) at column ${e.col}`,
+  );
 }
