@@ -77,6 +77,66 @@ class BackendModel {
   virtual int64_t hint_misses() const { return 0; }
 };
 
+// ---- Training ---------------------------------------------------------------------------
+// A BackendTrainer owns an SAE's parameters, their Adam moments and per-latent firing
+// statistics, and runs whole optimizer steps: fused encode forward, sparse backward (only the
+// active latents of each row carry gradient), AuxK on dead latents, Adam, decoder renorm.
+// The math, written once for every backend, is in native/cpu/cpu_trainer.cpp's header comment
+// and mirrored in float64 by test/helpers/trainReference.ts.
+
+struct TrainSpec {
+  int64_t d_in = 0;
+  int64_t d_sae = 0;
+  int64_t k = 0;
+  int64_t k_aux = 0;  // AuxK latents per row; 0 disables AuxK
+  Activation activation = Activation::TopK;
+};
+
+// Initial parameters, SAELens layouts (W_enc [d_in, d_sae], W_dec [d_sae, d_in]).
+struct TrainParamsView {
+  const float* W_enc = nullptr;
+  const float* b_enc = nullptr;
+  const float* W_dec = nullptr;
+  const float* b_dec = nullptr;
+};
+
+struct TrainStepOptions {
+  float input_scale = 1.0f;  // x is multiplied by this first (expected_average_only_in)
+  double lr = 0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double clip = 0;           // global gradient-norm clip; 0 = off
+  int64_t t = 1;             // Adam step number (1-based) for bias correction
+  double aux_coeff = 0;      // AuxK loss coefficient; 0 = off
+  double dead_tokens = 0;    // a latent is dead after this many tokens without firing; 0: never
+  bool apply = true;         // false: compute loss and gradients only (tests, gradient checks)
+};
+
+struct TrainStepStats {
+  double mse = 0;       // (1/B) sum_n ||x_hat_n - x_n||^2, in scaled units
+  double fvu = 0;       // sum ||e||^2 / sum ||x - mean(x)||^2
+  double l0 = 0;        // mean active latents per row
+  double aux_loss = 0;  // coefficient and dead-fraction scale included
+  double grad_norm = 0; // before clipping (0 when !apply)
+  int64_t dead = 0;     // dead latents going into this step
+};
+
+class BackendTrainer {
+ public:
+  virtual ~BackendTrainer() = default;
+  // x: [rows, d_in] float32. Throws InputError for non-finite values (nothing changes then).
+  virtual TrainStepStats step(const float* x, int64_t rows, const TrainStepOptions& opts) = 0;
+  // Named state tensors, float32 unless noted, SAELens layouts: W_enc, b_enc, W_dec, b_dec,
+  // adam_m.<param>, adam_v.<param>, fires and since_fired (float64, [d_sae]); grad.<param>
+  // holds the last step's raw gradients (read-only). Sizes in elements.
+  virtual int64_t state_size(const std::string& name) const = 0;
+  virtual bool state_is_f64(const std::string& name) const = 0;
+  virtual void get_state(const std::string& name, void* out) const = 0;
+  virtual void set_state(const std::string& name, const void* in) = 0;
+  // The last step's selections as CSR over rows (main top-k, then AuxK): for tests.
+  virtual void last_selection(std::vector<uint32_t>* indptr, std::vector<int32_t>* indices, bool aux) const = 0;
+  virtual int64_t bytes() const = 0;
+};
+
 struct Capabilities {
   std::string name;     // "cpu" | "cuda"
   bool available = false;
@@ -89,6 +149,8 @@ class Backend {
   virtual Capabilities capabilities() const = 0;
   // Copies what it needs from `weights`; the caller may free them afterwards.
   virtual std::unique_ptr<BackendModel> load(const SaeSpec& spec, const SaeWeightsView& weights) = 0;
+  // Throws when the backend cannot train (yet).
+  virtual std::unique_ptr<BackendTrainer> trainer(const TrainSpec& spec, const TrainParamsView& init) = 0;
 };
 
 // The registry. cpu is always present; cuda is present when compiled with nvcc, and then

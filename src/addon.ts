@@ -37,6 +37,64 @@ export interface AddonSae {
   hintMisses(): number;
 }
 
+export interface NativeTrainSpec {
+  dIn: number;
+  dSae: number;
+  k: number;
+  /** AuxK latents per row; 0 disables AuxK. */
+  kAux: number;
+}
+
+export interface NativeTrainParams {
+  W_enc: Float32Array;
+  b_enc: Float32Array;
+  W_dec: Float32Array;
+  b_dec: Float32Array;
+}
+
+export interface NativeStepOptions {
+  inputScale: number;
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  clip: number;
+  /** Adam step number, 1-based. */
+  t: number;
+  auxCoeff: number;
+  deadTokens: number;
+  /** false: loss and gradients only, nothing updated. */
+  apply: boolean;
+}
+
+export interface NativeStepStats {
+  mse: number;
+  fvu: number;
+  l0: number;
+  auxLoss: number;
+  gradNorm: number;
+  dead: number;
+}
+
+/** Names accepted by AddonTrainer.getState/setState (grad.* are read-only). */
+export type TrainerStateName =
+  | 'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'
+  | `adam_m.${'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'}`
+  | `adam_v.${'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'}`
+  | `grad.${'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'}`
+  | 'fires' | 'since_fired';
+
+export interface AddonTrainer {
+  /** x: [rows, dIn] float32, validated by the caller. Must not be transferred while pending. */
+  step(x: Float32Array, rows: number, opts: NativeStepOptions): Promise<NativeStepStats>;
+  /** A copy; fires and since_fired are Float64Array. Throws while a step is in flight. */
+  getState(name: TrainerStateName): Float32Array | Float64Array;
+  setState(name: TrainerStateName, data: Float32Array | Float64Array): void;
+  lastSelection(aux: boolean): { indptr: Uint32Array; indices: Int32Array };
+  bytes(): number;
+  dispose(): void;
+}
+
 export interface BackendInfo {
   name: 'cpu' | 'cuda';
   available: boolean;
@@ -47,6 +105,7 @@ export type CpuVariantName = 'generic' | 'avx2' | 'avx512';
 
 export interface Addon {
   createSae(spec: NativeSpec, weights: NativeWeights, device: 'cpu' | 'cuda'): Promise<AddonSae>;
+  createTrainer(spec: NativeTrainSpec, params: NativeTrainParams, device: 'cpu' | 'cuda'): Promise<AddonTrainer>;
   backends(): BackendInfo[];
   threads(): number;
   setThreads(n: number): number;

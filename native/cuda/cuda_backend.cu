@@ -60,6 +60,10 @@ class CudaBackend final : public Backend {
   std::unique_ptr<BackendModel> load(const SaeSpec&, const SaeWeightsView&) override {
     throw Error("CUDA backend: " + capabilities().detail);
   }
+
+  std::unique_ptr<BackendTrainer> trainer(const TrainSpec&, const TrainParamsView&) override {
+    throw Error("CUDA backend: training kernels are not implemented; train with device 'cpu'");
+  }
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "../error.h"
+#include "instance_data.h"
 #include "promise_worker.h"
 
 namespace saekit::napi {
@@ -67,7 +68,7 @@ class LoadWorker final : public PromiseWorker {
     spec.Set("activation", static_cast<double>(static_cast<int>(spec_.activation)));
     spec.Set("normalization", static_cast<double>(static_cast<int>(spec_.normalization)));
     spec.Set("applyBDec", spec_.apply_b_dec_to_input);
-    Napi::Object obj = env.GetInstanceData<Napi::FunctionReference>()->New({ext, spec});
+    Napi::Object obj = env.GetInstanceData<InstanceData>()->sae.New({ext, spec});
     delete holder;
     return obj;
   }
@@ -141,8 +142,6 @@ Napi::Function AddonSae::Define(Napi::Env env) {
                                  {InstanceMethod("encode", &AddonSae::Encode), InstanceMethod("decode", &AddonSae::Decode),
                                   InstanceMethod("dispose", &AddonSae::Dispose), InstanceMethod("bytes", &AddonSae::Bytes),
                                   InstanceMethod("hintMisses", &AddonSae::HintMisses)});
-  // Per-environment (worker threads each load their own copy): Node deletes it at teardown.
-  env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(f)));
   return f;
 }
 

@@ -7,6 +7,8 @@
 #include "../cpu/probes.h"
 #include "../thread_pool.h"
 #include "AddonSae.h"
+#include "AddonTrainer.h"
+#include "instance_data.h"
 #include "promise_worker.h"
 
 namespace saekit::napi {
@@ -88,8 +90,16 @@ Napi::Value ProbeCopyBandwidth(const Napi::CallbackInfo& info) {
 using namespace saekit::napi;  // NOLINT: registration table below
 
 static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
-  exports.Set("AddonSae", AddonSae::Define(env));
+  auto* data = new InstanceData();
+  Napi::Function sae = AddonSae::Define(env);
+  Napi::Function trainer = AddonTrainer::Define(env);
+  data->sae = Napi::Persistent(sae);
+  data->trainer = Napi::Persistent(trainer);
+  env.SetInstanceData<InstanceData>(data);
+  exports.Set("AddonSae", sae);
   exports.Set("createSae", Napi::Function::New(env, AddonSae::Create));
+  exports.Set("AddonTrainer", trainer);
+  exports.Set("createTrainer", Napi::Function::New(env, AddonTrainer::Create));
   exports.Set("backends", Napi::Function::New(env, Backends));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));

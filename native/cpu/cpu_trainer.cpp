@@ -1,0 +1,518 @@
+// The CPU trainer: whole optimizer steps of a TopK SAE, with a sparse backward.
+//
+// The math (test/helpers/trainReference.ts is the float64 mirror the tests hold this to):
+//   xs = s * x                       (s: input_scale, SAELens' expected_average_only_in)
+//   x' = xs - b_dec;  pre = x' W_enc + b_enc
+//   S_n = top-k of pre_n (ties to the lower index), positive entries only;  f = pre on S_n
+//   x_hat = sum_{j in S_n} f_nj W_dec[j] + b_dec;  e = x_hat - xs
+//   L_mse = (1/B) sum_n ||e_n||^2
+//   AuxK (Gao et al. 2024) over the latents dead before this step (D of them):
+//     A_n = top-min(k_aux, D) of pre_n among dead latents, positive only; a = pre on A_n
+//     ehat_n = sum_{j in A_n} a_nj W_dec[j];  r_n = -e_n (a constant: no gradient through it)
+//     L_aux = coeff * min(D / k_aux, 1) * (1/B) sum_n ||ehat_n - r_n||^2
+// With the selections fixed the loss is smooth, and only selected latents carry gradient:
+//   g_n = 2 e_n / B,  h_n = 2 coeff scale (ehat_n - r_n) / B
+//   dW_dec[j] = sum f_nj g_n + sum a_nj h_n;  dpre_nj = (g_n or h_n) . W_dec[j]
+//   db_enc[j] = sum dpre_nj;  dW_enc[:, j] = sum dpre_nj x'_n
+//   db_dec = sum_n g_n - sum_j db_enc[j] W_enc[:, j]       (b_dec enters x_hat and x')
+// So the backward costs O(B (k + k_aux) d_in), not O(B d_sae d_in): the forward's fused encode
+// dominates. Then: the decoder-row gradient loses its component along the row, the global norm
+// is clipped, Adam (bias-corrected) updates every parameter, decoder rows return to unit norm.
+//
+// Layout: the encoder is kept latent-major (Wt = W_enc^T, [d_sae, d_in]) so a latent's encoder
+// and decoder gradients are both contiguous rows. Gradients are accumulated per latent over a
+// latent-sorted (CSC) list of the step's entries, so threads never share an output row and the
+// sums run in a fixed order: results do not depend on the thread count (resume is bit-exact).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../backend.h"
+#include "../error.h"
+#include "../thread_pool.h"
+#include "aligned.h"
+#include "cpu_model.h"
+
+namespace saekit::cpu {
+namespace {
+
+// Small vector helpers, cloned per ISA by the compiler (no -march here: see CMakeLists).
+// Written with explicit lanes so the reductions vectorize without -ffast-math.
+#define SAEKIT_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+
+SAEKIT_CLONES float dot(const float* a, const float* b, int64_t n) {
+  float acc[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int l = 0; l < 16; ++l) acc[l] += a[i + l] * b[i + l];
+  float s = 0;
+  for (; i < n; ++i) s += a[i] * b[i];
+  for (int l = 0; l < 16; ++l) s += acc[l];
+  return s;
+}
+
+SAEKIT_CLONES void axpy(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+SAEKIT_CLONES void scaled_copy(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = alpha * x[i];
+}
+
+// One Adam update of n parameters; grad may be null (an untouched row: gradient 0).
+SAEKIT_CLONES void adam(float* p, float* m, float* v, const float* grad, float gscale, int64_t n, float lr, float b1,
+                        float b2, float inv_c1, float inv_c2, float eps) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = grad != nullptr ? grad[i] * gscale : 0.0f;
+    const float mi = b1 * m[i] + (1.0f - b1) * g;
+    const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] -= lr * (mi * inv_c1) / (std::sqrt(vi * inv_c2) + eps);
+  }
+}
+
+double sumsq(const float* a, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * a[i];
+  return s;
+}
+
+void parallel_fill(float* p, int64_t n, float value) {
+  constexpr int64_t kChunk = 1 << 16;
+  parallel_for((n + kChunk - 1) / kChunk, [&](int64_t t, int) {
+    std::fill(p + t * kChunk, p + std::min(n, (t + 1) * kChunk), value);
+  });
+}
+
+// One (row, latent) pair that carries gradient this step, sorted by latent.
+struct Entry {
+  int32_t row;       // x' row
+  int32_t upstream;  // row of the upstream-gradient buffer (g_n: n, h_n: B + n)
+  float value;       // f or a
+  float dpre;        // dL/dpre
+};
+
+class CpuTrainer final : public BackendTrainer {
+ public:
+  CpuTrainer(const TrainSpec& spec, const TrainParamsView& init) : spec_(spec) {
+    SAEKIT_CHECK(spec.activation == Activation::TopK, "the CPU trainer trains topk SAEs");
+    const int64_t d = spec.d_in, L = spec.d_sae;
+    for (AlignedFloats* a : {&Wt_, &W_dec_, &mWt_, &vWt_, &mWdec_, &vWdec_, &gWt_, &gWdec_}) *a = aligned_floats(L * d);
+    for (AlignedFloats* a : {&b_enc_, &m_benc_, &v_benc_, &g_benc_}) *a = aligned_floats(L);
+    for (AlignedFloats* a : {&b_dec_, &m_bdec_, &v_bdec_, &g_bdec_}) *a = aligned_floats(d);
+    for (AlignedFloats* a : {&mWt_, &vWt_, &mWdec_, &vWdec_, &gWt_, &gWdec_}) parallel_fill(a->get(), L * d, 0.0f);
+    for (AlignedFloats* a : {&m_benc_, &v_benc_, &g_benc_}) std::fill(a->get(), a->get() + L, 0.0f);
+    for (AlignedFloats* a : {&m_bdec_, &v_bdec_, &g_bdec_}) std::fill(a->get(), a->get() + d, 0.0f);
+    fires_.assign(L, 0.0);
+    since_fired_.assign(L, 0.0);
+    touched_.assign(L, 0);
+    set_enc_from_saelens(init.W_enc);
+    std::memcpy(W_dec_.get(), init.W_dec, sizeof(float) * L * d);
+    std::memcpy(b_enc_.get(), init.b_enc, sizeof(float) * L);
+    std::memcpy(b_dec_.get(), init.b_dec, sizeof(float) * d);
+
+    SaeSpec es;
+    es.d_in = d;
+    es.d_sae = L;
+    es.k = spec.k;
+    es.activation = Activation::TopK;
+    es.apply_b_dec_to_input = false;  // the trainer hands the encoder x' itself
+    SaeWeightsView wv;
+    wv.W_enc = Wt_.get();
+    wv.enc_transposed = true;
+    wv.b_enc = b_enc_.get();
+    encoder_ = std::make_unique<CpuModel>(es, wv);
+  }
+
+  int64_t bytes() const override {
+    const int64_t L = spec_.d_sae, d = spec_.d_in;
+    return sizeof(float) * (8 * L * d + 4 * L + 4 * d) + sizeof(double) * 2 * L + encoder_->bytes();
+  }
+
+  TrainStepStats step(const float* x, int64_t B, const TrainStepOptions& o) override {
+    const int64_t d = spec_.d_in, L = spec_.d_sae;
+    reserve_batch(B);
+    prepare_input(x, B, o.input_scale);
+
+    TrainStepStats st;
+    encoder_->encode(XP_.get(), B, &codes_);
+
+    // Reconstruction and the upstream gradient g_n = 2 e_n / B (rows 0..B-1 of U).
+    std::vector<double> err2(B), dev2(B);
+    std::vector<double> mean(d, 0.0);
+    for (int64_t n = 0; n < B; ++n)
+      for (int64_t i = 0; i < d; ++i) mean[i] += X_[n * d + i];
+    for (double& m : mean) m /= static_cast<double>(B);
+    const float g_scale = 2.0f / static_cast<float>(B);
+    parallel_for(B, [&](int64_t n, int) {
+      float* e = E_.get() + n * d;
+      std::memcpy(e, b_dec_.get(), sizeof(float) * d);
+      for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p)
+        axpy(codes_.values[p], W_dec_.get() + int64_t{codes_.indices[p]} * d, e, d);
+      const float* xs = X_.get() + n * d;
+      double s = 0, t = 0;
+      for (int64_t i = 0; i < d; ++i) {
+        e[i] -= xs[i];
+        s += static_cast<double>(e[i]) * e[i];
+        t += (xs[i] - mean[i]) * (xs[i] - mean[i]);
+      }
+      err2[n] = s;
+      dev2[n] = t;
+      scaled_copy(g_scale, e, U_.get() + n * d, d);
+    });
+    double sum_err = 0, sum_dev = 0;
+    for (int64_t n = 0; n < B; ++n) sum_err += err2[n], sum_dev += dev2[n];
+    st.mse = sum_err / B;
+    st.fvu = sum_dev > 0 ? sum_err / sum_dev : 0.0;
+    st.l0 = static_cast<double>(codes_.indices.size()) / B;
+
+    // AuxK over the latents dead before this step.
+    dead_.clear();
+    if (o.dead_tokens > 0)
+      for (int64_t j = 0; j < L; ++j)
+        if (since_fired_[j] >= o.dead_tokens) dead_.push_back(static_cast<int32_t>(j));
+    st.dead = static_cast<int64_t>(dead_.size());
+    aux_codes_.indptr.assign(B + 1, 0);
+    aux_codes_.indices.clear();
+    aux_codes_.values.clear();
+    if (!dead_.empty() && o.aux_coeff > 0 && spec_.k_aux > 0) st.aux_loss = aux_forward(B, o);
+
+    // dL/dpre for every entry: the upstream row . W_dec[j].
+    dpre_main_.resize(codes_.indices.size());
+    dpre_aux_.resize(aux_codes_.indices.size());
+    parallel_for(B, [&](int64_t n, int) {
+      for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p)
+        dpre_main_[p] = dot(U_.get() + n * d, W_dec_.get() + int64_t{codes_.indices[p]} * d, d);
+      for (uint32_t p = aux_codes_.indptr[n]; p < aux_codes_.indptr[n + 1]; ++p)
+        dpre_aux_[p] = dot(U_.get() + (B + n) * d, W_dec_.get() + int64_t{aux_codes_.indices[p]} * d, d);
+    });
+    build_entries(B);
+    accumulate_gradients(B);
+
+    if (o.apply) {
+      st.grad_norm = optimizer_step(o);
+      update_firing(B);
+      encoder_->set_encoder(Wt_.get(), b_enc_.get());
+    }
+    return st;
+  }
+
+  int64_t state_size(const std::string& name) const override {
+    const std::string base = param_of(name);
+    if (base == "W_enc" || base == "W_dec") return spec_.d_in * spec_.d_sae;
+    if (base == "b_enc" || name == "fires" || name == "since_fired") return spec_.d_sae;
+    if (base == "b_dec") return spec_.d_in;
+    throw Error("unknown trainer state '" + name + "'");
+  }
+
+  bool state_is_f64(const std::string& name) const override { return name == "fires" || name == "since_fired"; }
+
+  void get_state(const std::string& name, void* out) const override {
+    const int64_t n = state_size(name);
+    if (name == "fires" || name == "since_fired") {
+      std::memcpy(out, (name == "fires" ? fires_ : since_fired_).data(), sizeof(double) * n);
+      return;
+    }
+    const float* src = tensor(name);
+    float* dst = static_cast<float*>(out);
+    const bool grad = name.rfind("grad.", 0) == 0;
+    const std::string base = param_of(name);
+    if (base == "W_enc") {
+      transpose(src, spec_.d_sae, spec_.d_in, dst);  // Wt -> W_enc [d_in, d_sae]
+    } else {
+      std::memcpy(dst, src, sizeof(float) * n);
+    }
+    // Untouched latents' gradient rows are stale buffers: they are zero by definition.
+    if (grad && (base == "W_dec" || base == "b_enc")) {
+      for (int64_t j = 0; j < spec_.d_sae; ++j) {
+        if (touched_[j]) continue;
+        if (base == "W_dec") std::fill(dst + j * spec_.d_in, dst + (j + 1) * spec_.d_in, 0.0f);
+        else dst[j] = 0.0f;
+      }
+    }
+    if (grad && base == "W_enc")
+      for (int64_t i = 0; i < spec_.d_in; ++i)
+        for (int64_t j = 0; j < spec_.d_sae; ++j)
+          if (!touched_[j]) dst[i * spec_.d_sae + j] = 0.0f;
+  }
+
+  void set_state(const std::string& name, const void* in) override {
+    const int64_t n = state_size(name);
+    if (name.rfind("grad.", 0) == 0) throw Error("trainer state '" + name + "' is read-only");
+    if (name == "fires" || name == "since_fired") {
+      std::memcpy((name == "fires" ? fires_ : since_fired_).data(), in, sizeof(double) * n);
+      return;
+    }
+    const float* src = static_cast<const float*>(in);
+    float* dst = const_cast<float*>(tensor(name));
+    if (param_of(name) == "W_enc") transpose(src, spec_.d_in, spec_.d_sae, dst);
+    else std::memcpy(dst, src, sizeof(float) * n);
+    if (name == "W_enc" || name == "b_enc") encoder_->set_encoder(Wt_.get(), b_enc_.get());
+  }
+
+  void last_selection(std::vector<uint32_t>* indptr, std::vector<int32_t>* indices, bool aux) const override {
+    const SparseCodes& c = aux ? aux_codes_ : codes_;
+    *indptr = c.indptr;
+    *indices = c.indices;
+  }
+
+ private:
+  static std::string param_of(const std::string& name) {
+    for (const char* prefix : {"adam_m.", "adam_v.", "grad."})
+      if (name.rfind(prefix, 0) == 0) return name.substr(std::strlen(prefix));
+    return name;
+  }
+
+  const float* tensor(const std::string& name) const {
+    struct Row {
+      const char* param;
+      const AlignedFloats *p, *m, *v, *g;
+    };
+    const Row rows[] = {{"W_enc", &Wt_, &mWt_, &vWt_, &gWt_},
+                        {"W_dec", &W_dec_, &mWdec_, &vWdec_, &gWdec_},
+                        {"b_enc", &b_enc_, &m_benc_, &v_benc_, &g_benc_},
+                        {"b_dec", &b_dec_, &m_bdec_, &v_bdec_, &g_bdec_}};
+    const std::string base = param_of(name);
+    for (const Row& r : rows) {
+      if (base != r.param) continue;
+      if (name.rfind("adam_m.", 0) == 0) return r.m->get();
+      if (name.rfind("adam_v.", 0) == 0) return r.v->get();
+      if (name.rfind("grad.", 0) == 0) return r.g->get();
+      return r.p->get();
+    }
+    throw Error("unknown trainer state '" + name + "'");
+  }
+
+  static void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
+    constexpr int64_t kTile = 32;
+    const int64_t row_tiles = (rows + kTile - 1) / kTile;
+    parallel_for(row_tiles, [&](int64_t t, int) {
+      const int64_t r0 = t * kTile, r1 = std::min(rows, r0 + kTile);
+      for (int64_t c0 = 0; c0 < cols; c0 += kTile)
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < std::min(cols, c0 + kTile); ++c) dst[c * rows + r] = src[r * cols + c];
+    });
+  }
+
+  void set_enc_from_saelens(const float* W_enc) { transpose(W_enc, spec_.d_in, spec_.d_sae, Wt_.get()); }
+
+  void reserve_batch(int64_t B) {
+    if (B <= batch_capacity_) return;
+    const int64_t d = spec_.d_in;
+    X_ = aligned_floats(B * d);
+    XP_ = aligned_floats(B * d);
+    E_ = aligned_floats(B * d);
+    U_ = aligned_floats(2 * B * d);
+    batch_capacity_ = B;
+  }
+
+  // X = s x and X' = X - b_dec; a non-finite value fails the step before anything changes,
+  // naming the first bad row whatever the thread count.
+  void prepare_input(const float* x, int64_t B, float s) {
+    const int64_t d = spec_.d_in;
+    std::vector<uint8_t> bad(B, 0);
+    parallel_for(B, [&](int64_t n, int) {
+      const float* xr = x + n * d;
+      float* xs = X_.get() + n * d;
+      float* xp = XP_.get() + n * d;
+      float probe = 0.0f;
+      for (int64_t i = 0; i < d; ++i) {
+        xs[i] = s * xr[i];
+        xp[i] = xs[i] - b_dec_[i];
+        probe += xs[i] - xs[i];  // NaN for inf/NaN (and for finite values that overflow)
+      }
+      bad[n] = probe != 0.0f;
+    });
+    for (int64_t n = 0; n < B; ++n) {
+      if (!bad[n]) continue;
+      int64_t col = 0;
+      while (col < d && std::isfinite(s * x[n * d + col])) ++col;
+      throw InputError("training batch row " + std::to_string(n) + " has a non-finite value at column " +
+                           std::to_string(col),
+                       n, col);
+    }
+  }
+
+  // Encodes the dead latents only (a small packed sub-SAE), k = min(k_aux, D); fills rows
+  // B..2B-1 of U with h_n. Returns L_aux.
+  double aux_forward(int64_t B, const TrainStepOptions& o) {
+    const int64_t d = spec_.d_in;
+    const int64_t D = static_cast<int64_t>(dead_.size());
+    const int64_t k_eff = std::min(spec_.k_aux, D);
+    const double scale = std::min(static_cast<double>(D) / spec_.k_aux, 1.0);
+    AlignedFloats w = aligned_floats(D * d);
+    std::vector<float> b(D);
+    parallel_for(D, [&](int64_t q, int) {
+      std::memcpy(w.get() + q * d, Wt_.get() + int64_t{dead_[q]} * d, sizeof(float) * d);
+      b[q] = b_enc_[dead_[q]];
+    });
+    SaeSpec es;
+    es.d_in = d;
+    es.d_sae = D;
+    es.k = k_eff;
+    es.activation = Activation::TopK;
+    es.apply_b_dec_to_input = false;
+    SaeWeightsView wv;
+    wv.W_enc = w.get();
+    wv.enc_transposed = true;
+    wv.b_enc = b.data();
+    CpuModel sub(es, wv);
+    sub.encode(XP_.get(), B, &aux_codes_);
+    for (int32_t& j : aux_codes_.indices) j = dead_[j];
+
+    std::vector<double> loss(B);
+    const float h_scale = static_cast<float>(2.0 * o.aux_coeff * scale / B);
+    parallel_for(B, [&](int64_t n, int) {
+      float* h = U_.get() + (B + n) * d;
+      const float* e = E_.get() + n * d;
+      std::memcpy(h, e, sizeof(float) * d);  // ehat - r = ehat + e
+      for (uint32_t p = aux_codes_.indptr[n]; p < aux_codes_.indptr[n + 1]; ++p)
+        axpy(aux_codes_.values[p], W_dec_.get() + int64_t{aux_codes_.indices[p]} * d, h, d);
+      loss[n] = sumsq(h, d);
+      for (int64_t i = 0; i < d; ++i) h[i] *= h_scale;
+    });
+    double total = 0;
+    for (double v : loss) total += v;
+    return o.aux_coeff * scale * total / B;
+  }
+
+  // Counting sort of the step's entries by latent; within a latent, rows ascend (main before
+  // AuxK for the same row): a fixed summation order.
+  void build_entries(int64_t B) {
+    const int64_t L = spec_.d_sae;
+    offsets_.assign(L + 1, 0);
+    for (int32_t j : codes_.indices) ++offsets_[j + 1];
+    for (int32_t j : aux_codes_.indices) ++offsets_[j + 1];
+    for (int64_t j = 0; j < L; ++j) offsets_[j + 1] += offsets_[j];
+    entries_.resize(offsets_[L]);
+    std::vector<int64_t> cursor(offsets_.begin(), offsets_.end() - 1);
+    for (int64_t n = 0; n < B; ++n) {
+      for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p)
+        entries_[cursor[codes_.indices[p]]++] = {static_cast<int32_t>(n), static_cast<int32_t>(n), codes_.values[p], dpre_main_[p]};
+      for (uint32_t p = aux_codes_.indptr[n]; p < aux_codes_.indptr[n + 1]; ++p)
+        entries_[cursor[aux_codes_.indices[p]]++] = {static_cast<int32_t>(n), static_cast<int32_t>(B + n),
+                                                     aux_codes_.values[p], dpre_aux_[p]};
+    }
+  }
+
+  void accumulate_gradients(int64_t B) {
+    const int64_t d = spec_.d_in, L = spec_.d_sae;
+    constexpr int64_t kLatentsPerTask = 16;
+    parallel_for((L + kLatentsPerTask - 1) / kLatentsPerTask, [&](int64_t t, int) {
+      for (int64_t j = t * kLatentsPerTask; j < std::min(L, (t + 1) * kLatentsPerTask); ++j) {
+        const int64_t e0 = offsets_[j], e1 = offsets_[j + 1];
+        touched_[j] = e1 > e0;
+        if (e0 == e1) {
+          g_benc_[j] = 0.0f;
+          continue;
+        }
+        float* gd = gWdec_.get() + j * d;
+        float* ge = gWt_.get() + j * d;
+        std::fill(gd, gd + d, 0.0f);
+        std::fill(ge, ge + d, 0.0f);
+        double gb = 0;
+        for (int64_t e = e0; e < e1; ++e) {
+          const Entry& en = entries_[e];
+          axpy(en.value, U_.get() + int64_t{en.upstream} * d, gd, d);
+          axpy(en.dpre, XP_.get() + int64_t{en.row} * d, ge, d);
+          gb += en.dpre;
+        }
+        g_benc_[j] = static_cast<float>(gb);
+      }
+    });
+    // db_dec = sum_n g_n - sum_j db_enc[j] Wt[j], by column chunks (fixed order per column).
+    constexpr int64_t kCols = 16;
+    parallel_for((d + kCols - 1) / kCols, [&](int64_t t, int) {
+      const int64_t c0 = t * kCols, c1 = std::min(d, c0 + kCols);
+      double acc[kCols] = {};
+      for (int64_t n = 0; n < B; ++n)
+        for (int64_t c = c0; c < c1; ++c) acc[c - c0] += U_[n * d + c];
+      for (int64_t j = 0; j < L; ++j) {
+        if (!touched_[j]) continue;
+        const float gb = g_benc_[j];
+        for (int64_t c = c0; c < c1; ++c) acc[c - c0] -= static_cast<double>(gb) * Wt_[j * d + c];
+      }
+      for (int64_t c = c0; c < c1; ++c) g_bdec_[c] = static_cast<float>(acc[c - c0]);
+    });
+  }
+
+  // Parallel-component removal, global-norm clip, Adam on every parameter, unit-norm decoder
+  // rows. Returns the gradient norm before clipping.
+  double optimizer_step(const TrainStepOptions& o) {
+    const int64_t d = spec_.d_in, L = spec_.d_sae;
+    std::vector<double> row_sq(L, 0.0);
+    parallel_for(L, [&](int64_t j, int) {
+      if (!touched_[j]) return;
+      float* g = gWdec_.get() + j * d;
+      const float* w = W_dec_.get() + j * d;
+      const float ww = dot(w, w, d);
+      if (ww > 0) axpy(-dot(g, w, d) / ww, w, g, d);
+      row_sq[j] = sumsq(g, d) + sumsq(gWt_.get() + j * d, d) + static_cast<double>(g_benc_[j]) * g_benc_[j];
+    });
+    double total = sumsq(g_bdec_.get(), d);
+    for (double v : row_sq) total += v;
+    const double norm = std::sqrt(total);
+    const float gscale = o.clip > 0 && norm > o.clip ? static_cast<float>(o.clip / norm) : 1.0f;
+
+    const float lr = static_cast<float>(o.lr), b1 = static_cast<float>(o.beta1), b2 = static_cast<float>(o.beta2);
+    const float eps = static_cast<float>(o.eps);
+    const float inv_c1 = static_cast<float>(1.0 / (1.0 - std::pow(o.beta1, static_cast<double>(o.t))));
+    const float inv_c2 = static_cast<float>(1.0 / (1.0 - std::pow(o.beta2, static_cast<double>(o.t))));
+    constexpr int64_t kRowsPerTask = 16;
+    parallel_for((L + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t t, int) {
+      for (int64_t j = t * kRowsPerTask; j < std::min(L, (t + 1) * kRowsPerTask); ++j) {
+        const bool live = touched_[j];
+        const int64_t off = j * d;
+        adam(Wt_.get() + off, mWt_.get() + off, vWt_.get() + off, live ? gWt_.get() + off : nullptr, gscale, d, lr, b1,
+             b2, inv_c1, inv_c2, eps);
+        float* w = W_dec_.get() + off;
+        adam(w, mWdec_.get() + off, vWdec_.get() + off, live ? gWdec_.get() + off : nullptr, gscale, d, lr, b1, b2,
+             inv_c1, inv_c2, eps);
+        const double norm2 = sumsq(w, d);
+        if (norm2 > 0) scaled_copy(static_cast<float>(1.0 / std::sqrt(norm2)), w, w, d);
+      }
+    });
+    adam(b_enc_.get(), m_benc_.get(), v_benc_.get(), g_benc_.get(), gscale, L, lr, b1, b2, inv_c1, inv_c2, eps);
+    adam(b_dec_.get(), m_bdec_.get(), v_bdec_.get(), g_bdec_.get(), gscale, d, lr, b1, b2, inv_c1, inv_c2, eps);
+    return norm;
+  }
+
+  void update_firing(int64_t B) {
+    std::vector<uint8_t> fired(spec_.d_sae, 0);
+    for (int32_t j : codes_.indices) {
+      fires_[j] += 1.0;
+      fired[j] = 1;
+    }
+    for (int64_t j = 0; j < spec_.d_sae; ++j) since_fired_[j] = fired[j] ? 0.0 : since_fired_[j] + B;
+  }
+
+  TrainSpec spec_;
+  AlignedFloats Wt_, W_dec_, b_enc_, b_dec_;
+  AlignedFloats mWt_, vWt_, mWdec_, vWdec_, m_benc_, v_benc_, m_bdec_, v_bdec_;
+  AlignedFloats gWt_, gWdec_, g_benc_, g_bdec_;
+  std::vector<double> fires_, since_fired_;
+  std::vector<uint8_t> touched_;
+  std::unique_ptr<CpuModel> encoder_;
+
+  // Per-step scratch, kept between steps.
+  int64_t batch_capacity_ = 0;
+  AlignedFloats X_, XP_, E_, U_;
+  SparseCodes codes_, aux_codes_;
+  std::vector<int32_t> dead_;
+  std::vector<float> dpre_main_, dpre_aux_;
+  std::vector<int64_t> offsets_;
+  std::vector<Entry> entries_;
+};
+
+}  // namespace
+
+std::unique_ptr<BackendTrainer> make_cpu_trainer(const TrainSpec& spec, const TrainParamsView& init) {
+  return std::make_unique<CpuTrainer>(spec, init);
+}
+
+}  // namespace saekit::cpu

@@ -1,0 +1,304 @@
+// SaeTrainer: one TopK SAE being trained, its parameters, Adam moments and firing statistics
+// held by the native backend (native/cpu/cpu_trainer.cpp documents the math). This class is
+// the typed, validated step-by-step API; train.ts runs whole training jobs on top of it.
+import { addon, type AddonTrainer, type NativeFailure, type NativeStepStats, type TrainerStateName } from '../addon.js';
+import { NativeError, NonFiniteInputError, ValidationError, expected } from '../errors.js';
+import type { SaeConfig, SaeWeights } from '../types.js';
+
+export interface TrainerConfig {
+  dIn: number;
+  dSae: number;
+  /** Active latents per row (topk). */
+  k: number;
+  /** AuxK latents per row (Gao et al.: d_in / 2); 0 disables AuxK. */
+  kAux: number;
+  /** AuxK loss coefficient (1/32 in Gao et al.). */
+  auxCoeff: number;
+  /** A latent is dead after this many tokens without firing (feeds AuxK and the dead fraction). */
+  deadTokens: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** Global gradient-norm clip; 0 disables. */
+  clip: number;
+  /** Inputs are multiplied by this (expected_average_only_in); folded into the saved weights. */
+  inputScale: number;
+}
+
+export const defaultTrainerConfig = (dIn: number, dSae: number, k: number): TrainerConfig => ({
+  dIn,
+  dSae,
+  k,
+  kAux: Math.min(dSae, Math.max(1, Math.floor(dIn / 2))),
+  auxCoeff: 1 / 32,
+  deadTokens: 10_000_000,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  clip: 0,
+  inputScale: 1,
+});
+
+/** Parameters in SAELens layouts (W_enc [d_in, d_sae], W_dec [d_sae, d_in]), training units. */
+export interface TrainParams {
+  W_enc: Float32Array;
+  b_enc: Float32Array;
+  W_dec: Float32Array;
+  b_dec: Float32Array;
+}
+
+export interface StepMetrics {
+  /** Mean over rows of ||x_hat - x||^2 (inputs scaled by inputScale). */
+  mse: number;
+  /** Fraction of variance unexplained, about the batch mean. */
+  fvu: number;
+  explainedVariance: number;
+  l0: number;
+  auxLoss: number;
+  /** Gradient norm before clipping (0 for gradients()). */
+  gradNorm: number;
+  deadFraction: number;
+}
+
+/** Everything a checkpoint needs to continue bit-exactly. */
+export interface TrainerState {
+  step: number;
+  tokens: number;
+  tensors: Record<TrainerStateName, Float32Array | Float64Array>;
+}
+
+export const PARAM_NAMES = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;
+export type ParamName = (typeof PARAM_NAMES)[number];
+const STATE_NAMES: TrainerStateName[] = [
+  ...PARAM_NAMES,
+  ...PARAM_NAMES.map((p) => `adam_m.${p}` as const),
+  ...PARAM_NAMES.map((p) => `adam_v.${p}` as const),
+  'fires',
+  'since_fired',
+];
+
+function checkInt(v: unknown, name: string, lo: number, hi: number): void {
+  if (!Number.isSafeInteger(v) || (v as number) < lo || (v as number) > hi) throw expected(`an integer in [${lo}, ${hi}]`, name, v);
+}
+
+function checkNumber(v: unknown, name: string, lo: number, hi: number, what = `a number in [${lo}, ${hi}]`): void {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) throw expected(what, name, v);
+}
+
+export function validateTrainerConfig(c: TrainerConfig): void {
+  checkInt(c.dIn, 'dIn', 1, 1 << 20);
+  checkInt(c.dSae, 'dSae', 1, 1 << 26);
+  checkInt(c.k, 'k', 1, c.dSae);
+  checkInt(c.kAux, 'kAux', 0, c.dSae);
+  checkNumber(c.auxCoeff, 'auxCoeff', 0, 1e6);
+  checkNumber(c.deadTokens, 'deadTokens', 0, Number.MAX_SAFE_INTEGER);
+  checkNumber(c.beta1, 'beta1', 0, 0.999999, 'a number in [0, 1)');
+  checkNumber(c.beta2, 'beta2', 0, 0.999999999, 'a number in [0, 1)');
+  checkNumber(c.eps, 'eps', 0, 1);
+  checkNumber(c.clip, 'clip', 0, Number.MAX_VALUE);
+  if (!(c.inputScale > 0) || !Number.isFinite(c.inputScale)) throw expected('a positive finite number', 'inputScale', c.inputScale);
+}
+
+function checkParams(p: TrainParams, dIn: number, dSae: number): void {
+  const lengths: Record<ParamName, number> = { W_enc: dIn * dSae, b_enc: dSae, W_dec: dSae * dIn, b_dec: dIn };
+  for (const name of PARAM_NAMES) {
+    const a = p[name];
+    if (!(a instanceof Float32Array) || a.length !== lengths[name]) throw expected(`Float32Array(${lengths[name]})`, name, a);
+    for (let i = 0; i < a.length; i++) {
+      if (!Number.isFinite(a[i]!)) throw new ValidationError(`initial ${name} has a non-finite value at element ${i}`);
+    }
+  }
+}
+
+export class SaeTrainer {
+  #native: AddonTrainer | undefined;
+  #step = 0;
+  #tokens = 0;
+
+  private constructor(
+    native: AddonTrainer,
+    readonly config: TrainerConfig,
+    readonly device: 'cpu' | 'cuda',
+  ) {
+    this.#native = native;
+  }
+
+  /** Creates a trainer from initial parameters (see initParams in init.ts). */
+  static async create(config: TrainerConfig, params: TrainParams, device: 'cpu' | 'cuda' = 'cpu'): Promise<SaeTrainer> {
+    validateTrainerConfig(config);
+    checkParams(params, config.dIn, config.dSae);
+    try {
+      const native = await addon().createTrainer(
+        { dIn: config.dIn, dSae: config.dSae, k: config.k, kAux: config.auxCoeff > 0 ? config.kAux : 0 },
+        params,
+        device,
+      );
+      return new SaeTrainer(native, { ...config }, device);
+    } catch (e) {
+      throw new NativeError(`could not create the trainer on ${device}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Optimizer steps taken. */
+  get step(): number {
+    return this.#step;
+  }
+
+  /** Tokens (rows) trained on. */
+  get tokens(): number {
+    return this.#tokens;
+  }
+
+  /** One optimizer step on a batch ([rows, dIn] float32, raw units) at learning rate lr. */
+  async trainStep(batch: Float32Array, lr: number): Promise<StepMetrics> {
+    checkNumber(lr, 'lr', 0, 1e6);
+    const stats = await this.#run(batch, lr, true);
+    this.#step += 1;
+    this.#tokens += batch.length / this.config.dIn;
+    return stats;
+  }
+
+  /**
+   * Loss and raw gradients (SAELens layouts, training units) of a batch, nothing updated:
+   * for gradient checks and custom optimizers.
+   */
+  async gradients(batch: Float32Array): Promise<{ metrics: StepMetrics; grads: TrainParams }> {
+    const metrics = await this.#run(batch, 0, false);
+    const native = this.#live();
+    const g = (p: ParamName) => native.getState(`grad.${p}`) as Float32Array;
+    return { metrics, grads: { W_enc: g('W_enc'), b_enc: g('b_enc'), W_dec: g('W_dec'), b_dec: g('b_dec') } };
+  }
+
+  /** The last step's selections (CSR over rows): main top-k, or AuxK's. */
+  lastSelection(aux = false): { indptr: Uint32Array; indices: Int32Array } {
+    return this.#live().lastSelection(aux);
+  }
+
+  /** Current parameters (copies), training units. */
+  params(): TrainParams {
+    const native = this.#live();
+    const g = (p: ParamName) => native.getState(p) as Float32Array;
+    return { W_enc: g('W_enc'), b_enc: g('b_enc'), W_dec: g('W_dec'), b_dec: g('b_dec') };
+  }
+
+  /** Per-latent firing counts over all steps (Float64Array [dSae]). */
+  fires(): Float64Array {
+    return this.#live().getState('fires') as Float64Array;
+  }
+
+  /** log10(firing frequency + 1e-10) per latent: SAELens' sparsity.safetensors. */
+  sparsity(): Float32Array {
+    const fires = this.fires();
+    const out = new Float32Array(fires.length);
+    const tokens = Math.max(1, this.#tokens);
+    for (let j = 0; j < fires.length; j++) out[j] = Math.log10(fires[j]! / tokens + 1e-10);
+    return out;
+  }
+
+  /** Copies every tensor a checkpoint needs. */
+  state(): TrainerState {
+    const native = this.#live();
+    const tensors = {} as TrainerState['tensors'];
+    for (const name of STATE_NAMES) tensors[name] = native.getState(name);
+    return { step: this.#step, tokens: this.#tokens, tensors };
+  }
+
+  /** Restores a state() (from this or an identically configured trainer). */
+  loadState(state: TrainerState): void {
+    const native = this.#live();
+    checkInt(state.step, 'state.step', 0, Number.MAX_SAFE_INTEGER);
+    checkInt(state.tokens, 'state.tokens', 0, Number.MAX_SAFE_INTEGER);
+    for (const name of STATE_NAMES) {
+      const a = state.tensors[name];
+      const want = name === 'fires' || name === 'since_fired' ? Float64Array : Float32Array;
+      if (!(a instanceof want)) throw expected(want.name, `state tensor ${name}`, a);
+      try {
+        native.setState(name, a);
+      } catch (e) {
+        throw new ValidationError(`state tensor ${name}: ${(e as Error).message}`);
+      }
+    }
+    this.#step = state.step;
+    this.#tokens = state.tokens;
+  }
+
+  /**
+   * The trained SAE in raw input units: the input scale folded in (W_enc * s, W_dec / s,
+   * b_dec / s), architecture topk, ready for saveSaeLens or createSae.
+   */
+  weights(extra: Partial<Pick<SaeConfig, 'hookName' | 'modelName' | 'metadata'>> = {}): SaeWeights {
+    const p = this.params();
+    const s = this.config.inputScale;
+    if (s !== 1) {
+      for (let i = 0; i < p.W_enc.length; i++) p.W_enc[i]! *= s;
+      for (let i = 0; i < p.W_dec.length; i++) p.W_dec[i]! /= s;
+      for (let i = 0; i < p.b_dec.length; i++) p.b_dec[i]! /= s;
+    }
+    const config: SaeConfig = {
+      architecture: 'topk',
+      dIn: this.config.dIn,
+      dSae: this.config.dSae,
+      k: this.config.k,
+      applyBDecToInput: true,
+      normalizeActivations: 'none',
+      dtype: 'float32',
+      format: 'saelens',
+      metadata: extra.metadata ?? {},
+      ...(extra.hookName !== undefined && { hookName: extra.hookName }),
+      ...(extra.modelName !== undefined && { modelName: extra.modelName }),
+    };
+    return { config, W_enc: p.W_enc, encTransposed: false, b_enc: p.b_enc, W_dec: p.W_dec, b_dec: p.b_dec };
+  }
+
+  /** Bytes of memory the backend holds (parameters, Adam moments, gradients, packed encoder). */
+  get bytes(): number {
+    return this.#native?.bytes() ?? 0;
+  }
+
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = undefined;
+  }
+
+  #live(): AddonTrainer {
+    if (!this.#native) throw new ValidationError('this trainer was disposed');
+    return this.#native;
+  }
+
+  async #run(batch: Float32Array, lr: number, apply: boolean): Promise<StepMetrics> {
+    const native = this.#live();
+    const c = this.config;
+    if (!(batch instanceof Float32Array)) throw expected('Float32Array', 'batch', batch);
+    if (batch.length === 0 || batch.length % c.dIn !== 0)
+      throw new ValidationError(`batch has ${batch.length} elements; expected [rows, ${c.dIn}] with rows >= 1`);
+    const rows = batch.length / c.dIn;
+    let s: NativeStepStats;
+    try {
+      s = await native.step(batch, rows, {
+        inputScale: c.inputScale,
+        lr,
+        beta1: c.beta1,
+        beta2: c.beta2,
+        eps: c.eps,
+        clip: c.clip,
+        t: this.#step + 1,
+        auxCoeff: c.auxCoeff,
+        deadTokens: c.deadTokens,
+        apply,
+      });
+    } catch (e) {
+      const f = e as NativeFailure;
+      if (f.code === 'SAEKIT_INPUT' && f.row !== undefined) throw new NonFiniteInputError('training batch', f.row, f.col ?? 0);
+      throw new NativeError(`training step failed: ${f.message}`);
+    }
+    return {
+      mse: s.mse,
+      fvu: s.fvu,
+      explainedVariance: 1 - s.fvu,
+      l0: s.l0,
+      auxLoss: s.auxLoss,
+      gradNorm: s.gradNorm,
+      deadFraction: s.dead / c.dSae,
+    };
+  }
+}
