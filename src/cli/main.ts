@@ -6,9 +6,11 @@ import { demoCommand, demoUsage } from './commands/demo.js';
 import { doctorCommand, doctorUsage } from './commands/doctor.js';
 import { encodeCommand, encodeUsage } from './commands/encode.js';
 import { infoCommand, infoUsage } from './commands/info.js';
+import { trainCommand, trainUsage } from './commands/train.js';
 
 const commands: Record<string, { run: (argv: string[]) => Promise<number>; usage: string; what: string }> = {
-  demo: { run: demoCommand, usage: demoUsage, what: 'generate an SAE and activations, encode + decode them, report speed and error' },
+  demo: { run: demoCommand, usage: demoUsage, what: 'train an SAE on data with known features, then encode + decode a GPT-2-sized dump' },
+  train: { run: trainCommand, usage: trainUsage, what: 'train a TopK SAE on activation files; saves a SAELens directory' },
   encode: { run: encodeCommand, usage: encodeUsage, what: 'encode an activation dump (.npy/.safetensors) into sparse codes' },
   decode: { run: decodeCommand, usage: decodeUsage, what: 'decode sparse codes into reconstructed activations (.npy)' },
   info: { run: infoCommand, usage: infoUsage, what: "print an SAE directory's config as JSON" },
