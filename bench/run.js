@@ -10,10 +10,17 @@
 // each timed kernel run is bracketed by probe runs and the reported fraction is the median of
 // the per-run ratios kernel / mean(probe before, probe after).
 //
+// Training (TopK, batch 4096 at the GPT-2-small shape): tokens/s of whole optimizer steps
+// (fused-encode forward, sparse backward, Adam over every parameter), reported as a fraction of
+// the fused encode's tokens/s on the same shape, each step bracketed by encode runs. A second
+// row counts every latent that missed the previous batch as dead (deadTokens 1), so AuxK runs
+// every step: its cost grows with the dead count.
+//
 // Flags: --threads N  --variant generic|avx2|avx512  --reps N  --quick (small shapes only)
+//        --no-train (skip the training rows)
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { createSae, cpuVariant, setCpuVariant, setThreads, syntheticActivations, syntheticSae, threads } from '../dist/index.js';
+import { SaeTrainer, defaultTrainerConfig, initParams, createSae, cpuVariant, setCpuVariant, setThreads, syntheticActivations, syntheticSae, threads } from '../dist/index.js';
 
 const { values: flags } = parseArgs({
   options: {
@@ -21,6 +28,7 @@ const { values: flags } = parseArgs({
     variant: { type: 'string' },
     reps: { type: 'string', default: '5' },
     quick: { type: 'boolean', default: false },
+    'no-train': { type: 'boolean', default: false },
   },
 });
 if (flags.threads) setThreads(Number(flags.threads));
@@ -123,3 +131,33 @@ for (const r of rowsOut)
   console.log(
     `| ${r.name} | ${r.dIn} | ${r.dSae} | ${r.k} | ${r.rows} | ${fmt(r.tokS, 0)} | ${fmt(r.gflops)} | ${fmt(r.enc.probe)} | ${pct(r.enc)} | ${fmt(r.gbps)} | ${fmt(r.dec.probe)} | ${pct(r.dec)} |`,
   );
+
+// ---- training ----
+if (!flags['no-train']) {
+  const s = flags.quick ? { name: 'small', dIn: 256, dSae: 4096, k: 32, rows: 1024 } : { name: 'gpt2-small', dIn: 768, dSae: 24576, k: 32, rows: 4096 };
+  const w = syntheticSae({ dIn: s.dIn, dSae: s.dSae, architecture: 'topk', k: s.k, seed: 21 });
+  const x = syntheticActivations(w, s.rows, { seed: 22, active: 24, noise: 0.05 });
+  const sae = await createSae(w, { device: 'cpu' });
+  await sae.encode(x);
+  const encodeTokS = async () => s.rows / (await time(() => sae.encode(x)));
+  const params = initParams({ dIn: s.dIn, dSae: s.dSae, seed: 3, bDecInit: 'mean', sample: x });
+  const trainRows = [];
+  for (const [label, deadTokens] of [['no dead latents', 1e12], ['AuxK every step', 1]]) {
+    const trainer = await SaeTrainer.create({ ...defaultTrainerConfig(s.dIn, s.dSae, s.k), deadTokens }, params);
+    let dead = 0;
+    const step = async () => {
+      dead = (await trainer.trainStep(x, 1e-4)).deadFraction;
+    };
+    await step(); // warm-up (first-touch of the optimizer state)
+    const r = await bracketed(step, encodeTokS, s.rows, reps);
+    trainRows.push({ label, tokS: s.rows / r.seconds, r, dead });
+    trainer.dispose();
+  }
+  sae.dispose();
+  console.log('');
+  console.log(`training, ${s.name} shape (d_in ${s.dIn}, d_sae ${s.dSae}, k ${s.k}, batch ${s.rows}), CPU backend:`);
+  console.log('| case | train tok/s | encode tok/s (same run) | train / encode | dead fraction |');
+  console.log('|---|---|---|---|---|');
+  for (const t of trainRows)
+    console.log(`| ${t.label} | ${fmt(t.tokS, 0)} | ${fmt(t.r.probe, 0)} | ${pct(t.r)} | ${fmt(100 * t.dead)}% |`);
+}

@@ -24,7 +24,10 @@
 // latent-sorted (CSC) list of the step's entries, so threads never share an output row and the
 // sums run in a fixed order: results do not depend on the thread count (resume is bit-exact).
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -63,16 +66,27 @@ SAEKIT_CLONES void scaled_copy(float alpha, const float* x, float* y, int64_t n)
   for (int64_t i = 0; i < n; ++i) y[i] = alpha * x[i];
 }
 
-// One Adam update of n parameters; grad may be null (an untouched row: gradient 0).
+// One Adam update of n parameters; grad may be null (an untouched row: gradient 0). Two
+// branch-free loops so each vectorizes (sqrt needs -fno-math-errno: see CMakeLists).
 SAEKIT_CLONES void adam(float* p, float* m, float* v, const float* grad, float gscale, int64_t n, float lr, float b1,
                         float b2, float inv_c1, float inv_c2, float eps) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = grad != nullptr ? grad[i] * gscale : 0.0f;
-    const float mi = b1 * m[i] + (1.0f - b1) * g;
-    const float vi = b2 * v[i] + (1.0f - b2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] -= lr * (mi * inv_c1) / (std::sqrt(vi * inv_c2) + eps);
+  if (grad != nullptr) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = grad[i] * gscale;
+      const float mi = b1 * m[i] + (1.0f - b1) * g;
+      const float vi = b2 * v[i] + (1.0f - b2) * g * g;
+      m[i] = mi;
+      v[i] = vi;
+      p[i] -= lr * (mi * inv_c1) / (std::sqrt(vi * inv_c2) + eps);
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const float mi = b1 * m[i];
+      const float vi = b2 * v[i];
+      m[i] = mi;
+      v[i] = vi;
+      p[i] -= lr * (mi * inv_c1) / (std::sqrt(vi * inv_c2) + eps);
+    }
   }
 }
 
@@ -88,6 +102,26 @@ void parallel_fill(float* p, int64_t n, float value) {
     std::fill(p + t * kChunk, p + std::min(n, (t + 1) * kChunk), value);
   });
 }
+
+// SAEKIT_TRAIN_PROFILE=1 prints each step's phase times to stderr (bench/NOTES.md uses it).
+class PhaseTimer {
+ public:
+  PhaseTimer() : on_(std::getenv("SAEKIT_TRAIN_PROFILE") != nullptr), last_(now()) {}
+  void mark(const char* phase) {
+    if (!on_) return;
+    const double t = now();
+    std::fprintf(stderr, "%s %.1f ms  ", phase, (t - last_) * 1e3);
+    last_ = t;
+  }
+  ~PhaseTimer() {
+    if (on_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+  bool on_;
+  double last_;
+};
 
 // One (row, latent) pair that carries gradient this step, sorted by latent.
 struct Entry {
@@ -136,11 +170,14 @@ class CpuTrainer final : public BackendTrainer {
 
   TrainStepStats step(const float* x, int64_t B, const TrainStepOptions& o) override {
     const int64_t d = spec_.d_in, L = spec_.d_sae;
+    PhaseTimer timer;
     reserve_batch(B);
     prepare_input(x, B, o.input_scale);
+    timer.mark("input");
 
     TrainStepStats st;
     encoder_->encode(XP_.get(), B, &codes_);
+    timer.mark("encode");
 
     // Reconstruction and the upstream gradient g_n = 2 e_n / B (rows 0..B-1 of U).
     std::vector<double> err2(B), dev2(B);
@@ -170,6 +207,7 @@ class CpuTrainer final : public BackendTrainer {
     st.mse = sum_err / B;
     st.fvu = sum_dev > 0 ? sum_err / sum_dev : 0.0;
     st.l0 = static_cast<double>(codes_.indices.size()) / B;
+    timer.mark("recon");
 
     // AuxK over the latents dead before this step.
     dead_.clear();
@@ -181,6 +219,7 @@ class CpuTrainer final : public BackendTrainer {
     aux_codes_.indices.clear();
     aux_codes_.values.clear();
     if (!dead_.empty() && o.aux_coeff > 0 && spec_.k_aux > 0) st.aux_loss = aux_forward(B, o);
+    timer.mark("auxk");
 
     // dL/dpre for every entry: the upstream row . W_dec[j].
     dpre_main_.resize(codes_.indices.size());
@@ -191,13 +230,18 @@ class CpuTrainer final : public BackendTrainer {
       for (uint32_t p = aux_codes_.indptr[n]; p < aux_codes_.indptr[n + 1]; ++p)
         dpre_aux_[p] = dot(U_.get() + (B + n) * d, W_dec_.get() + int64_t{aux_codes_.indices[p]} * d, d);
     });
+    timer.mark("dpre");
     build_entries(B);
+    timer.mark("entries");
     accumulate_gradients(B);
+    timer.mark("grads");
 
     if (o.apply) {
       st.grad_norm = optimizer_step(o);
+      timer.mark("adam");
       update_firing(B);
       encoder_->set_encoder(Wt_.get(), b_enc_.get());
+      timer.mark("repack");
     }
     return st;
   }

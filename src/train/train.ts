@@ -6,9 +6,9 @@
 // Exact resume: the batch stream is a pure function of (seed, rows consumed), parameters and
 // optimizer state come back bit for bit, and the native step does not depend on the thread
 // count, so a resumed run continues exactly as the uninterrupted one would have.
-import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { ValidationError, expected } from '../errors.js';
+import { NonFiniteInputError, ValidationError, expected } from '../errors.js';
 import { saveSaeLens, type SaveDtype } from '../formats/saveSaeLens.js';
 import { resolveDevice, type Device } from '../system.js';
 import { CHECKPOINT_DIR, checkResumable, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
@@ -111,6 +111,17 @@ export interface TrainResult {
 
 const METRICS_FILE = 'metrics.jsonl';
 
+function fraction(v: unknown, name: string): number {
+  if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw expected('a number in [0, 1]', name, v);
+  return v;
+}
+
+/** The first non-finite value of [rows, dIn] as {row, col}, or undefined. */
+function firstNonFinite(a: Float32Array, dIn: number): { row: number; col: number } | undefined {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i]!)) return { row: Math.floor(i / dIn), col: i % dIn };
+  return undefined;
+}
+
 function positiveInt(v: unknown, name: string): number {
   if (!Number.isSafeInteger(v) || (v as number) < 1) throw expected('a positive integer', name, v);
   return v as number;
@@ -150,6 +161,9 @@ async function truncateMetrics(file: string, step: number): Promise<void> {
 
 export async function train(o: TrainJobOptions): Promise<TrainResult> {
   if (typeof o.output !== 'string' || o.output === '') throw expected('a directory path', 'output', o.output);
+  if (o.stopAfterSteps !== undefined) positiveInt(o.stopAfterSteps, 'stopAfterSteps');
+  const outputKind = await stat(o.output).then((st) => (st.isDirectory() ? 'dir' : 'file'), () => 'absent');
+  if (outputKind === 'file') throw new ValidationError(`output ${o.output} is a file; training writes a directory there`);
   const k = positiveInt(o.k, 'k');
   const tokens = positiveInt(o.tokens, 'tokens');
   const batchSize = positiveInt(o.batchSize ?? 4096, 'batchSize');
@@ -172,10 +186,11 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
       totalSteps,
       warmupSteps: o.warmupSteps ?? Math.min(1000, Math.floor(totalSteps * 0.05)),
       decay: o.decay ?? 'linear',
-      decaySteps: Math.floor(totalSteps * (o.decayFraction ?? 0.2)),
+      decaySteps: Math.floor(totalSteps * fraction(o.decayFraction ?? 0.2, 'decayFraction')),
       lrEnd: o.lrEnd ?? 0,
     };
     validateSchedule(schedule);
+    if (schedule.lrEnd > schedule.lr) throw new ValidationError(`lrEnd (${schedule.lrEnd}) must not exceed lr (${schedule.lr})`);
     const defaults = defaultTrainerConfig(dIn, dSae, k);
     const normalize = o.normalize ?? 'expected_average_only_in';
     if (!['expected_average_only_in', 'none'].includes(normalize)) throw expected("'expected_average_only_in' or 'none'", 'normalize', normalize);
@@ -214,6 +229,8 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
     } else {
       const sample = await readFirstRows(source, initRows);
       if (sample.length === 0) throw new ValidationError(`no activation rows in ${inputName}`);
+      const bad = firstNonFinite(sample, dIn);
+      if (bad) throw new NonFiniteInputError(`${inputName} (first sample, used for initialization)`, bad.row, bad.col);
       config.inputScale = normalize === 'expected_average_only_in' ? expectedAverageScale(sample, dIn) : 1;
       for (let i = 0; i < sample.length; i++) sample[i]! *= config.inputScale;
       trainer = await SaeTrainer.create(config, initParams({ dIn, dSae, seed, bDecInit, sample }), device);
@@ -231,9 +248,13 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
     let intervalTokens = trainer.tokens;
     // The next batch is read while the current step computes.
     let pending = trainer.step < totalSteps ? stream.next() : Promise.resolve(undefined);
-    while (trainer.step < totalSteps) {
+    if (o.signal?.aborted && trainer.step < totalSteps) {
+      await save();
+      stopped = true;
+    }
+    while (!stopped && trainer.step < totalSteps) {
       const batch = await pending;
-      if (batch === undefined) throw new ValidationError(`${inputName} ran out of rows at step ${trainer.step}`);
+      if (batch === undefined) throw new ValidationError(`${inputName} ran out of rows at step ${trainer.step + 1}`);
       const step = trainer.step;
       const lr = learningRate(schedule, step);
       const next = step + 1 < totalSteps ? stream.next() : Promise.resolve(undefined);
@@ -241,7 +262,12 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
       try {
         last = await trainer.trainStep(batch, lr);
       } catch (e) {
-        if (e instanceof ValidationError) throw new ValidationError(`step ${step + 1} (batch rows ${step * batchSize}..${(step + 1) * batchSize - 1} of the shuffled stream): ${e.message}`);
+        if (e instanceof NonFiniteInputError)
+          throw new NonFiniteInputError(
+            `${inputName}: the batch of step ${step + 1} (rows ${step * batchSize}..${(step + 1) * batchSize - 1} of the shuffled stream)`,
+            e.row,
+            e.col,
+          );
         throw e;
       }
       pending = next;
