@@ -84,12 +84,17 @@ class BackendModel {
 // The math, written once for every backend, is in native/cpu/cpu_trainer.cpp's header comment
 // and mirrored in float64 by test/helpers/trainReference.ts.
 
+// topk: k per row. batchtopk: the k * rows largest over the whole batch (saved as jumprelu
+// with a threshold learned during training). standard: relu + L1 penalty scaled by the
+// decoder-row norm (decoder rows then free, not unit).
+enum class TrainArch { TopK, BatchTopK, Standard };
+
 struct TrainSpec {
   int64_t d_in = 0;
   int64_t d_sae = 0;
-  int64_t k = 0;
-  int64_t k_aux = 0;  // AuxK latents per row; 0 disables AuxK
-  Activation activation = Activation::TopK;
+  int64_t k = 0;      // topk, batchtopk
+  int64_t k_aux = 0;  // AuxK latents per row; 0 disables AuxK (topk, batchtopk)
+  TrainArch arch = TrainArch::TopK;
 };
 
 // Initial parameters, SAELens layouts (W_enc [d_in, d_sae], W_dec [d_sae, d_in]).
@@ -108,6 +113,7 @@ struct TrainStepOptions {
   int64_t t = 1;             // Adam step number (1-based) for bias correction
   double aux_coeff = 0;      // AuxK loss coefficient; 0 = off
   double dead_tokens = 0;    // a latent is dead after this many tokens without firing; 0: never
+  double l1_coeff = 0;       // standard: lambda in lambda * (1/B) sum f_nj ||W_dec[j]||
   bool apply = true;         // false: compute loss and gradients only (tests, gradient checks)
 };
 
@@ -116,6 +122,7 @@ struct TrainStepStats {
   double fvu = 0;       // sum ||e||^2 / sum ||x - mean(x)||^2
   double l0 = 0;        // mean active latents per row
   double aux_loss = 0;  // coefficient and dead-fraction scale included
+  double l1_loss = 0;   // standard: the L1 penalty term
   double grad_norm = 0; // before clipping (0 when !apply)
   int64_t dead = 0;     // dead latents going into this step
 };
@@ -126,7 +133,8 @@ class BackendTrainer {
   // x: [rows, d_in] float32. Throws InputError for non-finite values (nothing changes then).
   virtual TrainStepStats step(const float* x, int64_t rows, const TrainStepOptions& opts) = 0;
   // Named state tensors, float32 unless noted, SAELens layouts: W_enc, b_enc, W_dec, b_dec,
-  // adam_m.<param>, adam_v.<param>, fires and since_fired (float64, [d_sae]); grad.<param>
+  // adam_m.<param>, adam_v.<param>, fires and since_fired (float64, [d_sae]), batch_threshold
+  // (float64 [1], batchtopk's running threshold; 0 before the first step); grad.<param>
   // holds the last step's raw gradients (read-only). Sizes in elements.
   virtual int64_t state_size(const std::string& name) const = 0;
   virtual bool state_is_f64(const std::string& name) const = 0;

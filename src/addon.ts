@@ -43,6 +43,7 @@ export interface NativeTrainSpec {
   k: number;
   /** AuxK latents per row; 0 disables AuxK. */
   kAux: number;
+  architecture: 'topk' | 'batchtopk' | 'standard';
 }
 
 export interface NativeTrainParams {
@@ -63,6 +64,8 @@ export interface NativeStepOptions {
   t: number;
   auxCoeff: number;
   deadTokens: number;
+  /** standard: the L1 coefficient lambda. */
+  l1Coeff: number;
   /** false: loss and gradients only, nothing updated. */
   apply: boolean;
 }
@@ -72,6 +75,7 @@ export interface NativeStepStats {
   fvu: number;
   l0: number;
   auxLoss: number;
+  l1Loss: number;
   gradNorm: number;
   dead: number;
 }
@@ -82,7 +86,7 @@ export type TrainerStateName =
   | `adam_m.${'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'}`
   | `adam_v.${'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'}`
   | `grad.${'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'}`
-  | 'fires' | 'since_fired';
+  | 'fires' | 'since_fired' | 'batch_threshold';
 
 export interface AddonTrainer {
   /** x: [rows, dIn] float32, validated by the caller. Must not be transferred while pending. */

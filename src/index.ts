@@ -6,7 +6,7 @@ export { SaekitError, FormatError, ValidationError, NonFiniteInputError, UsageEr
 export { syntheticSae, syntheticActivations, Rng } from './synthetic.js';
 export type { Architecture, Normalization, SaeConfig, SaeFormat, SaeWeights } from './types.js';
 export * from './formats/index.js';
-export { SaeTrainer, defaultTrainerConfig, type TrainerConfig, type TrainParams, type StepMetrics, type TrainerState } from './train/trainer.js';
+export { SaeTrainer, defaultTrainerConfig, type TrainArchitecture, type TrainerConfig, type TrainParams, type StepMetrics, type TrainerState } from './train/trainer.js';
 export { train, type TrainJobOptions, type TrainResult, type TrainProgress, type MetricsRecord } from './train/train.js';
 export { initParams, geometricMedian, expectedAverageScale, type BDecInit } from './train/init.js';
 export { learningRate, type LrSchedule, type DecayKind } from './train/schedule.js';

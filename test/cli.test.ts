@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { NpyReader, SafetensorsReader, saveSaeLens, writeNpy, writeSafetensors, f32ToF16Array } from '../src/formats/index.js';
-import { syntheticActivations, syntheticSae } from '../src/synthetic.js';
+import { Rng, syntheticActivations, syntheticSae } from '../src/synthetic.js';
 import type { SaeWeights } from '../src/types.js';
 import { compareCodes, referenceDecode, referenceEncode } from './helpers/reference.js';
 import type { SparseCodes } from '../src/codes.js';
@@ -204,6 +204,31 @@ describe('saekit info, doctor, demo', () => {
     const fvu = Number(/FVU ([0-9.]+)/.exec(r.out)![1]);
     expect(fvu).toBeGreaterThan(0);
     expect(fvu).toBeLessThan(0.9);
-    expect((await readdir(keep)).sort()).toEqual(['activations.npy', 'codes.safetensors', 'reconstruction.npy', 'sae']);
+    expect((await readdir(keep)).sort()).toEqual(['activations.npy', 'codes.safetensors', 'ground_truth.npy', 'reconstruction.npy', 'sae', 'trained_sae']);
+    // The training part: known features recovered by the trained decoder.
+    const recovered = Number(/recovered (\d+) of 256 true features/.exec(r.out)![1]);
+    expect(recovered).toBeGreaterThanOrEqual(230);
+  });
+
+  it('train makes a SAELens directory that encode loads; bad flags exit 2', async () => {
+    const x = new Rng(seed).fillNormal(new Float32Array(3000 * 12));
+    const input = join(dir, 'train-acts.npy');
+    await writeNpy(input, x, [3000, 12]);
+    const out = join(dir, 'trained');
+    for (const arch of ['topk', 'batchtopk', 'standard']) {
+      const r = await run('train', '--input', input, '--output', `${out}-${arch}`, '--arch', arch, '--k', '3', '--d-sae', '40', '--tokens', '2000', '--batch-size', '100', '--log-every', '5');
+      expect(r.code, r.err).toBe(0);
+      expect(r.out).toMatch(new RegExp(`trained a ${arch} SAE d_in 12 d_sae 40`));
+      expect(r.out).toMatch(/^step 5 tokens 500 /m);
+      const info = JSON.parse((await run('info', `${out}-${arch}`)).out);
+      expect(info.architecture).toBe(arch === 'batchtopk' ? 'jumprelu' : arch);
+      const enc = await run('encode', '--sae', `${out}-${arch}`, '--input', input, '--output', join(dir, `train-codes-${arch}.safetensors`));
+      expect(enc.code, enc.err).toBe(0);
+    }
+    expect((await run('train', '--input', input, '--output', out, '--d-sae', '40', '--tokens', '10')).code).toBe(2); // no --k
+    expect((await run('train', '--input', input, '--output', out, '--k', '3', '--d-sae', '40', '--tokens', '10', '--arch', 'gated')).code).toBe(2);
+    const bad = await run('train', '--input', input, '--output', out, '--k', '50', '--d-sae', '40', '--tokens', '10');
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/k \(50\) must be <= d_sae \(40\)/);
   });
 });

@@ -582,7 +582,7 @@ describe('metrics.jsonl', () => {
     // Defaults: warmup 5% of the steps, linear decay over the last 20% to 0.
     const schedule: LrSchedule = { lr, totalSteps: steps, warmupSteps: Math.floor(steps * 0.05), decay: 'linear', decaySteps: Math.floor(steps * 0.2), lrEnd: 0 };
     const fields: Array<keyof MetricsRecord> = [
-      'step', 'tokens', 'lr', 'mse', 'fvu', 'explained_variance', 'l0', 'dead_fraction', 'aux_loss', 'grad_norm', 'tokens_per_second', 'elapsed_s',
+      'step', 'tokens', 'lr', 'mse', 'fvu', 'explained_variance', 'l0', 'dead_fraction', 'aux_loss', 'l1_loss', 'grad_norm', 'tokens_per_second', 'elapsed_s',
     ];
     let lastElapsed = 0;
     for (const m of records) {

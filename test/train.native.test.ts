@@ -290,3 +290,97 @@ describe('bad input', () => {
     await expect(trainer.trainStep(new Float32Array(8), 1e-3)).rejects.toThrow(/disposed/);
   });
 });
+
+/** A valid batch top-k: the k*B largest positive values of the whole batch (up to rounding). */
+function expectValidBatchTopK(pre: Float64Array, sel: Selection, want: number): void {
+  const chosen: number[] = [];
+  const others: number[] = [];
+  let scale = 1e-30;
+  sel.forEach((row, r) => {
+    const s = new Set(row);
+    const dSae = pre.length / sel.length;
+    for (let j = 0; j < dSae; j++) {
+      const v = pre[r * dSae + j]!;
+      scale = Math.max(scale, Math.abs(v));
+      (s.has(j) ? chosen : others).push(v);
+    }
+  });
+  const positives = [...chosen, ...others].filter((v) => v > 0).length;
+  expect(chosen.length).toBe(Math.min(want, positives));
+  const minChosen = Math.min(...chosen);
+  const maxOther = Math.max(...others);
+  expect(minChosen).toBeGreaterThan(-1e-5 * scale);
+  expect(maxOther).toBeLessThanOrEqual(minChosen + 1e-5 * scale);
+}
+
+describe.each(['batchtopk', 'standard'] as const)('%s: native vs float64 reference', (arch) => {
+  const archCases: Case[] = [
+    { B: 1, dIn: 9, dSae: 23, k: 3, kAux: 4, deadFraction: 0.3, inputScale: 1 },
+    { B: 45, dIn: 31, dSae: 77, k: 4, kAux: 6, deadFraction: 0.2, inputScale: 1.6 },
+  ];
+  test.each(archCases)('gradients and an Adam step: %o', async (c) => {
+    const rng = new Rng(seed + 13 * c.B + c.dSae + (arch === 'standard' ? 1 : 0));
+    const { params, x, since, dead, config } = setup(c, rng);
+    if (arch === 'standard') for (let q = 0; q < params.W_dec.length; q++) params.W_dec[q]! *= 0.3 + rng.uniform(); // free rows
+    const cfg: TrainerConfig = { ...config, architecture: arch, l1Coeff: 0.8 };
+    const trainer = await SaeTrainer.create(cfg, params);
+    try {
+      const st = trainer.state();
+      trainer.loadState({ ...st, tensors: { ...st.tensors, since_fired: since } });
+      const { metrics, grads } = await trainer.gradients(x);
+      const sel = selectionOf(trainer.lastSelection(false));
+      const auxSel = selectionOf(trainer.lastSelection(true));
+      const auxK = arch === 'batchtopk' && c.kAux > 0 ? { kAux: c.kAux, coeff: cfg.auxCoeff, dead } : undefined;
+      const free = referenceForward(params, x, { k: c.dSae, inputScale: c.inputScale });
+      if (arch === 'batchtopk') expectValidBatchTopK(free.pre, sel, c.k * c.B);
+      else expectValidTopK(free.pre, c.dSae, sel, c.dSae, () => true); // every positive value
+      if (arch === 'standard') expect(auxSel.every((r) => r.length === 0)).toBe(true);
+      const fwd = referenceForward(params, x, {
+        k: c.dSae,
+        inputScale: c.inputScale,
+        selection: sel,
+        ...(auxK && { auxK, auxSelection: auxSel }),
+        ...(arch === 'standard' && { l1Coeff: cfg.l1Coeff }),
+      });
+      const ref = gradientsFromForward(params, fwd);
+      for (const name of ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const) expectClose(`${arch} grad ${name}`, grads[name], ref[name], 2e-4);
+      expect(Math.abs(metrics.l1Loss - fwd.l1Loss)).toBeLessThan(1e-5 * fwd.l1Loss + 1e-9);
+      expect(Math.abs(metrics.auxLoss - fwd.auxLoss)).toBeLessThan(1e-5 * fwd.auxLoss + 1e-9);
+
+      // One optimizer step (eps sized as in the topk test).
+      let ss = 0;
+      let count = 0;
+      for (const a of Object.values(ref)) for (const v of a as Float64Array) (ss += v * v), count++;
+      trainer.config.eps = 0.05 * Math.sqrt(ss / count);
+      const lr = 1e-2;
+      await trainer.trainStep(x, lr);
+      const step = referenceAdamStep(params, ref, referenceAdamInit(params), {
+        lr,
+        b1: 0.9,
+        b2: 0.999,
+        eps: trainer.config.eps,
+        clip: 0,
+        t: 1,
+        unitDecoder: arch !== 'standard',
+      });
+      const now = trainer.params();
+      for (const name of ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const) {
+        let worst = 0;
+        for (let i = 0; i < now[name].length; i++) worst = Math.max(worst, Math.abs(now[name][i]! - step.params[name][i]!) - 1e-6 * Math.abs(step.params[name][i]!));
+        expect(worst, `${arch} step ${name}`).toBeLessThanOrEqual(1e-3 * lr);
+      }
+      if (arch === 'batchtopk') {
+        // The learned threshold starts at the batch's smallest selected value (EMA from there).
+        const minSel = Math.min(...sel.flatMap((r, n) => r.map((j) => free.pre[n * c.dSae + j]!)));
+        expect(Math.abs(trainer.batchThreshold() - minSel)).toBeLessThan(1e-4 * Math.abs(minSel) + 1e-6);
+        const w = trainer.weights();
+        expect(w.config.architecture).toBe('jumprelu');
+        expect(w.threshold![0]).toBe(Math.fround(trainer.batchThreshold()));
+      } else {
+        expect(trainer.weights().config.architecture).toBe('standard');
+      }
+    } finally {
+      trainer.dispose();
+    }
+  });
+});

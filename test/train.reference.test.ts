@@ -42,6 +42,8 @@ interface Case {
   /** Fraction of latents marked dead; undefined: no AuxK. */
   deadFraction?: number;
   kAux?: number;
+  /** standard SAE: L1 penalty coefficient (k should be d_sae: every positive pre is selected). */
+  l1Coeff?: number;
 }
 
 const CASES: Case[] = [
@@ -51,6 +53,8 @@ const CASES: Case[] = [
   { name: 'B=5, d_in=7, k=d_sae, AuxK kAux > dead', B: 5, dIn: 7, dSae: 12, k: 12, deadFraction: 0.3, kAux: 64 },
   { name: 'B=9, d_in=13, k=3, AuxK kAux < dead', B: 9, dIn: 13, dSae: 40, k: 3, deadFraction: 0.6, kAux: 5 },
   { name: 'B=4, d_in=1, k=2, AuxK', B: 4, dIn: 1, dSae: 6, k: 2, deadFraction: 0.5, kAux: 2 },
+  { name: 'standard (L1 by decoder norm), B=6, d_in=9', B: 6, dIn: 9, dSae: 20, k: 20, l1Coeff: 0.6 },
+  { name: 'standard (L1 by decoder norm), B=1, d_in=3', B: 1, dIn: 3, dSae: 8, k: 8, l1Coeff: 2 },
 ];
 
 /** Up to `count` distinct entries of [0, n), half from `preferred` (entries with signal). */
@@ -76,13 +80,14 @@ describe('reference gradients match central finite differences of the reference 
         dead[0] = true; // at least one dead latent, so AuxK is active
         auxK = { kAux: c.kAux!, coeff: 0.7, dead };
       }
-      const opts: LossOptions = { k: c.k, inputScale: 0.8, ...(auxK ? { auxK } : {}) };
+      const opts: LossOptions = { k: c.k, inputScale: 0.8, ...(auxK ? { auxK } : {}), ...(c.l1Coeff ? { l1Coeff: c.l1Coeff } : {}) };
       const fwd = referenceForward(p, x, opts);
       if (auxK) {
         expect(fwd.auxSelection).not.toBeNull();
         expect(fwd.auxSelection!.some((r) => r.length > 0)).toBe(true);
       }
       expect(fwd.selection.some((r) => r.length > 0)).toBe(true);
+      if (c.l1Coeff) expect(fwd.l1Loss).toBeGreaterThan(0);
       // Hold the selections and the AuxK residual (a stop-gradient) fixed.
       const fixed: LossOptions = {
         ...opts,

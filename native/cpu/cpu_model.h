@@ -109,6 +109,14 @@ class CpuModel final : public BackendModel {
 
   int64_t hint_misses() const override { return misses_.load(); }
 
+  // Switches the selection rule without repacking: the trainer's batch top-k alternates a
+  // per-row top-k with a global-threshold pass (JumpReLU with one threshold for every latent).
+  void set_selection(Activation activation, int64_t k, float admit) {
+    spec_.activation = activation;
+    spec_.k = k;
+    for (int64_t l = 0; l < spec_.d_sae; ++l) admit_[l] = std::max(admit, 0.0f);
+  }
+
   // Repacks the encoder from Wt [d_sae, d_in] (latent-major, as the trainer keeps it) and
   // b_enc, keeping the learned top-k hint: a training step moves weights only slightly, and a
   // stale hint costs a re-encode, never exactness.

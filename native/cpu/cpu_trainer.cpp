@@ -16,7 +16,13 @@
 //   db_enc[j] = sum dpre_nj;  dW_enc[:, j] = sum dpre_nj x'_n
 //   db_dec = sum_n g_n - sum_j db_enc[j] W_enc[:, j]       (b_dec enters x_hat and x')
 // So the backward costs O(B (k + k_aux) d_in), not O(B d_sae d_in): the forward's fused encode
-// dominates. Then: the decoder-row gradient loses its component along the row, the global norm
+// dominates.
+//   batchtopk: S = the k*B largest positive pre over the whole batch (ties: lower row, then lower
+//     latent); the rest is as topk. The threshold saved for inference (as jumprelu) is a running
+//     average (EMA, 0.99) of each batch's smallest selected value.
+//   standard: S_n = every positive pre; L += lambda (1/B) sum f_nj ||W_dec[j]||, so
+//     dpre_nj += lambda ||W_dec[j]|| / B and dW_dec[j] += lambda (sum_n f_nj) W_dec[j] / (B ||W_dec[j]||);
+//     no AuxK, and the decoder rows stay free (no renormalization, no parallel removal). Then: the decoder-row gradient loses its component along the row, the global norm
 // is clipped, Adam (bias-corrected) updates every parameter, decoder rows return to unit norm.
 //
 // Layout: the encoder is kept latent-major (Wt = W_enc^T, [d_sae, d_in]) so a latent's encoder
@@ -134,7 +140,6 @@ struct Entry {
 class CpuTrainer final : public BackendTrainer {
  public:
   CpuTrainer(const TrainSpec& spec, const TrainParamsView& init) : spec_(spec) {
-    SAEKIT_CHECK(spec.activation == Activation::TopK, "the CPU trainer trains topk SAEs");
     const int64_t d = spec.d_in, L = spec.d_sae;
     for (AlignedFloats* a : {&Wt_, &W_dec_, &mWt_, &vWt_, &mWdec_, &vWdec_, &gWt_, &gWdec_}) *a = aligned_floats(L * d);
     for (AlignedFloats* a : {&b_enc_, &m_benc_, &v_benc_, &g_benc_}) *a = aligned_floats(L);
@@ -161,6 +166,7 @@ class CpuTrainer final : public BackendTrainer {
     wv.enc_transposed = true;
     wv.b_enc = b_enc_.get();
     encoder_ = std::make_unique<CpuModel>(es, wv);
+    if (spec.arch == TrainArch::Standard) encoder_->set_selection(Activation::Standard, 0, 0.0f);
   }
 
   int64_t bytes() const override {
@@ -176,7 +182,11 @@ class CpuTrainer final : public BackendTrainer {
     timer.mark("input");
 
     TrainStepStats st;
-    encoder_->encode(XP_.get(), B, &codes_);
+    if (spec_.arch == TrainArch::BatchTopK) {
+      batch_select(B);
+    } else {
+      encoder_->encode(XP_.get(), B, &codes_);
+    }
     timer.mark("encode");
 
     // Reconstruction and the upstream gradient g_n = 2 e_n / B (rows 0..B-1 of U).
@@ -218,28 +228,49 @@ class CpuTrainer final : public BackendTrainer {
     aux_codes_.indptr.assign(B + 1, 0);
     aux_codes_.indices.clear();
     aux_codes_.values.clear();
-    if (!dead_.empty() && o.aux_coeff > 0 && spec_.k_aux > 0) st.aux_loss = aux_forward(B, o);
+    if (!dead_.empty() && o.aux_coeff > 0 && spec_.k_aux > 0 && spec_.arch != TrainArch::Standard)
+      st.aux_loss = aux_forward(B, o);
     timer.mark("auxk");
 
     // dL/dpre for every entry: the upstream row . W_dec[j].
     dpre_main_.resize(codes_.indices.size());
     dpre_aux_.resize(aux_codes_.indices.size());
+    const bool l1 = spec_.arch == TrainArch::Standard && o.l1_coeff > 0;
+    if (l1) {
+      dec_norm_.resize(L);
+      parallel_for(L, [&](int64_t j, int) { dec_norm_[j] = static_cast<float>(std::sqrt(sumsq(W_dec_.get() + j * d, d))); });
+      std::vector<double> row_l1(B, 0.0);
+      parallel_for(B, [&](int64_t n, int) {
+        double s = 0;
+        for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p) s += double{codes_.values[p]} * dec_norm_[codes_.indices[p]];
+        row_l1[n] = s;
+      });
+      double total = 0;
+      for (double v : row_l1) total += v;
+      st.l1_loss = o.l1_coeff * total / B;
+    }
+    const float l1_scale = l1 ? static_cast<float>(o.l1_coeff / B) : 0.0f;
     parallel_for(B, [&](int64_t n, int) {
-      for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p)
-        dpre_main_[p] = dot(U_.get() + n * d, W_dec_.get() + int64_t{codes_.indices[p]} * d, d);
+      for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p) {
+        const int64_t j = codes_.indices[p];
+        dpre_main_[p] = dot(U_.get() + n * d, W_dec_.get() + j * d, d);
+        if (l1) dpre_main_[p] += l1_scale * dec_norm_[j];
+      }
       for (uint32_t p = aux_codes_.indptr[n]; p < aux_codes_.indptr[n + 1]; ++p)
         dpre_aux_[p] = dot(U_.get() + (B + n) * d, W_dec_.get() + int64_t{aux_codes_.indices[p]} * d, d);
     });
     timer.mark("dpre");
     build_entries(B);
     timer.mark("entries");
-    accumulate_gradients(B);
+    accumulate_gradients(B, l1_scale);
     timer.mark("grads");
 
     if (o.apply) {
       st.grad_norm = optimizer_step(o);
       timer.mark("adam");
       update_firing(B);
+      if (spec_.arch == TrainArch::BatchTopK && batch_cut_ > 0)
+        batch_threshold_ = batch_threshold_ > 0 ? 0.99 * batch_threshold_ + 0.01 * batch_cut_ : batch_cut_;
       encoder_->set_encoder(Wt_.get(), b_enc_.get());
       timer.mark("repack");
     }
@@ -251,13 +282,20 @@ class CpuTrainer final : public BackendTrainer {
     if (base == "W_enc" || base == "W_dec") return spec_.d_in * spec_.d_sae;
     if (base == "b_enc" || name == "fires" || name == "since_fired") return spec_.d_sae;
     if (base == "b_dec") return spec_.d_in;
+    if (name == "batch_threshold") return 1;
     throw Error("unknown trainer state '" + name + "'");
   }
 
-  bool state_is_f64(const std::string& name) const override { return name == "fires" || name == "since_fired"; }
+  bool state_is_f64(const std::string& name) const override {
+    return name == "fires" || name == "since_fired" || name == "batch_threshold";
+  }
 
   void get_state(const std::string& name, void* out) const override {
     const int64_t n = state_size(name);
+    if (name == "batch_threshold") {
+      *static_cast<double*>(out) = batch_threshold_;
+      return;
+    }
     if (name == "fires" || name == "since_fired") {
       std::memcpy(out, (name == "fires" ? fires_ : since_fired_).data(), sizeof(double) * n);
       return;
@@ -287,6 +325,10 @@ class CpuTrainer final : public BackendTrainer {
 
   void set_state(const std::string& name, const void* in) override {
     const int64_t n = state_size(name);
+    if (name == "batch_threshold") {
+      batch_threshold_ = *static_cast<const double*>(in);
+      return;
+    }
     if (name.rfind("grad.", 0) == 0) throw Error("trainer state '" + name + "' is read-only");
     if (name == "fires" || name == "since_fired") {
       std::memcpy((name == "fires" ? fires_ : since_fired_).data(), in, sizeof(double) * n);
@@ -382,6 +424,64 @@ class CpuTrainer final : public BackendTrainer {
     }
   }
 
+  // Batch top-k: the k * B largest positive pre-activations of the whole batch. One pass with
+  // a global threshold admits every candidate above it; the selection is exact whenever at
+  // least k * B values pass (then the k*B-th largest overall is among them). The threshold is
+  // 0.9 x the previous step's cut; without one, or when too few pass, a per-row top-k gives a
+  // safe one: its k * B values are a subset of the batch, so their minimum is <= the cut.
+  void batch_select(int64_t B) {
+    const int64_t want = spec_.k * B;
+    auto admitted = [&](float tau) {
+      encoder_->set_selection(Activation::JumpReLU, 0, tau);
+      encoder_->encode(XP_.get(), B, &codes_);
+      return static_cast<int64_t>(codes_.indices.size());
+    };
+    bool ok = cut_hint_ > 0 && admitted(0.9f * cut_hint_) >= want;
+    if (!ok) {
+      encoder_->set_selection(Activation::TopK, spec_.k, 0.0f);
+      encoder_->encode(XP_.get(), B, &codes_);
+      float lo = std::numeric_limits<float>::infinity();
+      for (float v : codes_.values) lo = std::min(lo, v);
+      // Fewer than k * B positives: every positive value is selected (admit > 0).
+      const float tau = static_cast<int64_t>(codes_.values.size()) < want ? 0.0f : std::nextafter(lo, 0.0f);
+      admitted(tau);
+    }
+    // Exact cut among the candidates: by value, then lower row, then lower latent.
+    const int64_t m = static_cast<int64_t>(codes_.indices.size());
+    float cut = 0.0f;
+    if (m > want) {
+      std::vector<std::pair<float, int64_t>> cand(m);  // (value, position in CSR = row-major order)
+      for (int64_t p = 0; p < m; ++p) cand[p] = {codes_.values[p], p};
+      auto better = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+        return a.first > b.first || (a.first == b.first && a.second < b.second);
+      };
+      std::nth_element(cand.begin(), cand.begin() + (want - 1), cand.end(), better);
+      const std::pair<float, int64_t> last = cand[want - 1];
+      cut = last.first;
+      // Keep entries at least as good as `last`, compacting the CSR in place.
+      uint32_t out = 0;
+      uint32_t begin = codes_.indptr[0];
+      for (int64_t n = 0; n < B; ++n) {
+        const uint32_t end = codes_.indptr[n + 1];
+        for (uint32_t p = begin; p < end; ++p) {
+          if (!better(last, {codes_.values[p], p})) {
+            codes_.values[out] = codes_.values[p];
+            codes_.indices[out] = codes_.indices[p];
+            ++out;
+          }
+        }
+        begin = end;
+        codes_.indptr[n + 1] = out;
+      }
+      codes_.values.resize(out);
+      codes_.indices.resize(out);
+    } else {
+      cut = m > 0 ? *std::min_element(codes_.values.begin(), codes_.values.end()) : 0.0f;
+    }
+    cut_hint_ = cut;
+    batch_cut_ = cut;
+  }
+
   // Encodes the dead latents only (a small packed sub-SAE), k = min(k_aux, D); fills rows
   // B..2B-1 of U with h_n. Returns L_aux.
   double aux_forward(int64_t B, const TrainStepOptions& o) {
@@ -444,7 +544,8 @@ class CpuTrainer final : public BackendTrainer {
     }
   }
 
-  void accumulate_gradients(int64_t B) {
+  // l1_scale = lambda / B for standard (0 otherwise): adds the penalty's decoder-norm gradient.
+  void accumulate_gradients(int64_t B, float l1_scale) {
     const int64_t d = spec_.d_in, L = spec_.d_sae;
     constexpr int64_t kLatentsPerTask = 16;
     parallel_for((L + kLatentsPerTask - 1) / kLatentsPerTask, [&](int64_t t, int) {
@@ -459,14 +560,17 @@ class CpuTrainer final : public BackendTrainer {
         float* ge = gWt_.get() + j * d;
         std::fill(gd, gd + d, 0.0f);
         std::fill(ge, ge + d, 0.0f);
-        double gb = 0;
+        double gb = 0, fsum = 0;
         for (int64_t e = e0; e < e1; ++e) {
           const Entry& en = entries_[e];
           axpy(en.value, U_.get() + int64_t{en.upstream} * d, gd, d);
           axpy(en.dpre, XP_.get() + int64_t{en.row} * d, ge, d);
           gb += en.dpre;
+          fsum += en.value;
         }
         g_benc_[j] = static_cast<float>(gb);
+        if (l1_scale != 0.0f && dec_norm_[j] > 0)
+          axpy(static_cast<float>(l1_scale * fsum / dec_norm_[j]), W_dec_.get() + j * d, gd, d);
       }
     });
     // db_dec = sum_n g_n - sum_j db_enc[j] Wt[j], by column chunks (fixed order per column).
@@ -489,13 +593,14 @@ class CpuTrainer final : public BackendTrainer {
   // rows. Returns the gradient norm before clipping.
   double optimizer_step(const TrainStepOptions& o) {
     const int64_t d = spec_.d_in, L = spec_.d_sae;
+    const bool unit_decoder = spec_.arch != TrainArch::Standard;
     std::vector<double> row_sq(L, 0.0);
     parallel_for(L, [&](int64_t j, int) {
       if (!touched_[j]) return;
       float* g = gWdec_.get() + j * d;
       const float* w = W_dec_.get() + j * d;
       const float ww = dot(w, w, d);
-      if (ww > 0) axpy(-dot(g, w, d) / ww, w, g, d);
+      if (unit_decoder && ww > 0) axpy(-dot(g, w, d) / ww, w, g, d);
       row_sq[j] = sumsq(g, d) + sumsq(gWt_.get() + j * d, d) + static_cast<double>(g_benc_[j]) * g_benc_[j];
     });
     double total = sumsq(g_bdec_.get(), d);
@@ -517,7 +622,7 @@ class CpuTrainer final : public BackendTrainer {
         float* w = W_dec_.get() + off;
         adam(w, mWdec_.get() + off, vWdec_.get() + off, live ? gWdec_.get() + off : nullptr, gscale, d, lr, b1, b2,
              inv_c1, inv_c2, eps);
-        const double norm2 = sumsq(w, d);
+        const double norm2 = unit_decoder ? sumsq(w, d) : 0.0;
         if (norm2 > 0) scaled_copy(static_cast<float>(1.0 / std::sqrt(norm2)), w, w, d);
       }
     });
@@ -540,6 +645,10 @@ class CpuTrainer final : public BackendTrainer {
   AlignedFloats mWt_, vWt_, mWdec_, vWdec_, m_benc_, v_benc_, m_bdec_, v_bdec_;
   AlignedFloats gWt_, gWdec_, g_benc_, g_bdec_;
   std::vector<double> fires_, since_fired_;
+  double batch_threshold_ = 0;  // batchtopk: EMA of each batch's smallest selected value
+  float cut_hint_ = 0;          // batchtopk: the previous step's cut (speed only)
+  float batch_cut_ = 0;
+  std::vector<float> dec_norm_;
   std::vector<uint8_t> touched_;
   std::unique_ptr<CpuModel> encoder_;
 

@@ -22,14 +22,6 @@ double number(const Napi::Object& o, const char* key, double fallback) {
   return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
 }
 
-// Clears the busy flag when a step ends, however it ends.
-struct BusyGuard {
-  std::shared_ptr<TrainerHandle> h;
-  ~BusyGuard() {
-    if (h) h->busy = false;
-  }
-};
-
 }  // namespace
 
 Napi::Function AddonTrainer::Define(Napi::Env env) {
@@ -48,7 +40,7 @@ AddonTrainer::AddonTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Ad
   handle_ = *info[0].As<Napi::External<std::shared_ptr<TrainerHandle>>>().Data();
 }
 
-// createTrainer({dIn, dSae, k, kAux}, {W_enc, b_enc, W_dec, b_dec}, device) -> Promise<AddonTrainer>
+// createTrainer({dIn, dSae, k, kAux, architecture}, {W_enc, b_enc, W_dec, b_dec}, device) -> Promise<AddonTrainer>
 Napi::Value AddonTrainer::Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
@@ -58,7 +50,11 @@ Napi::Value AddonTrainer::Create(const Napi::CallbackInfo& info) {
     spec.d_sae = s.Get("dSae").As<Napi::Number>().Int64Value();
     spec.k = s.Get("k").As<Napi::Number>().Int64Value();
     spec.k_aux = static_cast<int64_t>(number(s, "kAux", 0));
-    spec.activation = Activation::TopK;
+    const std::string arch = s.Get("architecture").IsString() ? s.Get("architecture").As<Napi::String>().Utf8Value() : "topk";
+    if (arch == "topk") spec.arch = TrainArch::TopK;
+    else if (arch == "batchtopk") spec.arch = TrainArch::BatchTopK;
+    else if (arch == "standard") spec.arch = TrainArch::Standard;
+    else throw Error("unknown training architecture '" + arch + "'");
     Napi::Object params = info[1].As<Napi::Object>();
     TrainParamsView view;
     view.W_enc = floats(params, "W_enc");
@@ -110,6 +106,7 @@ Napi::Value AddonTrainer::Step(const Napi::CallbackInfo& info) {
   opts.t = static_cast<int64_t>(number(o, "t", 1.0));
   opts.aux_coeff = number(o, "auxCoeff", 0.0);
   opts.dead_tokens = number(o, "deadTokens", 0.0);
+  opts.l1_coeff = number(o, "l1Coeff", 0.0);
   opts.apply = o.Get("apply").IsBoolean() ? o.Get("apply").As<Napi::Boolean>().Value() : true;
   auto x_ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(x));
   const float* data = x.Data();
@@ -117,10 +114,7 @@ Napi::Value AddonTrainer::Step(const Napi::CallbackInfo& info) {
   h->busy = true;
   return queue(new LambdaWorker(
       env,
-      [=] {
-        BusyGuard guard{h};
-        *stats = h->trainer->step(data, rows, opts);
-      },
+      [=] { *stats = h->trainer->step(data, rows, opts); },
       [=](Napi::Env env) {
         x_ref->Reset();
         Napi::Object r = Napi::Object::New(env);
@@ -128,10 +122,13 @@ Napi::Value AddonTrainer::Step(const Napi::CallbackInfo& info) {
         r.Set("fvu", stats->fvu);
         r.Set("l0", stats->l0);
         r.Set("auxLoss", stats->aux_loss);
+        r.Set("l1Loss", stats->l1_loss);
         r.Set("gradNorm", stats->grad_norm);
         r.Set("dead", static_cast<double>(stats->dead));
         return r;
-      }));
+      },
+      // Busy until the Promise settles (on the main thread), not merely until the kernel ends.
+      [h] { h->busy = false; }));
 }
 
 // getState(name) -> Float32Array | Float64Array (a copy)

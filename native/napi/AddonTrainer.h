@@ -4,7 +4,6 @@
 #pragma once
 #include <napi.h>
 
-#include <atomic>
 #include <memory>
 
 #include "../backend.h"
@@ -13,7 +12,7 @@ namespace saekit::napi {
 
 struct TrainerHandle {
   std::unique_ptr<BackendTrainer> trainer;
-  std::atomic<bool> busy{false};
+  bool busy = false;  // main thread only: set by step(), cleared when its Promise settles
 };
 
 class AddonTrainer : public Napi::ObjectWrap<AddonTrainer> {

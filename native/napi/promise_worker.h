@@ -24,6 +24,8 @@ class PromiseWorker : public Napi::AsyncWorker {
   virtual void Run() = 0;
   // Runs on the main thread after Run() succeeded.
   virtual Napi::Value Result(Napi::Env env) = 0;
+  // Runs on the main thread once Run() has ended either way, before the Promise settles.
+  virtual void Settled() {}
 
  private:
   void Execute() override {
@@ -49,6 +51,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
+    Settled();
     try {
       deferred_.Resolve(Result(env));
     } catch (const Napi::Error& e) {
@@ -59,6 +62,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   void OnError(const Napi::Error& e) override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
+    Settled();
     Napi::Object err = e.Value();
     err.Set("code", code_);
     if (row_ >= 0) {
@@ -76,16 +80,21 @@ class PromiseWorker : public Napi::AsyncWorker {
 // A worker from two lambdas, for small calls.
 class LambdaWorker final : public PromiseWorker {
  public:
-  LambdaWorker(Napi::Env env, std::function<void()> run, std::function<Napi::Value(Napi::Env)> result)
-      : PromiseWorker(env), run_(std::move(run)), result_(std::move(result)) {}
+  LambdaWorker(Napi::Env env, std::function<void()> run, std::function<Napi::Value(Napi::Env)> result,
+               std::function<void()> settled = nullptr)
+      : PromiseWorker(env), run_(std::move(run)), result_(std::move(result)), settled_(std::move(settled)) {}
 
  protected:
   void Run() override { run_(); }
   Napi::Value Result(Napi::Env env) override { return result_(env); }
+  void Settled() override {
+    if (settled_) settled_();
+  }
 
  private:
   std::function<void()> run_;
   std::function<Napi::Value(Napi::Env)> result_;
+  std::function<void()> settled_;
 };
 
 inline Napi::Promise queue(LambdaWorker* w) {

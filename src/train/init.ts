@@ -1,4 +1,5 @@
-// Initialization as in Gao et al. 2024 / SAELens' TopK training: random unit decoder rows,
+// Initialization as in Gao et al. 2024 / SAELens' TopK training: random unit decoder rows
+// (norm 0.1 for standard SAEs, whose decoder rows are free),
 // W_enc = W_dec^T, b_enc = 0, b_dec at the data's center (mean or geometric median of a first
 // sample), and the expected_average_only_in input scale sqrt(d_in) / mean ||x||.
 import { ValidationError } from '../errors.js';
@@ -67,6 +68,8 @@ export interface InitOptions {
   bDecInit: BDecInit;
   /** Rows for b_dec's initialization, already multiplied by the input scale. */
   sample?: Float32Array;
+  /** Norm of the initial decoder rows (1; SAELens starts standard SAEs at 0.1). */
+  decoderNorm?: number;
 }
 
 export function initParams(o: InitOptions): TrainParams {
@@ -83,7 +86,7 @@ export function initParams(o: InitOptions): TrainParams {
         norm += v * v;
       }
     } while (norm === 0);
-    const inv = 1 / Math.sqrt(norm);
+    const inv = (o.decoderNorm ?? 1) / Math.sqrt(norm);
     for (let i = 0; i < dIn; i++) W_dec[j * dIn + i]! *= inv;
   }
   const W_enc = new Float32Array(dIn * dSae);

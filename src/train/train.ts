@@ -15,16 +15,21 @@ import { CHECKPOINT_DIR, checkResumable, loadCheckpoint, saveCheckpoint } from '
 import { BatchStream, openRowSource, type RowSource } from './data.js';
 import { expectedAverageScale, initParams, type BDecInit } from './init.js';
 import { learningRate, validateSchedule, type DecayKind, type LrSchedule } from './schedule.js';
-import { SaeTrainer, defaultTrainerConfig, type StepMetrics, type TrainerConfig } from './trainer.js';
+import { SaeTrainer, defaultTrainerConfig, type StepMetrics, type TrainArchitecture, type TrainerConfig } from './trainer.js';
 
 export interface TrainJobOptions {
+  /** topk (default), batchtopk (saved as jumprelu) or standard (relu + L1). */
+  architecture?: TrainArchitecture;
+  /** standard: the L1 coefficient (default 5, for inputs scaled to norm sqrt(d_in)). */
+  l1Coeff?: number;
   /** Activation file or directory (.npy / .safetensors shards), or a RowSource (live data). */
   input: string | RowSource;
   /** safetensors tensor name, when the files hold several. */
   tensor?: string;
   /** Output directory: the SAE, metrics.jsonl and checkpoint/. */
   output: string;
-  k: number;
+  /** Latents per row (topk) or per row on average (batchtopk); required by both, unused by standard. */
+  k?: number;
   /** Latents; or give expansion (dSae = expansion * dIn). */
   dSae?: number;
   expansion?: number;
@@ -92,6 +97,7 @@ export interface MetricsRecord {
   l0: number;
   dead_fraction: number;
   aux_loss: number;
+  l1_loss: number;
   grad_norm: number;
   tokens_per_second: number;
   elapsed_s: number;
@@ -164,7 +170,9 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
   if (o.stopAfterSteps !== undefined) positiveInt(o.stopAfterSteps, 'stopAfterSteps');
   const outputKind = await stat(o.output).then((st) => (st.isDirectory() ? 'dir' : 'file'), () => 'absent');
   if (outputKind === 'file') throw new ValidationError(`output ${o.output} is a file; training writes a directory there`);
-  const k = positiveInt(o.k, 'k');
+  const architecture = o.architecture ?? 'topk';
+  if (!['topk', 'batchtopk', 'standard'].includes(architecture)) throw expected("'topk', 'batchtopk' or 'standard'", 'architecture', architecture);
+  const k = architecture === 'standard' && o.k === undefined ? 0 : positiveInt(o.k, 'k');
   const tokens = positiveInt(o.tokens, 'tokens');
   const batchSize = positiveInt(o.batchSize ?? 4096, 'batchSize');
   const seed = o.seed ?? 42;
@@ -191,7 +199,7 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
     };
     validateSchedule(schedule);
     if (schedule.lrEnd > schedule.lr) throw new ValidationError(`lrEnd (${schedule.lrEnd}) must not exceed lr (${schedule.lr})`);
-    const defaults = defaultTrainerConfig(dIn, dSae, k);
+    const defaults = defaultTrainerConfig(dIn, dSae, k, architecture);
     const normalize = o.normalize ?? 'expected_average_only_in';
     if (!['expected_average_only_in', 'none'].includes(normalize)) throw expected("'expected_average_only_in' or 'none'", 'normalize', normalize);
     const bDecInit = o.bDecInit ?? 'geometric_median';
@@ -205,6 +213,7 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
       beta1: o.beta1 ?? defaults.beta1,
       beta2: o.beta2 ?? defaults.beta2,
       eps: o.eps ?? defaults.eps,
+      l1Coeff: o.l1Coeff ?? defaults.l1Coeff,
     };
     const defaultWindow = Math.max(batchSize, Math.floor((64 << 20) / (4 * dIn)));
     const shuffleWindow = o.shuffleWindow ?? defaultWindow;
@@ -233,7 +242,8 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
       if (bad) throw new NonFiniteInputError(`${inputName} (first sample, used for initialization)`, bad.row, bad.col);
       config.inputScale = normalize === 'expected_average_only_in' ? expectedAverageScale(sample, dIn) : 1;
       for (let i = 0; i < sample.length; i++) sample[i]! *= config.inputScale;
-      trainer = await SaeTrainer.create(config, initParams({ dIn, dSae, seed, bDecInit, sample }), device);
+      const decoderNorm = architecture === 'standard' ? 0.1 : 1;
+      trainer = await SaeTrainer.create(config, initParams({ dIn, dSae, seed, bDecInit, sample, decoderNorm }), device);
       await writeFile(metricsFile, '');
     }
 
@@ -286,6 +296,7 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
           l0: last.l0,
           dead_fraction: last.deadFraction,
           aux_loss: last.auxLoss,
+          l1_loss: last.l1Loss,
           grad_norm: last.gradNorm,
           tokens_per_second: ((trainer.tokens - intervalTokens) * 1000) / Math.max(1e-9, now - intervalStart),
           elapsed_s: (now - started) / 1000,

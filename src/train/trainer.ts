@@ -5,10 +5,18 @@ import { addon, type AddonTrainer, type NativeFailure, type NativeStepStats, typ
 import { NativeError, NonFiniteInputError, ValidationError, expected } from '../errors.js';
 import type { SaeConfig, SaeWeights } from '../types.js';
 
+export type TrainArchitecture = 'topk' | 'batchtopk' | 'standard';
+
 export interface TrainerConfig {
+  /**
+   * topk: k latents per row. batchtopk: k * rows over the whole batch, saved as jumprelu with
+   * the threshold learned in training. standard: relu with an L1 penalty (l1Coeff) scaled by
+   * decoder-row norms.
+   */
+  architecture: TrainArchitecture;
   dIn: number;
   dSae: number;
-  /** Active latents per row (topk). */
+  /** Active latents per row (topk; batchtopk's average). Ignored by standard. */
   k: number;
   /** AuxK latents per row (Gao et al.: d_in / 2); 0 disables AuxK. */
   kAux: number;
@@ -23,9 +31,12 @@ export interface TrainerConfig {
   clip: number;
   /** Inputs are multiplied by this (expected_average_only_in); folded into the saved weights. */
   inputScale: number;
+  /** standard: L1 coefficient lambda of lambda * mean_n sum_j f_nj ||W_dec[j]||. */
+  l1Coeff: number;
 }
 
-export const defaultTrainerConfig = (dIn: number, dSae: number, k: number): TrainerConfig => ({
+export const defaultTrainerConfig = (dIn: number, dSae: number, k: number, architecture: TrainArchitecture = 'topk'): TrainerConfig => ({
+  architecture,
   dIn,
   dSae,
   k,
@@ -37,6 +48,7 @@ export const defaultTrainerConfig = (dIn: number, dSae: number, k: number): Trai
   eps: 1e-8,
   clip: 0,
   inputScale: 1,
+  l1Coeff: 5,
 });
 
 /** Parameters in SAELens layouts (W_enc [d_in, d_sae], W_dec [d_sae, d_in]), training units. */
@@ -55,6 +67,8 @@ export interface StepMetrics {
   explainedVariance: number;
   l0: number;
   auxLoss: number;
+  /** standard: the L1 penalty term (0 otherwise). */
+  l1Loss: number;
   /** Gradient norm before clipping (0 for gradients()). */
   gradNorm: number;
   deadFraction: number;
@@ -75,7 +89,9 @@ const STATE_NAMES: TrainerStateName[] = [
   ...PARAM_NAMES.map((p) => `adam_v.${p}` as const),
   'fires',
   'since_fired',
+  'batch_threshold',
 ];
+const F64_STATE = new Set<TrainerStateName>(['fires', 'since_fired', 'batch_threshold']);
 
 function checkInt(v: unknown, name: string, lo: number, hi: number): void {
   if (!Number.isSafeInteger(v) || (v as number) < lo || (v as number) > hi) throw expected(`an integer in [${lo}, ${hi}]`, name, v);
@@ -86,9 +102,12 @@ function checkNumber(v: unknown, name: string, lo: number, hi: number, what = `a
 }
 
 export function validateTrainerConfig(c: TrainerConfig): void {
+  if (!['topk', 'batchtopk', 'standard'].includes(c.architecture))
+    throw expected("'topk', 'batchtopk' or 'standard'", 'architecture', c.architecture);
   checkInt(c.dIn, 'dIn', 1, 1 << 20);
   checkInt(c.dSae, 'dSae', 1, 1 << 26);
-  checkInt(c.k, 'k', 1, c.dSae);
+  if (c.architecture !== 'standard') checkInt(c.k, 'k', 1, c.dSae);
+  checkNumber(c.l1Coeff, 'l1Coeff', 0, 1e9);
   checkInt(c.kAux, 'kAux', 0, c.dSae);
   checkNumber(c.auxCoeff, 'auxCoeff', 0, 1e6);
   checkNumber(c.deadTokens, 'deadTokens', 0, Number.MAX_SAFE_INTEGER);
@@ -129,7 +148,13 @@ export class SaeTrainer {
     checkParams(params, config.dIn, config.dSae);
     try {
       const native = await addon().createTrainer(
-        { dIn: config.dIn, dSae: config.dSae, k: config.k, kAux: config.auxCoeff > 0 ? config.kAux : 0 },
+        {
+          dIn: config.dIn,
+          dSae: config.dSae,
+          k: config.architecture === 'standard' ? 0 : config.k,
+          kAux: config.auxCoeff > 0 && config.architecture !== 'standard' ? config.kAux : 0,
+          architecture: config.architecture,
+        },
         params,
         device,
       );
@@ -210,7 +235,7 @@ export class SaeTrainer {
     checkInt(state.tokens, 'state.tokens', 0, Number.MAX_SAFE_INTEGER);
     for (const name of STATE_NAMES) {
       const a = state.tensors[name];
-      const want = name === 'fires' || name === 'since_fired' ? Float64Array : Float32Array;
+      const want = F64_STATE.has(name) ? Float64Array : Float32Array;
       if (!(a instanceof want)) throw expected(want.name, `state tensor ${name}`, a);
       try {
         native.setState(name, a);
@@ -222,9 +247,16 @@ export class SaeTrainer {
     this.#tokens = state.tokens;
   }
 
+  /** batchtopk: the inference threshold learned so far (0 before the first step). */
+  batchThreshold(): number {
+    return (this.#live().getState('batch_threshold') as Float64Array)[0]!;
+  }
+
   /**
    * The trained SAE in raw input units: the input scale folded in (W_enc * s, W_dec / s,
-   * b_dec / s), architecture topk, ready for saveSaeLens or createSae.
+   * b_dec / s), ready for saveSaeLens or createSae. topk stays topk; batchtopk becomes jumprelu
+   * with its learned threshold (pre-activations are unchanged by the folding); standard stays
+   * standard.
    */
   weights(extra: Partial<Pick<SaeConfig, 'hookName' | 'modelName' | 'metadata'>> = {}): SaeWeights {
     const p = this.params();
@@ -234,11 +266,12 @@ export class SaeTrainer {
       for (let i = 0; i < p.W_dec.length; i++) p.W_dec[i]! /= s;
       for (let i = 0; i < p.b_dec.length; i++) p.b_dec[i]! /= s;
     }
+    const arch = this.config.architecture;
     const config: SaeConfig = {
-      architecture: 'topk',
+      architecture: arch === 'batchtopk' ? 'jumprelu' : arch,
       dIn: this.config.dIn,
       dSae: this.config.dSae,
-      k: this.config.k,
+      ...(arch === 'topk' && { k: this.config.k }),
       applyBDecToInput: true,
       normalizeActivations: 'none',
       dtype: 'float32',
@@ -247,7 +280,9 @@ export class SaeTrainer {
       ...(extra.hookName !== undefined && { hookName: extra.hookName }),
       ...(extra.modelName !== undefined && { modelName: extra.modelName }),
     };
-    return { config, W_enc: p.W_enc, encTransposed: false, b_enc: p.b_enc, W_dec: p.W_dec, b_dec: p.b_dec };
+    const w: SaeWeights = { config, W_enc: p.W_enc, encTransposed: false, b_enc: p.b_enc, W_dec: p.W_dec, b_dec: p.b_dec };
+    if (arch === 'batchtopk') w.threshold = new Float32Array(this.config.dSae).fill(this.batchThreshold());
+    return w;
   }
 
   /** Bytes of memory the backend holds (parameters, Adam moments, gradients, packed encoder). */
@@ -284,6 +319,7 @@ export class SaeTrainer {
         t: this.#step + 1,
         auxCoeff: c.auxCoeff,
         deadTokens: c.deadTokens,
+        l1Coeff: c.architecture === 'standard' ? c.l1Coeff : 0,
         apply,
       });
     } catch (e) {
@@ -297,6 +333,7 @@ export class SaeTrainer {
       explainedVariance: 1 - s.fvu,
       l0: s.l0,
       auxLoss: s.auxLoss,
+      l1Loss: s.l1Loss,
       gradNorm: s.gradNorm,
       deadFraction: s.dead / c.dSae,
     };

@@ -101,6 +101,11 @@ export interface ForwardOptions {
   selection?: Selection;
   /** Use this AuxK selection (per row) instead of computing one. */
   auxSelection?: Selection;
+  /**
+   * standard SAEs: L += l1Coeff * (1/B) sum_n sum_{j in S_n} f_nj ||W_dec[j]||. (Pass
+   * k = d_sae so the selection is every positive pre-activation.)
+   */
+  l1Coeff?: number;
 }
 
 export interface LossOptions extends ForwardOptions {
@@ -144,6 +149,9 @@ export interface ReferenceForward {
   auxWeight: number;
   mseLoss: number;
   auxLoss: number;
+  /** The L1 penalty (0 unless l1Coeff). */
+  l1Loss: number;
+  l1Coeff: number;
   loss: number;
   metrics: ForwardMetrics;
   /** fires[j] = number of rows with j in S_n. */
@@ -164,6 +172,8 @@ export interface AdamOptions {
   clip: number;
   /** 1-based step number, for bias correction. */
   t: number;
+  /** false (standard SAEs): skip steps (1) and (4), decoder rows stay free. Default true. */
+  unitDecoder?: boolean;
 }
 
 export interface AdamStepResult {
@@ -330,6 +340,19 @@ export function referenceForward(params: ParamsInput, x: Floats, opts: LossOptio
     auxLoss = (aux.weight * auxSse) / B;
   }
 
+  // L1 penalty scaled by decoder-row norms (standard SAEs).
+  const l1Coeff = opts.l1Coeff ?? 0;
+  let l1Loss = 0;
+  if (l1Coeff > 0) {
+    for (let n = 0; n < B; n++)
+      for (const j of selection[n]!) {
+        let ww = 0;
+        for (let i = 0; i < dIn; i++) ww += p.W_dec[j * dIn + i]! ** 2;
+        l1Loss += pre[n * dSae + j]! * Math.sqrt(ww);
+      }
+    l1Loss = (l1Coeff * l1Loss) / B;
+  }
+
   // Metrics.
   const mean = new Float64Array(dIn);
   for (let n = 0; n < B; n++) for (let i = 0; i < dIn; i++) mean[i]! += xs[n * dIn + i]! / B;
@@ -362,7 +385,9 @@ export function referenceForward(params: ParamsInput, x: Floats, opts: LossOptio
     auxWeight: aux ? aux.weight : 0,
     mseLoss,
     auxLoss,
-    loss: mseLoss + auxLoss,
+    l1Loss,
+    l1Coeff,
+    loss: mseLoss + auxLoss + l1Loss,
     metrics: { mse: mseLoss, fvu: variance > 0 ? sse / variance : NaN, l0: active / B, auxLoss },
     fires,
   };
@@ -407,6 +432,23 @@ export function gradientsFromForward(params: ParamsInput, fwd: ReferenceForward)
       grads.b_dec[i]! += g[i]!;
     }
     addLatentTerms(n, fwd.selection[n]!, g);
+    if (fwd.l1Coeff > 0) {
+      // d/dpre of c/B f ||w_j|| is c/B ||w_j|| (flows on to b_enc, W_enc, b_dec like any dpre);
+      // d/dW_dec[j] is c/B f w_j / ||w_j||.
+      for (const j of fwd.selection[n]!) {
+        let ww = 0;
+        for (let i = 0; i < dIn; i++) ww += p.W_dec[j * dIn + i]! ** 2;
+        const norm = Math.sqrt(ww);
+        const dpre = (fwd.l1Coeff * norm) / B;
+        const f = fwd.pre[n * dSae + j]!;
+        grads.b_enc[j]! += dpre;
+        for (let i = 0; i < dIn; i++) {
+          grads.W_enc[i * dSae + j]! += dpre * fwd.xPrime[n * dIn + i]!;
+          grads.b_dec[i]! -= dpre * p.W_enc[i * dSae + j]!;
+          if (norm > 0) grads.W_dec[j * dIn + i]! += (fwd.l1Coeff * f * p.W_dec[j * dIn + i]!) / (B * norm);
+        }
+      }
+    }
     if (fwd.auxSelection) {
       for (let i = 0; i < dIn; i++) h[i] = (2 * fwd.auxWeight * (fwd.auxRecon![n * dIn + i]! - fwd.auxResidual![n * dIn + i]!)) / B;
       addLatentTerms(n, fwd.auxSelection[n]!, h);
@@ -480,7 +522,8 @@ export function referenceAdamStep(params: ParamsInput, grads: ParamsInput, state
   const m = toRefParams(state.m);
   const v = toRefParams(state.v);
 
-  removeParallelDecoderGrad(p.W_dec, g.W_dec, dIn);
+  const unit = o.unitDecoder ?? true;
+  if (unit) removeParallelDecoderGrad(p.W_dec, g.W_dec, dIn);
   const gradNorm = clipGradients(g, o.clip);
 
   const bc1 = 1 - o.b1 ** o.t;
@@ -497,7 +540,7 @@ export function referenceAdamStep(params: ParamsInput, grads: ParamsInput, state
     }
   }
 
-  normalizeDecoderRows(p.W_dec, dIn);
+  if (unit) normalizeDecoderRows(p.W_dec, dIn);
   return { params: p, state: { m, v }, grads: g, gradNorm };
 }
 

@@ -6,7 +6,7 @@ import { train, type MetricsRecord, type TrainJobOptions } from '../../train/tra
 import { applyThreads, commonFlags, deviceFlag, parse, required } from '../args.js';
 
 export const trainUsage =
-  'saekit train --input PATH --output DIR --k N (--expansion N | --d-sae N) --tokens N [--arch topk] [--batch-size N] ' +
+  'saekit train --input PATH --output DIR --k N (--expansion N | --d-sae N) --tokens N [--arch topk|batchtopk|standard] [--l1-coeff X] [--batch-size N] ' +
   '[--lr X] [--warmup-steps N] [--decay linear|cosine|none] [--k-aux N] [--aux-coeff X] [--dead-tokens N] [--clip X] ' +
   '[--normalize expected_average_only_in|none] [--b-dec-init geometric_median|mean|zeros] [--seed N] [--shuffle-window N] ' +
   '[--log-every N] [--checkpoint-every N] [--resume] [--tensor NAME] [--hook-name H] [--model-name M] [--dtype float32|float16|bfloat16] ' +
@@ -32,7 +32,7 @@ function line(r: MetricsRecord): string {
   return (
     `step ${r.step} tokens ${r.tokens} lr ${r.lr.toExponential(2)} mse ${r.mse.toPrecision(4)} ` +
     `explained ${(100 * r.explained_variance).toFixed(2)}% L0 ${r.l0.toFixed(1)} dead ${(100 * r.dead_fraction).toFixed(1)}% ` +
-    `auxk ${r.aux_loss.toPrecision(3)} ${Math.round(r.tokens_per_second)} tok/s`
+    `auxk ${r.aux_loss.toPrecision(3)}${r.l1_loss ? ` l1 ${r.l1_loss.toPrecision(3)}` : ''} ${Math.round(r.tokens_per_second)} tok/s`
   );
 }
 
@@ -55,6 +55,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     'aux-coeff': str,
     'dead-tokens': str,
     clip: str,
+    'l1-coeff': str,
     normalize: str,
     'b-dec-init': str,
     seed: str,
@@ -67,16 +68,16 @@ export async function trainCommand(argv: string[]): Promise<number> {
     'model-name': str,
     dtype: str,
   });
-  const arch = choice(values, 'arch', ['topk'] as const) ?? 'topk';
-  if (arch !== 'topk') throw new UsageError(`--arch ${arch} is not supported`);
-  const k = num(values, 'k', 'int', 1);
-  if (k === undefined) throw new UsageError('missing required flag --k');
+  const arch = choice(values, 'arch', ['topk', 'batchtopk', 'standard'] as const) ?? 'topk';
+  const k = num(values, 'k', 'int', 1) ?? 0;
+  if (k === 0 && arch !== 'standard') throw new UsageError('missing required flag --k');
   const tokens = num(values, 'tokens', 'int', 1);
   if (tokens === undefined) throw new UsageError('missing required flag --tokens');
   if (values.expansion !== undefined && values['d-sae'] !== undefined) throw new UsageError('give --expansion or --d-sae, not both');
   applyThreads(values);
 
-  const opts: TrainJobOptions = { input: required(values, 'input'), output: required(values, 'output'), k, tokens, device: deviceFlag(values) };
+  const opts: TrainJobOptions = { input: required(values, 'input'), output: required(values, 'output'), architecture: arch, tokens, device: deviceFlag(values) };
+  if (k > 0) opts.k = k;
   const set = <K extends keyof TrainJobOptions>(key: K, v: TrainJobOptions[K] | undefined) => {
     if (v !== undefined) opts[key] = v;
   };
@@ -90,6 +91,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   set('auxCoeff', num(values, 'aux-coeff', 'float'));
   set('deadTokens', num(values, 'dead-tokens', 'int'));
   set('clip', num(values, 'clip', 'float'));
+  set('l1Coeff', num(values, 'l1-coeff', 'float'));
   set('normalize', choice(values, 'normalize', ['expected_average_only_in', 'none'] as const));
   set('bDecInit', choice(values, 'b-dec-init', ['geometric_median', 'mean', 'zeros'] as const));
   set('seed', num(values, 'seed', 'int'));
@@ -142,7 +144,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     }
     const last = result.last;
     say(
-      `trained a topk SAE d_in ${t.dIn} d_sae ${t.dSae} k ${t.k} on ${result.tokens} tokens in ${result.seconds.toFixed(1)} s ` +
+      `trained a ${t.architecture} SAE d_in ${t.dIn} d_sae ${t.dSae} k ${t.k} on ${result.tokens} tokens in ${result.seconds.toFixed(1)} s ` +
         `(${Math.round(result.tokensPerSecond)} tokens/s)` +
         (last ? `: explained variance ${(100 * last.explainedVariance).toFixed(2)}%, L0 ${last.l0.toFixed(1)}, dead ${(100 * last.deadFraction).toFixed(1)}%` : ''),
     );
