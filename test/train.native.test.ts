@@ -14,7 +14,7 @@
 //   gradients' RMS, which bounds d(update)/dg by lr / eps; the parameters must then agree to
 //   1e-3 lr plus fp32 rounding.
 import { afterAll, describe, expect, test } from 'vitest';
-import { setThreads, threads } from '../src/system.js';
+import { cpuVariant, setCpuVariant, setThreads, threads } from '../src/system.js';
 import { Rng } from '../src/synthetic.js';
 import { SaeTrainer, defaultTrainerConfig, type TrainerConfig, type TrainParams } from '../src/train/trainer.js';
 import { NonFiniteInputError, ValidationError } from '../src/errors.js';
@@ -131,9 +131,22 @@ function setup(c: Case, rng: Rng) {
   return { params, x, since, dead, config };
 }
 
-describe.each([1, 2])('native trainer vs float64 reference (%i threads)', (nThreads) => {
-  test.each(cases)('gradients and two Adam steps: %o', async (c) => {
+// Every CPU kernel variant (encode and the AuxK matrix products have per-ISA code), both
+// thread counts on the default variant.
+const runs: Array<{ nThreads: number; variant: 'auto' | 'generic' | 'avx2' | 'avx512' }> = [
+  { nThreads: 1, variant: 'auto' },
+  { nThreads: 2, variant: 'auto' },
+  ...cpuVariant()
+    .supported.filter((v) => v !== cpuVariant().best)
+    .map((variant) => ({ nThreads: 2, variant })),
+];
+afterAll(() => setCpuVariant('auto'));
+
+describe.each(runs)('native trainer vs float64 reference ($nThreads threads, $variant kernels)', ({ nThreads, variant }) => {
+  afterAll(() => setCpuVariant('auto'));
+  test.each(variant === 'auto' ? cases : cases.filter((c) => c.kAux > 0))('gradients and two Adam steps: %o', async (c) => {
     setThreads(nThreads);
+    setCpuVariant(variant);
     const rng = new Rng(seed + c.B * 7 + c.dSae);
     const { params, x, since, dead, config } = setup(c, rng);
     const trainer = await SaeTrainer.create(config, params);

@@ -15,8 +15,9 @@
 //   dW_dec[j] = sum f_nj g_n + sum a_nj h_n;  dpre_nj = (g_n or h_n) . W_dec[j]
 //   db_enc[j] = sum dpre_nj;  dW_enc[:, j] = sum dpre_nj x'_n
 //   db_dec = sum_n g_n - sum_j db_enc[j] W_enc[:, j]       (b_dec enters x_hat and x')
-// So the backward costs O(B (k + k_aux) d_in), not O(B d_sae d_in): the forward's fused encode
-// dominates.
+// So the backward costs O(B k d_in) for the main selection, not O(B d_sae d_in): the forward's
+// fused encode dominates. AuxK's selection is dense in [B, dead] and runs as matrix products
+// over the dead latents (gemm.h).
 //   batchtopk: S = the k*B largest positive pre over the whole batch (ties: lower row, then lower
 //     latent); the rest is as topk. The threshold saved for inference (as jumprelu) is a running
 //     average (EMA, 0.99) of each batch's smallest selected value.
@@ -45,6 +46,7 @@
 #include "../thread_pool.h"
 #include "aligned.h"
 #include "cpu_model.h"
+#include "gemm.h"
 
 namespace saekit::cpu {
 namespace {
@@ -129,12 +131,24 @@ class PhaseTimer {
   double last_;
 };
 
+// A grow-only scratch buffer, kept between steps.
+struct Scratch {
+  AlignedFloats buf;
+  int64_t capacity = 0;
+  float* get(int64_t n) {
+    if (n > capacity) {
+      buf = aligned_floats(n);
+      capacity = n;
+    }
+    return buf.get();
+  }
+};
+
 // One (row, latent) pair that carries gradient this step, sorted by latent.
 struct Entry {
-  int32_t row;       // x' row
-  int32_t upstream;  // row of the upstream-gradient buffer (g_n: n, h_n: B + n)
-  float value;       // f or a
-  float dpre;        // dL/dpre
+  int32_t row;  // x' row (and g_n's row of U)
+  float value;  // f
+  float dpre;   // dL/dpre
 };
 
 class CpuTrainer final : public BackendTrainer {
@@ -228,13 +242,13 @@ class CpuTrainer final : public BackendTrainer {
     aux_codes_.indptr.assign(B + 1, 0);
     aux_codes_.indices.clear();
     aux_codes_.values.clear();
+    aux_local_.clear();
     if (!dead_.empty() && o.aux_coeff > 0 && spec_.k_aux > 0 && spec_.arch != TrainArch::Standard)
-      st.aux_loss = aux_forward(B, o);
+      st.aux_loss = aux_forward(B, o, timer);
     timer.mark("auxk");
 
     // dL/dpre for every entry: the upstream row . W_dec[j].
     dpre_main_.resize(codes_.indices.size());
-    dpre_aux_.resize(aux_codes_.indices.size());
     const bool l1 = spec_.arch == TrainArch::Standard && o.l1_coeff > 0;
     if (l1) {
       dec_norm_.resize(L);
@@ -256,14 +270,15 @@ class CpuTrainer final : public BackendTrainer {
         dpre_main_[p] = dot(U_.get() + n * d, W_dec_.get() + j * d, d);
         if (l1) dpre_main_[p] += l1_scale * dec_norm_[j];
       }
-      for (uint32_t p = aux_codes_.indptr[n]; p < aux_codes_.indptr[n + 1]; ++p)
-        dpre_aux_[p] = dot(U_.get() + (B + n) * d, W_dec_.get() + int64_t{aux_codes_.indices[p]} * d, d);
     });
     timer.mark("dpre");
     build_entries(B);
     timer.mark("entries");
     accumulate_gradients(B, l1_scale);
     timer.mark("grads");
+    if (!aux_local_.empty()) aux_backward(B);
+    timer.mark("auxk backward");
+    bias_dec_gradient(B);
 
     if (o.apply) {
       st.grad_norm = optimizer_step(o);
@@ -482,41 +497,56 @@ class CpuTrainer final : public BackendTrainer {
     batch_cut_ = cut;
   }
 
-  // Encodes the dead latents only (a small packed sub-SAE), k = min(k_aux, D); fills rows
-  // B..2B-1 of U with h_n. Returns L_aux.
-  double aux_forward(int64_t B, const TrainStepOptions& o) {
+  // AuxK, forward. The dead latents' top-k_aux is a fused encode over a packed sub-SAE of the
+  // dead latents only. Everything after is dense in [B, D]: with D <= k_aux every dead latent
+  // with a positive pre-activation is selected in every row, and even at D = 6 k_aux a sixth
+  // of the matrix is filled. So the reconstruction (and in aux_backward the gradients) are
+  // matrix products over chunks of dead latents, not per-entry gathers of 3 KB rows (those ran
+  // at ~3 GB of gathers per step at 1% dead: bench/NOTES.md).
+  // Fills rows B..2B-1 of U with h_n; returns L_aux.
+  double aux_forward(int64_t B, const TrainStepOptions& o, PhaseTimer& timer) {
     const int64_t d = spec_.d_in;
     const int64_t D = static_cast<int64_t>(dead_.size());
     const int64_t k_eff = std::min(spec_.k_aux, D);
     const double scale = std::min(static_cast<double>(D) / spec_.k_aux, 1.0);
+    dead_dec_ = aligned_floats(D * d);
     AlignedFloats w = aligned_floats(D * d);
     std::vector<float> b(D);
     parallel_for(D, [&](int64_t q, int) {
       std::memcpy(w.get() + q * d, Wt_.get() + int64_t{dead_[q]} * d, sizeof(float) * d);
+      std::memcpy(dead_dec_.get() + q * d, W_dec_.get() + int64_t{dead_[q]} * d, sizeof(float) * d);
       b[q] = b_enc_[dead_[q]];
     });
     SaeSpec es;
     es.d_in = d;
     es.d_sae = D;
     es.k = k_eff;
-    es.activation = Activation::TopK;
+    // k_aux >= D selects every positive value: the plain relu encode does that without a top-k.
+    es.activation = k_eff == D ? Activation::Standard : Activation::TopK;
     es.apply_b_dec_to_input = false;
     SaeWeightsView wv;
     wv.W_enc = w.get();
     wv.enc_transposed = true;
     wv.b_enc = b.data();
     CpuModel sub(es, wv);
+    timer.mark("auxk pack");
     sub.encode(XP_.get(), B, &aux_codes_);
+    timer.mark("auxk encode");
+    aux_local_ = aux_codes_.indices;  // dead-list positions, for the dense chunks
     for (int32_t& j : aux_codes_.indices) j = dead_[j];
 
+    // h = ehat - r = ehat + e, with ehat = A W_dec[dead] accumulated over chunks.
+    float* H = U_.get() + B * d;
+    std::memcpy(H, E_.get(), sizeof(float) * B * d);
+    for (int64_t q0 = 0; q0 < D; q0 += aux_chunk(B)) {
+      const int64_t dc = std::min(aux_chunk(B), D - q0);
+      float* A = dense_aux(B, q0, dc);
+      sgemm(B, d, dc, A, dc, false, dead_dec_.get() + q0 * d, d, H, d, true);
+    }
     std::vector<double> loss(B);
     const float h_scale = static_cast<float>(2.0 * o.aux_coeff * scale / B);
     parallel_for(B, [&](int64_t n, int) {
-      float* h = U_.get() + (B + n) * d;
-      const float* e = E_.get() + n * d;
-      std::memcpy(h, e, sizeof(float) * d);  // ehat - r = ehat + e
-      for (uint32_t p = aux_codes_.indptr[n]; p < aux_codes_.indptr[n + 1]; ++p)
-        axpy(aux_codes_.values[p], W_dec_.get() + int64_t{aux_codes_.indices[p]} * d, h, d);
+      float* h = H + n * d;
       loss[n] = sumsq(h, d);
       for (int64_t i = 0; i < d; ++i) h[i] *= h_scale;
     });
@@ -525,22 +555,77 @@ class CpuTrainer final : public BackendTrainer {
     return o.aux_coeff * scale * total / B;
   }
 
-  // Counting sort of the step's entries by latent; within a latent, rows ascend (main before
-  // AuxK for the same row): a fixed summation order.
+  // Dead latents per dense chunk: [B, chunk] matrices of at most 8 M floats (32 MiB).
+  static int64_t aux_chunk(int64_t B) { return std::max<int64_t>(16, (int64_t{8} << 20) / std::max<int64_t>(1, B)); }
+
+  // The AuxK activations of dead latents [q0, q0 + dc) as a dense [B, dc] matrix in `buf`.
+  float* dense_aux(int64_t B, int64_t q0, int64_t dc) {
+    float* A = A_.get(B * dc);
+    parallel_for(B, [&](int64_t n, int) {
+      float* row = A + n * dc;
+      std::fill(row, row + dc, 0.0f);
+      for (uint32_t p = aux_codes_.indptr[n]; p < aux_codes_.indptr[n + 1]; ++p) {
+        const int64_t q = aux_local_[p] - q0;
+        if (q >= 0 && q < dc) row[q] = aux_codes_.values[p];
+      }
+    });
+    return A;
+  }
+
+  // AuxK, backward, per chunk of dead latents (A: activations, H: upstream rows of U):
+  //   dA = (H W_dec[dead]^T) masked to the selected entries     [B, dc]
+  //   dW_dec[dead] += A^T H;  dWt[dead] += dA^T X';  db_enc[dead] += column sums of dA
+  void aux_backward(int64_t B) {
+    const int64_t d = spec_.d_in;
+    const int64_t D = static_cast<int64_t>(dead_.size());
+    const float* H = U_.get() + B * d;
+    for (int64_t q0 = 0; q0 < D; q0 += aux_chunk(B)) {
+      const int64_t dc = std::min(aux_chunk(B), D - q0);
+      const float* A = dense_aux(B, q0, dc);
+      float* decT = decT_.get(d * dc);
+      for (int64_t q = 0; q < dc; ++q)
+        for (int64_t i = 0; i < d; ++i) decT[i * dc + q] = dead_dec_[(q0 + q) * d + i];
+      float* dA = dA_.get(B * dc);
+      sgemm(B, dc, d, H, d, false, decT, dc, dA, dc, false);
+      parallel_for(B, [&](int64_t n, int) {
+        for (int64_t q = 0; q < dc; ++q)
+          if (!(A[n * dc + q] > 0.0f)) dA[n * dc + q] = 0.0f;
+      });
+      float* gd = gtmp_.get(2 * dc * d);
+      float* ge = gd + dc * d;
+      sgemm(dc, d, B, A, dc, true, H, d, gd, d, false);
+      sgemm(dc, d, B, dA, dc, true, XP_.get(), d, ge, d, false);
+      parallel_for(dc, [&](int64_t q, int) {
+        double gb = 0;
+        for (int64_t n = 0; n < B; ++n) gb += dA[n * dc + q];
+        const int64_t j = dead_[q0 + q];
+        float* rd = gWdec_.get() + j * d;
+        float* re = gWt_.get() + j * d;
+        if (touched_[j]) {
+          for (int64_t i = 0; i < d; ++i) rd[i] += gd[q * d + i], re[i] += ge[q * d + i];
+          g_benc_[j] += static_cast<float>(gb);
+        } else {
+          std::memcpy(rd, gd + q * d, sizeof(float) * d);
+          std::memcpy(re, ge + q * d, sizeof(float) * d);
+          g_benc_[j] = static_cast<float>(gb);
+          touched_[j] = 1;
+        }
+      });
+    }
+  }
+
+  // Counting sort of the main selection's entries by latent; within a latent, rows ascend: a
+  // fixed summation order.
   void build_entries(int64_t B) {
     const int64_t L = spec_.d_sae;
     offsets_.assign(L + 1, 0);
     for (int32_t j : codes_.indices) ++offsets_[j + 1];
-    for (int32_t j : aux_codes_.indices) ++offsets_[j + 1];
     for (int64_t j = 0; j < L; ++j) offsets_[j + 1] += offsets_[j];
     entries_.resize(offsets_[L]);
     std::vector<int64_t> cursor(offsets_.begin(), offsets_.end() - 1);
     for (int64_t n = 0; n < B; ++n) {
       for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p)
-        entries_[cursor[codes_.indices[p]]++] = {static_cast<int32_t>(n), static_cast<int32_t>(n), codes_.values[p], dpre_main_[p]};
-      for (uint32_t p = aux_codes_.indptr[n]; p < aux_codes_.indptr[n + 1]; ++p)
-        entries_[cursor[aux_codes_.indices[p]]++] = {static_cast<int32_t>(n), static_cast<int32_t>(B + n),
-                                                     aux_codes_.values[p], dpre_aux_[p]};
+        entries_[cursor[codes_.indices[p]]++] = {static_cast<int32_t>(n), codes_.values[p], dpre_main_[p]};
     }
   }
 
@@ -563,7 +648,7 @@ class CpuTrainer final : public BackendTrainer {
         double gb = 0, fsum = 0;
         for (int64_t e = e0; e < e1; ++e) {
           const Entry& en = entries_[e];
-          axpy(en.value, U_.get() + int64_t{en.upstream} * d, gd, d);
+          axpy(en.value, U_.get() + int64_t{en.row} * d, gd, d);
           axpy(en.dpre, XP_.get() + int64_t{en.row} * d, ge, d);
           gb += en.dpre;
           fsum += en.value;
@@ -573,6 +658,10 @@ class CpuTrainer final : public BackendTrainer {
           axpy(static_cast<float>(l1_scale * fsum / dec_norm_[j]), W_dec_.get() + j * d, gd, d);
       }
     });
+  }
+
+  void bias_dec_gradient(int64_t B) {
+    const int64_t d = spec_.d_in, L = spec_.d_sae;
     // db_dec = sum_n g_n - sum_j db_enc[j] Wt[j], by column chunks (fixed order per column).
     constexpr int64_t kCols = 16;
     parallel_for((d + kCols - 1) / kCols, [&](int64_t t, int) {
@@ -657,7 +746,10 @@ class CpuTrainer final : public BackendTrainer {
   AlignedFloats X_, XP_, E_, U_;
   SparseCodes codes_, aux_codes_;
   std::vector<int32_t> dead_;
-  std::vector<float> dpre_main_, dpre_aux_;
+  std::vector<float> dpre_main_;
+  std::vector<int32_t> aux_local_;                 // AuxK entries' positions in dead_
+  AlignedFloats dead_dec_;        // W_dec rows of the dead latents
+  Scratch A_, dA_, decT_, gtmp_;  // AuxK's dense chunks
   std::vector<int64_t> offsets_;
   std::vector<Entry> entries_;
 };

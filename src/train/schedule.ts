@@ -25,7 +25,8 @@ export function validateSchedule(s: LrSchedule): void {
 /** The rate for step `step` (0-based). */
 export function learningRate(s: LrSchedule, step: number): number {
   let lr = s.lr;
-  if (s.warmupSteps > 0 && step < s.warmupSteps) lr = (s.lr * (step + 1)) / s.warmupSteps;
+  // (the last warmup step is exactly lr: (lr * w) / w can round one ulp off)
+  if (s.warmupSteps > 0 && step + 1 < s.warmupSteps) lr = (s.lr * (step + 1)) / s.warmupSteps;
   const decayStart = s.totalSteps - s.decaySteps;
   if (s.decay !== 'none' && s.decaySteps > 0 && step >= decayStart) {
     const p = Math.min(1, (step - decayStart + 1) / s.decaySteps);
