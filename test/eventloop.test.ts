@@ -113,3 +113,27 @@ describe('the event loop keeps ticking during native work', () => {
     }
   });
 });
+
+describe('training steps run off the main thread', () => {
+  it('the loop ticks during trainStep, and the step still learns', async () => {
+    const { SaeTrainer, defaultTrainerConfig, initParams } = await import('../src/index.js');
+    const dIn = 128;
+    const dSae = 4096;
+    const rows = 1024;
+    const rng = new Rng(seed ^ 0x3c);
+    const x = rng.fillNormal(new Float32Array(rows * dIn));
+    const trainer = await SaeTrainer.create(
+      { ...defaultTrainerConfig(dIn, dSae, 16), deadTokens: 1 },
+      initParams({ dIn, dSae, seed, bDecInit: 'mean', sample: x }),
+    );
+    try {
+      const first = (await trainer.gradients(x)).metrics.mse;
+      const { ticks, ms, calls } = await ticking(() => trainer.trainStep(x, 1e-3));
+      expect(calls).toBeGreaterThan(0);
+      expect(ticks, `${ticks} ticks in ${ms.toFixed(0)} ms over ${calls} steps`).toBeGreaterThanOrEqual(MIN_TICKS);
+      expect((await trainer.gradients(x)).metrics.mse).toBeLessThan(first);
+    } finally {
+      trainer.dispose();
+    }
+  });
+});
