@@ -86,8 +86,9 @@ class BackendModel {
 
 // topk: k per row. batchtopk: the k * rows largest over the whole batch (saved as jumprelu
 // with a threshold learned during training). standard: relu + L1 penalty scaled by the
-// decoder-row norm (decoder rows then free, not unit).
-enum class TrainArch { TopK, BatchTopK, Standard };
+// decoder-row norm (decoder rows then free, not unit). jumprelu: per-latent thresholds learned
+// with straight-through estimators and an L0 penalty (Rajamanoharan et al. 2024).
+enum class TrainArch { TopK, BatchTopK, Standard, JumpReLU };
 
 struct TrainSpec {
   int64_t d_in = 0;
@@ -103,6 +104,7 @@ struct TrainParamsView {
   const float* b_enc = nullptr;
   const float* W_dec = nullptr;
   const float* b_dec = nullptr;
+  const float* log_threshold = nullptr;  // jumprelu: [d_sae]; null elsewhere
 };
 
 struct TrainStepOptions {
@@ -114,6 +116,8 @@ struct TrainStepOptions {
   double aux_coeff = 0;      // AuxK loss coefficient; 0 = off
   double dead_tokens = 0;    // a latent is dead after this many tokens without firing; 0: never
   double l1_coeff = 0;       // standard: lambda in lambda * (1/B) sum f_nj ||W_dec[j]||
+  double l0_coeff = 0;       // jumprelu: lambda in lambda * (1/B) sum_n |active_n|
+  double bandwidth = 1e-3;   // jumprelu: epsilon of the straight-through estimators' kernel
   bool apply = true;         // false: compute loss and gradients only (tests, gradient checks)
 };
 
@@ -122,7 +126,7 @@ struct TrainStepStats {
   double fvu = 0;       // sum ||e||^2 / sum ||x - mean(x)||^2
   double l0 = 0;        // mean active latents per row
   double aux_loss = 0;  // coefficient and dead-fraction scale included
-  double l1_loss = 0;   // standard: the L1 penalty term
+  double l1_loss = 0;   // standard: the L1 penalty term; jumprelu: the L0 penalty term
   double grad_norm = 0; // before clipping (0 when !apply)
   int64_t dead = 0;     // dead latents going into this step
 };
@@ -134,7 +138,8 @@ class BackendTrainer {
   virtual TrainStepStats step(const float* x, int64_t rows, const TrainStepOptions& opts) = 0;
   // Named state tensors, float32 unless noted, SAELens layouts: W_enc, b_enc, W_dec, b_dec,
   // adam_m.<param>, adam_v.<param>, fires and since_fired (float64, [d_sae]), batch_threshold
-  // (float64 [1], batchtopk's running threshold; 0 before the first step); grad.<param>
+  // (float64 [1], batchtopk's running threshold; 0 before the first step); log_threshold
+  // (jumprelu's parameter, with adam_m./adam_v./grad. like the others); grad.<param>
   // holds the last step's raw gradients (read-only). Sizes in elements.
   virtual int64_t state_size(const std::string& name) const = 0;
   virtual bool state_is_f64(const std::string& name) const = 0;

@@ -43,7 +43,7 @@ export interface NativeTrainSpec {
   k: number;
   /** AuxK latents per row; 0 disables AuxK. */
   kAux: number;
-  architecture: 'topk' | 'batchtopk' | 'standard';
+  architecture: 'topk' | 'batchtopk' | 'standard' | 'jumprelu';
 }
 
 export interface NativeTrainParams {
@@ -51,6 +51,8 @@ export interface NativeTrainParams {
   b_enc: Float32Array;
   W_dec: Float32Array;
   b_dec: Float32Array;
+  /** jumprelu: [d_sae]. */
+  log_threshold?: Float32Array;
 }
 
 export interface NativeStepOptions {
@@ -66,6 +68,9 @@ export interface NativeStepOptions {
   deadTokens: number;
   /** standard: the L1 coefficient lambda. */
   l1Coeff: number;
+  /** jumprelu: the L0 coefficient and the estimators' bandwidth. */
+  l0Coeff: number;
+  bandwidth: number;
   /** false: loss and gradients only, nothing updated. */
   apply: boolean;
 }
@@ -75,17 +80,19 @@ export interface NativeStepStats {
   fvu: number;
   l0: number;
   auxLoss: number;
-  l1Loss: number;
+  /** standard: the L1 penalty; jumprelu: the L0 penalty. */
+  sparsityLoss: number;
   gradNorm: number;
   dead: number;
 }
 
 /** Names accepted by AddonTrainer.getState/setState (grad.* are read-only). */
+type TrainedTensor = 'W_enc' | 'b_enc' | 'W_dec' | 'b_dec' | 'log_threshold';
 export type TrainerStateName =
-  | 'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'
-  | `adam_m.${'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'}`
-  | `adam_v.${'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'}`
-  | `grad.${'W_enc' | 'b_enc' | 'W_dec' | 'b_dec'}`
+  | TrainedTensor
+  | `adam_m.${TrainedTensor}`
+  | `adam_v.${TrainedTensor}`
+  | `grad.${TrainedTensor}`
   | 'fires' | 'since_fired' | 'batch_threshold';
 
 export interface AddonTrainer {

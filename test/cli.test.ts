@@ -215,7 +215,7 @@ describe('saekit info, doctor, demo', () => {
     const input = join(dir, 'train-acts.npy');
     await writeNpy(input, x, [3000, 12]);
     const out = join(dir, 'trained');
-    for (const arch of ['topk', 'batchtopk', 'standard']) {
+    for (const arch of ['topk', 'batchtopk', 'standard', 'jumprelu']) {
       const r = await run('train', '--input', input, '--output', `${out}-${arch}`, '--arch', arch, '--k', '3', '--d-sae', '40', '--tokens', '2000', '--batch-size', '100', '--log-every', '5');
       expect(r.code, r.err).toBe(0);
       expect(r.out).toMatch(new RegExp(`trained a ${arch} SAE d_in 12 d_sae 40`));

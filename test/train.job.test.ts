@@ -243,6 +243,16 @@ describe('exact resume', () => {
     await expectSameAsReference(output);
   });
 
+  it.each(['batchtopk', 'standard', 'jumprelu'] as const)('%s: stop and resume equals the uninterrupted run', async (architecture) => {
+    const dir = await tempDir();
+    const o = { ...(await resumeOptions(join(dir, 'A'))), architecture };
+    await train(o);
+    const b = { ...o, output: join(dir, 'B') };
+    expect((await train({ ...b, stopAfterSteps: 11 })).stopped).toBe(true);
+    await train({ ...b, resume: true });
+    await expectSameSave(o.output, b.output);
+  });
+
   it('an AbortSignal raised from onStep stops with a checkpoint; resuming matches the uninterrupted run', async () => {
     const output = join(await tempDir(), 'C');
     const o = await resumeOptions(output);
@@ -582,7 +592,7 @@ describe('metrics.jsonl', () => {
     // Defaults: warmup 5% of the steps, linear decay over the last 20% to 0.
     const schedule: LrSchedule = { lr, totalSteps: steps, warmupSteps: Math.floor(steps * 0.05), decay: 'linear', decaySteps: Math.floor(steps * 0.2), lrEnd: 0 };
     const fields: Array<keyof MetricsRecord> = [
-      'step', 'tokens', 'lr', 'mse', 'fvu', 'explained_variance', 'l0', 'dead_fraction', 'aux_loss', 'l1_loss', 'grad_norm', 'tokens_per_second', 'elapsed_s',
+      'step', 'tokens', 'lr', 'mse', 'fvu', 'explained_variance', 'l0', 'dead_fraction', 'aux_loss', 'sparsity_loss', 'grad_norm', 'tokens_per_second', 'elapsed_s',
     ];
     let lastElapsed = 0;
     for (const m of records) {

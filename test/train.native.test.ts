@@ -24,6 +24,7 @@ import {
   referenceAdamStep,
   referenceForward,
   gradientsFromForward,
+  jumpReluThresholdGrad,
   type RefParams,
   type Selection,
 } from './helpers/trainReference.js';
@@ -357,7 +358,7 @@ describe.each(['batchtopk', 'standard'] as const)('%s: native vs float64 referen
       });
       const ref = gradientsFromForward(params, fwd);
       for (const name of ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const) expectClose(`${arch} grad ${name}`, grads[name], ref[name], 2e-4);
-      expect(Math.abs(metrics.l1Loss - fwd.l1Loss)).toBeLessThan(1e-5 * fwd.l1Loss + 1e-9);
+      expect(Math.abs(metrics.sparsityLoss - fwd.l1Loss)).toBeLessThan(1e-5 * fwd.l1Loss + 1e-9);
       expect(Math.abs(metrics.auxLoss - fwd.auxLoss)).toBeLessThan(1e-5 * fwd.auxLoss + 1e-9);
 
       // One optimizer step (eps sized as in the topk test).
@@ -392,6 +393,71 @@ describe.each(['batchtopk', 'standard'] as const)('%s: native vs float64 referen
       } else {
         expect(trainer.weights().config.architecture).toBe('standard');
       }
+    } finally {
+      trainer.dispose();
+    }
+  });
+});
+
+describe('jumprelu (straight-through estimators): native vs float64 reference', () => {
+  const jrCases: Case[] = [
+    { B: 3, dIn: 11, dSae: 29, k: 0, kAux: 0, deadFraction: 0, inputScale: 1 },
+    { B: 60, dIn: 40, dSae: 90, k: 0, kAux: 0, deadFraction: 0, inputScale: 1.4 },
+  ];
+  test.each(jrCases)('selection, gradients (log_threshold included) and an Adam step: %o', async (c) => {
+    const rng = new Rng(seed + 101 * c.B + c.dSae);
+    const { params, x, config } = setup(c, rng);
+    const logThreshold = new Float32Array(c.dSae).map(() => Math.log(0.3) + 0.5 * rng.normal());
+    const bandwidth = 0.2;
+    const l0Coeff = 0.3;
+    const cfg: TrainerConfig = { ...config, architecture: 'jumprelu', l0Coeff, bandwidth };
+    const trainer = await SaeTrainer.create(cfg, { ...params, log_threshold: logThreshold });
+    try {
+      const { metrics, grads } = await trainer.gradients(x);
+      const sel = selectionOf(trainer.lastSelection(false));
+      const jumprelu = { logThreshold, l0Coeff, bandwidth };
+      const free = referenceForward(params, x, { k: c.dSae, inputScale: c.inputScale, jumprelu });
+      // Active = pre > theta (and > 0), up to fp32 rounding of the pre-activations.
+      sel.forEach((row, n) => {
+        const chosen = new Set(row);
+        for (let j = 0; j < c.dSae; j++) {
+          const v = free.pre[n * c.dSae + j]!;
+          const theta = Math.exp(logThreshold[j]!);
+          if (chosen.has(j)) expect(v).toBeGreaterThan(Math.max(theta, 0) - 1e-5);
+          else expect(v).toBeLessThanOrEqual(Math.max(theta, 0) + 1e-5);
+        }
+      });
+      const fwd = referenceForward(params, x, { k: c.dSae, inputScale: c.inputScale, jumprelu, selection: sel });
+      const ref = gradientsFromForward(params, fwd);
+      const refTh = jumpReluThresholdGrad(params, fwd, jumprelu);
+      for (const name of ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const) expectClose(`jumprelu grad ${name}`, grads[name], ref[name], 2e-4);
+      expect(refTh.some((v) => v !== 0)).toBe(true);
+      expectClose('jumprelu grad log_threshold', grads.log_threshold!, refTh, 2e-4);
+      expect(Math.abs(metrics.sparsityLoss - fwd.l1Loss)).toBeLessThan(1e-9 + 1e-6 * fwd.l1Loss);
+      expect(metrics.sparsityLoss).toBeCloseTo((l0Coeff * fwd.metrics.l0 * c.B) / c.B, 9);
+
+      let ss = 0;
+      let count = 0;
+      for (const a of [...Object.values(ref), refTh]) for (const v of a as Float64Array) (ss += v * v), count++;
+      trainer.config.eps = 0.05 * Math.sqrt(ss / count);
+      const lr = 1e-2;
+      await trainer.trainStep(x, lr);
+      const step = referenceAdamStep(params, ref, referenceAdamInit(params), { lr, b1: 0.9, b2: 0.999, eps: trainer.config.eps, clip: 0, t: 1 });
+      const now = trainer.params();
+      for (const name of ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const) {
+        let worst = 0;
+        for (let i = 0; i < now[name].length; i++) worst = Math.max(worst, Math.abs(now[name][i]! - step.params[name][i]!) - 1e-6 * Math.abs(step.params[name][i]!));
+        expect(worst, `jumprelu step ${name}`).toBeLessThanOrEqual(1e-3 * lr);
+      }
+      // Adam at t = 1: m_hat = g, v_hat = g^2, so the step is lr g / (|g| + eps).
+      for (let j = 0; j < c.dSae; j++) {
+        const g = refTh[j]!;
+        const want = logThreshold[j]! - (lr * g) / (Math.abs(g) + trainer.config.eps);
+        expect(Math.abs(now.log_threshold![j]! - want)).toBeLessThanOrEqual(1e-3 * lr + 1e-6 * Math.abs(want));
+      }
+      const w = trainer.weights();
+      expect(w.config.architecture).toBe('jumprelu');
+      for (let j = 0; j < c.dSae; j++) expect(w.threshold![j]).toBeCloseTo(Math.exp(now.log_threshold![j]!), 5);
     } finally {
       trainer.dispose();
     }

@@ -117,6 +117,11 @@ class CpuModel final : public BackendModel {
     for (int64_t l = 0; l < spec_.d_sae; ++l) admit_[l] = std::max(admit, 0.0f);
   }
 
+  // Per-latent admission thresholds (clamped at 0: only positive values are ever admitted).
+  void set_admit(const float* admit) {
+    for (int64_t l = 0; l < spec_.d_sae; ++l) admit_[l] = std::max(admit[l], 0.0f);
+  }
+
   // Repacks the encoder from Wt [d_sae, d_in] (latent-major, as the trainer keeps it) and
   // b_enc, keeping the learned top-k hint: a training step moves weights only slightly, and a
   // stale hint costs a re-encode, never exactness.

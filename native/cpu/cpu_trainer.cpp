@@ -23,7 +23,14 @@
 //     average (EMA, 0.99) of each batch's smallest selected value.
 //   standard: S_n = every positive pre; L += lambda (1/B) sum f_nj ||W_dec[j]||, so
 //     dpre_nj += lambda ||W_dec[j]|| / B and dW_dec[j] += lambda (sum_n f_nj) W_dec[j] / (B ||W_dec[j]||);
-//     no AuxK, and the decoder rows stay free (no renormalization, no parallel removal). Then: the decoder-row gradient loses its component along the row, the global norm
+//     no AuxK, and the decoder rows stay free (no renormalization, no parallel removal).
+//   jumprelu: theta_j = exp(log_threshold_j); S_n = {j : pre_nj > theta_j, pre_nj > 0};
+//     L += lambda (1/B) sum_n |S_n|. Straight-through estimators with a rectangle kernel
+//     K(u) = [|u| < 1/2] of bandwidth eps give the threshold its gradient:
+//       dL/dtheta_j = sum_n K((pre_nj - theta_j)/eps) (-theta_j/eps (g_n . W_dec[j]) - lambda/(B eps))
+//     (the first term is the reconstruction's pseudo-derivative, the second the L0 penalty's),
+//     and dL/dlog_threshold_j = theta_j dL/dtheta_j. Entries in the kernel's window are found by
+//     admitting pre > max(theta - eps/2, 0) in the encode. No AuxK; decoder rows unit norm. Then: the decoder-row gradient loses its component along the row, the global norm
 // is clipped, Adam (bias-corrected) updates every parameter, decoder rows return to unit norm.
 //
 // Layout: the encoder is kept latent-major (Wt = W_enc^T, [d_sae, d_in]) so a latent's encoder
@@ -163,10 +170,13 @@ class CpuTrainer final : public BackendTrainer {
   CpuTrainer(const TrainSpec& spec, const TrainParamsView& init) : spec_(spec) {
     const int64_t d = spec.d_in, L = spec.d_sae;
     for (AlignedFloats* a : {&Wt_, &W_dec_, &mWt_, &vWt_, &mWdec_, &vWdec_, &gWt_, &gWdec_}) *a = aligned_floats(L * d);
-    for (AlignedFloats* a : {&b_enc_, &m_benc_, &v_benc_, &g_benc_}) *a = aligned_floats(L);
+    for (AlignedFloats* a : {&b_enc_, &m_benc_, &v_benc_, &g_benc_, &logth_, &m_logth_, &v_logth_, &g_logth_})
+      *a = aligned_floats(L);
     for (AlignedFloats* a : {&b_dec_, &m_bdec_, &v_bdec_, &g_bdec_}) *a = aligned_floats(d);
     for (AlignedFloats* a : {&mWt_, &vWt_, &mWdec_, &vWdec_, &gWt_, &gWdec_}) parallel_fill(a->get(), L * d, 0.0f);
-    for (AlignedFloats* a : {&m_benc_, &v_benc_, &g_benc_}) std::fill(a->get(), a->get() + L, 0.0f);
+    for (AlignedFloats* a : {&m_benc_, &v_benc_, &g_benc_, &logth_, &m_logth_, &v_logth_, &g_logth_})
+      std::fill(a->get(), a->get() + L, 0.0f);
+    if (init.log_threshold != nullptr) std::memcpy(logth_.get(), init.log_threshold, sizeof(float) * L);
     for (AlignedFloats* a : {&m_bdec_, &v_bdec_, &g_bdec_}) std::fill(a->get(), a->get() + d, 0.0f);
     fires_.assign(L, 0.0);
     since_fired_.assign(L, 0.0);
@@ -188,11 +198,12 @@ class CpuTrainer final : public BackendTrainer {
     wv.b_enc = b_enc_.get();
     encoder_ = std::make_unique<CpuModel>(es, wv);
     if (spec.arch == TrainArch::Standard) encoder_->set_selection(Activation::Standard, 0, 0.0f);
+    if (spec.arch == TrainArch::JumpReLU) encoder_->set_selection(Activation::JumpReLU, 0, 0.0f);
   }
 
   int64_t bytes() const override {
     const int64_t L = spec_.d_sae, d = spec_.d_in;
-    return sizeof(float) * (8 * L * d + 4 * L + 4 * d) + sizeof(double) * 2 * L + encoder_->bytes();
+    return sizeof(float) * (8 * L * d + 8 * L + 4 * d) + sizeof(double) * 2 * L + encoder_->bytes();
   }
 
   TrainStepStats step(const float* x, int64_t B, const TrainStepOptions& o) override {
@@ -205,6 +216,8 @@ class CpuTrainer final : public BackendTrainer {
     TrainStepStats st;
     if (spec_.arch == TrainArch::BatchTopK) {
       batch_select(B);
+    } else if (spec_.arch == TrainArch::JumpReLU) {
+      jump_select(B, o.bandwidth);
     } else {
       encoder_->encode(XP_.get(), B, &codes_);
     }
@@ -258,9 +271,12 @@ class CpuTrainer final : public BackendTrainer {
     aux_codes_.indices.clear();
     aux_codes_.values.clear();
     aux_local_.clear();
-    if (!dead_.empty() && o.aux_coeff > 0 && spec_.k_aux > 0 && spec_.arch != TrainArch::Standard)
+    const bool auxk = spec_.arch == TrainArch::TopK || spec_.arch == TrainArch::BatchTopK;
+    if (auxk && !dead_.empty() && o.aux_coeff > 0 && spec_.k_aux > 0)
       st.aux_loss = aux_forward(B, o, timer);
     timer.mark("auxk");
+
+    if (spec_.arch == TrainArch::JumpReLU) st.l1_loss = threshold_gradient(B, o);
 
     // standard: the L1 penalty's share of dL/dpre.
     const bool l1 = spec_.arch == TrainArch::Standard && o.l1_coeff > 0;
@@ -306,7 +322,7 @@ class CpuTrainer final : public BackendTrainer {
   int64_t state_size(const std::string& name) const override {
     const std::string base = param_of(name);
     if (base == "W_enc" || base == "W_dec") return spec_.d_in * spec_.d_sae;
-    if (base == "b_enc" || name == "fires" || name == "since_fired") return spec_.d_sae;
+    if (base == "b_enc" || base == "log_threshold" || name == "fires" || name == "since_fired") return spec_.d_sae;
     if (base == "b_dec") return spec_.d_in;
     if (name == "batch_threshold") return 1;
     throw Error("unknown trainer state '" + name + "'");
@@ -388,7 +404,8 @@ class CpuTrainer final : public BackendTrainer {
     const Row rows[] = {{"W_enc", &Wt_, &mWt_, &vWt_, &gWt_},
                         {"W_dec", &W_dec_, &mWdec_, &vWdec_, &gWdec_},
                         {"b_enc", &b_enc_, &m_benc_, &v_benc_, &g_benc_},
-                        {"b_dec", &b_dec_, &m_bdec_, &v_bdec_, &g_bdec_}};
+                        {"b_dec", &b_dec_, &m_bdec_, &v_bdec_, &g_bdec_},
+                        {"log_threshold", &logth_, &m_logth_, &v_logth_, &g_logth_}};
     const std::string base = param_of(name);
     for (const Row& r : rows) {
       if (base != r.param) continue;
@@ -448,6 +465,65 @@ class CpuTrainer final : public BackendTrainer {
                            std::to_string(col),
                        n, col);
     }
+  }
+
+  // JumpReLU: one encode admitting pre > max(theta - eps/2, 0) finds both the active entries
+  // (pre > theta, kept in codes_) and the estimators' window (|pre - theta| < eps/2, listed).
+  void jump_select(int64_t B, double eps) {
+    const int64_t L = spec_.d_sae;
+    theta_.resize(L);
+    std::vector<float> admit(L);
+    for (int64_t j = 0; j < L; ++j) {
+      theta_[j] = std::exp(logth_[j]);
+      admit[j] = theta_[j] - static_cast<float>(eps / 2);
+    }
+    encoder_->set_admit(admit.data());
+    encoder_->encode(XP_.get(), B, &codes_);
+    window_row_.clear();
+    window_latent_.clear();
+    window_pre_.clear();
+    uint32_t out = 0, begin = codes_.indptr[0];
+    for (int64_t n = 0; n < B; ++n) {
+      const uint32_t end = codes_.indptr[n + 1];
+      for (uint32_t p = begin; p < end; ++p) {
+        const int32_t j = codes_.indices[p];
+        const float v = codes_.values[p];
+        if (std::fabs(v - theta_[j]) < static_cast<float>(eps / 2)) {
+          window_row_.push_back(static_cast<int32_t>(n));
+          window_latent_.push_back(j);
+          window_pre_.push_back(v);
+        }
+        if (v > theta_[j]) {
+          codes_.values[out] = v;
+          codes_.indices[out] = j;
+          ++out;
+        }
+      }
+      begin = end;
+      codes_.indptr[n + 1] = out;
+    }
+    codes_.values.resize(out);
+    codes_.indices.resize(out);
+  }
+
+  // dL/dlog_threshold (see the top of the file) and the L0 penalty. The window is small (an
+  // eps-wide band around each threshold): one dot product per entry, summed per latent in row
+  // order.
+  double threshold_gradient(int64_t B, const TrainStepOptions& o) {
+    const int64_t d = spec_.d_in, L = spec_.d_sae;
+    const int64_t m = static_cast<int64_t>(window_row_.size());
+    std::vector<float> df(m);
+    parallel_for(m, [&](int64_t q, int) {
+      df[q] = dot(U_.get() + int64_t{window_row_[q]} * d, W_dec_.get() + int64_t{window_latent_[q]} * d, d);
+    });
+    std::vector<double> g(L, 0.0);
+    const double eps = o.bandwidth;
+    for (int64_t q = 0; q < m; ++q) {
+      const int32_t j = window_latent_[q];
+      g[j] += -theta_[j] / eps * df[q] - o.l0_coeff / (B * eps);
+    }
+    for (int64_t j = 0; j < L; ++j) g_logth_[j] = static_cast<float>(theta_[j] * g[j]);
+    return o.l0_coeff * static_cast<double>(codes_.indices.size()) / B;
   }
 
   // Batch top-k: the k * B largest positive pre-activations of the whole batch. One pass with
@@ -704,6 +780,7 @@ class CpuTrainer final : public BackendTrainer {
       row_sq[j] = sumsq(g, d) + sumsq(gWt_.get() + j * d, d) + static_cast<double>(g_benc_[j]) * g_benc_[j];
     });
     double total = sumsq(g_bdec_.get(), d);
+    if (spec_.arch == TrainArch::JumpReLU) total += sumsq(g_logth_.get(), L);
     for (double v : row_sq) total += v;
     const double norm = std::sqrt(total);
     const float gscale = o.clip > 0 && norm > o.clip ? static_cast<float>(o.clip / norm) : 1.0f;
@@ -728,6 +805,8 @@ class CpuTrainer final : public BackendTrainer {
     });
     adam(b_enc_.get(), m_benc_.get(), v_benc_.get(), g_benc_.get(), gscale, L, lr, b1, b2, inv_c1, inv_c2, eps);
     adam(b_dec_.get(), m_bdec_.get(), v_bdec_.get(), g_bdec_.get(), gscale, d, lr, b1, b2, inv_c1, inv_c2, eps);
+    if (spec_.arch == TrainArch::JumpReLU)
+      adam(logth_.get(), m_logth_.get(), v_logth_.get(), g_logth_.get(), gscale, L, lr, b1, b2, inv_c1, inv_c2, eps);
     return norm;
   }
 
@@ -744,6 +823,11 @@ class CpuTrainer final : public BackendTrainer {
   AlignedFloats Wt_, W_dec_, b_enc_, b_dec_;
   AlignedFloats mWt_, vWt_, mWdec_, vWdec_, m_benc_, v_benc_, m_bdec_, v_bdec_;
   AlignedFloats gWt_, gWdec_, g_benc_, g_bdec_;
+  AlignedFloats logth_, m_logth_, v_logth_, g_logth_;  // jumprelu's log thresholds
+  std::vector<float> theta_;                          // exp(logth_) of this step
+  // jumprelu: entries in the estimators' window, (row, latent, pre), found in this step's encode.
+  std::vector<int32_t> window_row_, window_latent_;
+  std::vector<float> window_pre_;
   std::vector<double> fires_, since_fired_;
   double batch_threshold_ = 0;  // batchtopk: EMA of each batch's smallest selected value
   float cut_hint_ = 0;          // batchtopk: the previous step's cut (speed only)

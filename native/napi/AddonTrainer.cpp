@@ -54,6 +54,7 @@ Napi::Value AddonTrainer::Create(const Napi::CallbackInfo& info) {
     if (arch == "topk") spec.arch = TrainArch::TopK;
     else if (arch == "batchtopk") spec.arch = TrainArch::BatchTopK;
     else if (arch == "standard") spec.arch = TrainArch::Standard;
+    else if (arch == "jumprelu") spec.arch = TrainArch::JumpReLU;
     else throw Error("unknown training architecture '" + arch + "'");
     Napi::Object params = info[1].As<Napi::Object>();
     TrainParamsView view;
@@ -61,6 +62,7 @@ Napi::Value AddonTrainer::Create(const Napi::CallbackInfo& info) {
     view.b_enc = floats(params, "b_enc");
     view.W_dec = floats(params, "W_dec");
     view.b_dec = floats(params, "b_dec");
+    if (params.Get("log_threshold").IsTypedArray()) view.log_threshold = floats(params, "log_threshold");
     const std::string device = info[2].As<Napi::String>();
     Backend* backend = device == "cuda" ? cuda_backend() : &cpu_backend();
     if (backend == nullptr) throw Error("this build of saekit has no CUDA backend");
@@ -107,6 +109,8 @@ Napi::Value AddonTrainer::Step(const Napi::CallbackInfo& info) {
   opts.aux_coeff = number(o, "auxCoeff", 0.0);
   opts.dead_tokens = number(o, "deadTokens", 0.0);
   opts.l1_coeff = number(o, "l1Coeff", 0.0);
+  opts.l0_coeff = number(o, "l0Coeff", 0.0);
+  opts.bandwidth = number(o, "bandwidth", 1e-3);
   opts.apply = o.Get("apply").IsBoolean() ? o.Get("apply").As<Napi::Boolean>().Value() : true;
   auto x_ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(x));
   const float* data = x.Data();
@@ -122,7 +126,7 @@ Napi::Value AddonTrainer::Step(const Napi::CallbackInfo& info) {
         r.Set("fvu", stats->fvu);
         r.Set("l0", stats->l0);
         r.Set("auxLoss", stats->aux_loss);
-        r.Set("l1Loss", stats->l1_loss);
+        r.Set("sparsityLoss", stats->l1_loss);
         r.Set("gradNorm", stats->grad_norm);
         r.Set("dead", static_cast<double>(stats->dead));
         return r;

@@ -70,6 +70,8 @@ export interface InitOptions {
   sample?: Float32Array;
   /** Norm of the initial decoder rows (1; SAELens starts standard SAEs at 0.1). */
   decoderNorm?: number;
+  /** jumprelu: every latent's initial threshold (log_threshold = log of it). */
+  initThreshold?: number;
 }
 
 export function initParams(o: InitOptions): TrainParams {
@@ -96,5 +98,7 @@ export function initParams(o: InitOptions): TrainParams {
     if (!o.sample || o.sample.length < dIn) throw new ValidationError(`b_dec init '${o.bDecInit}' needs a sample of at least one row`);
     b_dec.set(o.bDecInit === 'mean' ? columnMean(o.sample, dIn) : geometricMedian(o.sample, dIn));
   }
-  return { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec };
+  const p: TrainParams = { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec };
+  if (o.initThreshold !== undefined) p.log_threshold = new Float32Array(dSae).fill(Math.log(o.initThreshold));
+  return p;
 }

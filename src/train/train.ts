@@ -18,10 +18,15 @@ import { learningRate, validateSchedule, type DecayKind, type LrSchedule } from 
 import { SaeTrainer, defaultTrainerConfig, type StepMetrics, type TrainArchitecture, type TrainerConfig } from './trainer.js';
 
 export interface TrainJobOptions {
-  /** topk (default), batchtopk (saved as jumprelu) or standard (relu + L1). */
+  /** topk (default), batchtopk (saved as jumprelu), standard (relu + L1) or jumprelu (STE + L0). */
   architecture?: TrainArchitecture;
   /** standard: the L1 coefficient (default 5, for inputs scaled to norm sqrt(d_in)). */
   l1Coeff?: number;
+  /** jumprelu: the L0 coefficient (default 0.5), the estimators' bandwidth (0.05) and the
+   * initial threshold (0.1). */
+  l0Coeff?: number;
+  bandwidth?: number;
+  initThreshold?: number;
   /** Activation file or directory (.npy / .safetensors shards), or a RowSource (live data). */
   input: string | RowSource;
   /** safetensors tensor name, when the files hold several. */
@@ -97,7 +102,7 @@ export interface MetricsRecord {
   l0: number;
   dead_fraction: number;
   aux_loss: number;
-  l1_loss: number;
+  sparsity_loss: number;
   grad_norm: number;
   tokens_per_second: number;
   elapsed_s: number;
@@ -171,8 +176,10 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
   const outputKind = await stat(o.output).then((st) => (st.isDirectory() ? 'dir' : 'file'), () => 'absent');
   if (outputKind === 'file') throw new ValidationError(`output ${o.output} is a file; training writes a directory there`);
   const architecture = o.architecture ?? 'topk';
-  if (!['topk', 'batchtopk', 'standard'].includes(architecture)) throw expected("'topk', 'batchtopk' or 'standard'", 'architecture', architecture);
-  const k = architecture === 'standard' && o.k === undefined ? 0 : positiveInt(o.k, 'k');
+  if (!['topk', 'batchtopk', 'standard', 'jumprelu'].includes(architecture))
+    throw expected("'topk', 'batchtopk', 'standard' or 'jumprelu'", 'architecture', architecture);
+  const perRowK = architecture === 'topk' || architecture === 'batchtopk';
+  const k = !perRowK && o.k === undefined ? 0 : positiveInt(o.k, 'k');
   const tokens = positiveInt(o.tokens, 'tokens');
   const batchSize = positiveInt(o.batchSize ?? 4096, 'batchSize');
   const seed = o.seed ?? 42;
@@ -214,7 +221,11 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
       beta2: o.beta2 ?? defaults.beta2,
       eps: o.eps ?? defaults.eps,
       l1Coeff: o.l1Coeff ?? defaults.l1Coeff,
+      l0Coeff: o.l0Coeff ?? defaults.l0Coeff,
+      bandwidth: o.bandwidth ?? defaults.bandwidth,
     };
+    const initThreshold = o.initThreshold ?? 0.1;
+    if (!(initThreshold > 0) || !Number.isFinite(initThreshold)) throw expected('a positive number', 'initThreshold', initThreshold);
     const defaultWindow = Math.max(batchSize, Math.floor((64 << 20) / (4 * dIn)));
     const shuffleWindow = o.shuffleWindow ?? defaultWindow;
     const logEvery = positiveInt(o.logEvery ?? 100, 'logEvery');
@@ -222,7 +233,7 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
     if (!Number.isSafeInteger(checkpointEvery) || checkpointEvery < 0) throw expected('an integer >= 0', 'checkpointEvery', checkpointEvery);
     const initRows = positiveInt(o.initRows ?? 4096, 'initRows');
     // What shapes the run: a resume must match it exactly.
-    const job = { batchSize, seed, shuffleWindow, normalize, bDecInit, initRows, input: inputName, schedule };
+    const job = { batchSize, seed, shuffleWindow, normalize, bDecInit, initRows, input: inputName, schedule, ...(architecture === 'jumprelu' && { initThreshold }) };
 
     await mkdir(o.output, { recursive: true });
     const metricsFile = join(o.output, METRICS_FILE);
@@ -231,7 +242,13 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
       checkResumable(checkpoint.meta, config, job, join(o.output, CHECKPOINT_DIR));
       config.inputScale = checkpoint.meta.trainer.inputScale;
       // Params are replaced by the checkpoint's at once; zeros avoid a wasted initialization.
-      const zeros = { W_enc: new Float32Array(dIn * dSae), b_enc: new Float32Array(dSae), W_dec: new Float32Array(dSae * dIn), b_dec: new Float32Array(dIn) };
+      const zeros = {
+        W_enc: new Float32Array(dIn * dSae),
+        b_enc: new Float32Array(dSae),
+        W_dec: new Float32Array(dSae * dIn),
+        b_dec: new Float32Array(dIn),
+        log_threshold: new Float32Array(dSae),
+      };
       trainer = await SaeTrainer.create(config, zeros, device);
       trainer.loadState(checkpoint.state);
       await truncateMetrics(metricsFile, checkpoint.meta.step);
@@ -243,7 +260,8 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
       config.inputScale = normalize === 'expected_average_only_in' ? expectedAverageScale(sample, dIn) : 1;
       for (let i = 0; i < sample.length; i++) sample[i]! *= config.inputScale;
       const decoderNorm = architecture === 'standard' ? 0.1 : 1;
-      trainer = await SaeTrainer.create(config, initParams({ dIn, dSae, seed, bDecInit, sample, decoderNorm }), device);
+      const init = initParams({ dIn, dSae, seed, bDecInit, sample, decoderNorm, ...(architecture === 'jumprelu' && { initThreshold }) });
+      trainer = await SaeTrainer.create(config, init, device);
       await writeFile(metricsFile, '');
     }
 
@@ -296,7 +314,7 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
           l0: last.l0,
           dead_fraction: last.deadFraction,
           aux_loss: last.auxLoss,
-          l1_loss: last.l1Loss,
+          sparsity_loss: last.sparsityLoss,
           grad_norm: last.gradNorm,
           tokens_per_second: ((trainer.tokens - intervalTokens) * 1000) / Math.max(1e-9, now - intervalStart),
           elapsed_s: (now - started) / 1000,

@@ -5,18 +5,19 @@ import { addon, type AddonTrainer, type NativeFailure, type NativeStepStats, typ
 import { NativeError, NonFiniteInputError, ValidationError, expected } from '../errors.js';
 import type { SaeConfig, SaeWeights } from '../types.js';
 
-export type TrainArchitecture = 'topk' | 'batchtopk' | 'standard';
+export type TrainArchitecture = 'topk' | 'batchtopk' | 'standard' | 'jumprelu';
 
 export interface TrainerConfig {
   /**
    * topk: k latents per row. batchtopk: k * rows over the whole batch, saved as jumprelu with
    * the threshold learned in training. standard: relu with an L1 penalty (l1Coeff) scaled by
-   * decoder-row norms.
+   * decoder-row norms. jumprelu: per-latent thresholds learned by straight-through estimators
+   * (bandwidth) with an L0 penalty (l0Coeff).
    */
   architecture: TrainArchitecture;
   dIn: number;
   dSae: number;
-  /** Active latents per row (topk; batchtopk's average). Ignored by standard. */
+  /** Active latents per row (topk; batchtopk's average). Ignored by standard and jumprelu. */
   k: number;
   /** AuxK latents per row (Gao et al.: d_in / 2); 0 disables AuxK. */
   kAux: number;
@@ -33,6 +34,10 @@ export interface TrainerConfig {
   inputScale: number;
   /** standard: L1 coefficient lambda of lambda * mean_n sum_j f_nj ||W_dec[j]||. */
   l1Coeff: number;
+  /** jumprelu: L0 coefficient lambda of lambda * mean_n |active_n|. */
+  l0Coeff: number;
+  /** jumprelu: width of the straight-through estimators' rectangle kernel. */
+  bandwidth: number;
 }
 
 export const defaultTrainerConfig = (dIn: number, dSae: number, k: number, architecture: TrainArchitecture = 'topk'): TrainerConfig => ({
@@ -49,6 +54,11 @@ export const defaultTrainerConfig = (dIn: number, dSae: number, k: number, archi
   clip: 0,
   inputScale: 1,
   l1Coeff: 5,
+  // jumprelu starting points for inputs scaled to mean norm sqrt(d_in) (pre-activations of
+  // order 1): a kernel 0.05 wide sees enough entries to move the thresholds; tune l0Coeff for
+  // the L0 you want.
+  l0Coeff: 0.5,
+  bandwidth: 0.05,
 });
 
 /** Parameters in SAELens layouts (W_enc [d_in, d_sae], W_dec [d_sae, d_in]), training units. */
@@ -57,6 +67,8 @@ export interface TrainParams {
   b_enc: Float32Array;
   W_dec: Float32Array;
   b_dec: Float32Array;
+  /** jumprelu only: log of the thresholds, [d_sae]. */
+  log_threshold?: Float32Array;
 }
 
 export interface StepMetrics {
@@ -67,8 +79,8 @@ export interface StepMetrics {
   explainedVariance: number;
   l0: number;
   auxLoss: number;
-  /** standard: the L1 penalty term (0 otherwise). */
-  l1Loss: number;
+  /** standard: the L1 penalty term; jumprelu: the L0 penalty term (0 otherwise). */
+  sparsityLoss: number;
   /** Gradient norm before clipping (0 for gradients()). */
   gradNorm: number;
   deadFraction: number;
@@ -83,10 +95,11 @@ export interface TrainerState {
 
 export const PARAM_NAMES = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;
 export type ParamName = (typeof PARAM_NAMES)[number];
+const TRAINED = [...PARAM_NAMES, 'log_threshold'] as const;
 const STATE_NAMES: TrainerStateName[] = [
-  ...PARAM_NAMES,
-  ...PARAM_NAMES.map((p) => `adam_m.${p}` as const),
-  ...PARAM_NAMES.map((p) => `adam_v.${p}` as const),
+  ...TRAINED,
+  ...TRAINED.map((p) => `adam_m.${p}` as const),
+  ...TRAINED.map((p) => `adam_v.${p}` as const),
   'fires',
   'since_fired',
   'batch_threshold',
@@ -102,12 +115,14 @@ function checkNumber(v: unknown, name: string, lo: number, hi: number, what = `a
 }
 
 export function validateTrainerConfig(c: TrainerConfig): void {
-  if (!['topk', 'batchtopk', 'standard'].includes(c.architecture))
-    throw expected("'topk', 'batchtopk' or 'standard'", 'architecture', c.architecture);
+  if (!['topk', 'batchtopk', 'standard', 'jumprelu'].includes(c.architecture))
+    throw expected("'topk', 'batchtopk', 'standard' or 'jumprelu'", 'architecture', c.architecture);
   checkInt(c.dIn, 'dIn', 1, 1 << 20);
   checkInt(c.dSae, 'dSae', 1, 1 << 26);
-  if (c.architecture !== 'standard') checkInt(c.k, 'k', 1, c.dSae);
+  if (c.architecture === 'topk' || c.architecture === 'batchtopk') checkInt(c.k, 'k', 1, c.dSae);
   checkNumber(c.l1Coeff, 'l1Coeff', 0, 1e9);
+  checkNumber(c.l0Coeff, 'l0Coeff', 0, 1e9);
+  if (!(c.bandwidth > 0) || !Number.isFinite(c.bandwidth)) throw expected('a positive finite number', 'bandwidth', c.bandwidth);
   checkInt(c.kAux, 'kAux', 0, c.dSae);
   checkNumber(c.auxCoeff, 'auxCoeff', 0, 1e6);
   checkNumber(c.deadTokens, 'deadTokens', 0, Number.MAX_SAFE_INTEGER);
@@ -118,9 +133,9 @@ export function validateTrainerConfig(c: TrainerConfig): void {
   if (!(c.inputScale > 0) || !Number.isFinite(c.inputScale)) throw expected('a positive finite number', 'inputScale', c.inputScale);
 }
 
-function checkParams(p: TrainParams, dIn: number, dSae: number): void {
-  const lengths: Record<ParamName, number> = { W_enc: dIn * dSae, b_enc: dSae, W_dec: dSae * dIn, b_dec: dIn };
-  for (const name of PARAM_NAMES) {
+function checkParams(p: TrainParams, dIn: number, dSae: number, jumprelu: boolean): void {
+  const lengths: Record<ParamName | 'log_threshold', number> = { W_enc: dIn * dSae, b_enc: dSae, W_dec: dSae * dIn, b_dec: dIn, log_threshold: dSae };
+  for (const name of jumprelu ? TRAINED : PARAM_NAMES) {
     const a = p[name];
     if (!(a instanceof Float32Array) || a.length !== lengths[name]) throw expected(`Float32Array(${lengths[name]})`, name, a);
     for (let i = 0; i < a.length; i++) {
@@ -145,14 +160,14 @@ export class SaeTrainer {
   /** Creates a trainer from initial parameters (see initParams in init.ts). */
   static async create(config: TrainerConfig, params: TrainParams, device: 'cpu' | 'cuda' = 'cpu'): Promise<SaeTrainer> {
     validateTrainerConfig(config);
-    checkParams(params, config.dIn, config.dSae);
+    checkParams(params, config.dIn, config.dSae, config.architecture === 'jumprelu');
     try {
       const native = await addon().createTrainer(
         {
           dIn: config.dIn,
           dSae: config.dSae,
-          k: config.architecture === 'standard' ? 0 : config.k,
-          kAux: config.auxCoeff > 0 && config.architecture !== 'standard' ? config.kAux : 0,
+          k: config.architecture === 'topk' || config.architecture === 'batchtopk' ? config.k : 0,
+          kAux: config.auxCoeff > 0 && (config.architecture === 'topk' || config.architecture === 'batchtopk') ? config.kAux : 0,
           architecture: config.architecture,
         },
         params,
@@ -190,8 +205,10 @@ export class SaeTrainer {
   async gradients(batch: Float32Array): Promise<{ metrics: StepMetrics; grads: TrainParams }> {
     const metrics = await this.#run(batch, 0, false);
     const native = this.#live();
-    const g = (p: ParamName) => native.getState(`grad.${p}`) as Float32Array;
-    return { metrics, grads: { W_enc: g('W_enc'), b_enc: g('b_enc'), W_dec: g('W_dec'), b_dec: g('b_dec') } };
+    const g = (p: ParamName | 'log_threshold') => native.getState(`grad.${p}`) as Float32Array;
+    const grads: TrainParams = { W_enc: g('W_enc'), b_enc: g('b_enc'), W_dec: g('W_dec'), b_dec: g('b_dec') };
+    if (this.config.architecture === 'jumprelu') grads.log_threshold = g('log_threshold');
+    return { metrics, grads };
   }
 
   /** The last step's selections (CSR over rows): main top-k, or AuxK's. */
@@ -202,8 +219,10 @@ export class SaeTrainer {
   /** Current parameters (copies), training units. */
   params(): TrainParams {
     const native = this.#live();
-    const g = (p: ParamName) => native.getState(p) as Float32Array;
-    return { W_enc: g('W_enc'), b_enc: g('b_enc'), W_dec: g('W_dec'), b_dec: g('b_dec') };
+    const g = (p: ParamName | 'log_threshold') => native.getState(p) as Float32Array;
+    const p: TrainParams = { W_enc: g('W_enc'), b_enc: g('b_enc'), W_dec: g('W_dec'), b_dec: g('b_dec') };
+    if (this.config.architecture === 'jumprelu') p.log_threshold = g('log_threshold');
+    return p;
   }
 
   /** Per-latent firing counts over all steps (Float64Array [dSae]). */
@@ -256,7 +275,7 @@ export class SaeTrainer {
    * The trained SAE in raw input units: the input scale folded in (W_enc * s, W_dec / s,
    * b_dec / s), ready for saveSaeLens or createSae. topk stays topk; batchtopk becomes jumprelu
    * with its learned threshold (pre-activations are unchanged by the folding); standard stays
-   * standard.
+   * standard; jumprelu stays jumprelu with threshold = exp(log_threshold).
    */
   weights(extra: Partial<Pick<SaeConfig, 'hookName' | 'modelName' | 'metadata'>> = {}): SaeWeights {
     const p = this.params();
@@ -282,6 +301,7 @@ export class SaeTrainer {
     };
     const w: SaeWeights = { config, W_enc: p.W_enc, encTransposed: false, b_enc: p.b_enc, W_dec: p.W_dec, b_dec: p.b_dec };
     if (arch === 'batchtopk') w.threshold = new Float32Array(this.config.dSae).fill(this.batchThreshold());
+    if (arch === 'jumprelu') w.threshold = p.log_threshold!.map(Math.exp);
     return w;
   }
 
@@ -320,6 +340,8 @@ export class SaeTrainer {
         auxCoeff: c.auxCoeff,
         deadTokens: c.deadTokens,
         l1Coeff: c.architecture === 'standard' ? c.l1Coeff : 0,
+        l0Coeff: c.architecture === 'jumprelu' ? c.l0Coeff : 0,
+        bandwidth: c.bandwidth,
         apply,
       });
     } catch (e) {
@@ -333,7 +355,7 @@ export class SaeTrainer {
       explainedVariance: 1 - s.fvu,
       l0: s.l0,
       auxLoss: s.auxLoss,
-      l1Loss: s.l1Loss,
+      sparsityLoss: s.sparsityLoss,
       gradNorm: s.gradNorm,
       deadFraction: s.dead / c.dSae,
     };

@@ -106,6 +106,12 @@ export interface ForwardOptions {
    * k = d_sae so the selection is every positive pre-activation.)
    */
   l1Coeff?: number;
+  /**
+   * jumprelu SAEs: S_n = {j : pre_nj > theta_j = exp(logThreshold_j), pre_nj > 0} (unless a
+   * selection is given), L += l0Coeff (1/B) sum_n |S_n|, and the straight-through estimators'
+   * pseudo-gradient for logThreshold (see jumpReluThresholdGrad).
+   */
+  jumprelu?: { logThreshold: Floats; l0Coeff: number; bandwidth: number };
 }
 
 export interface LossOptions extends ForwardOptions {
@@ -285,9 +291,13 @@ export function referenceForward(params: ParamsInput, x: Floats, opts: LossOptio
     }
   const preRow = (n: number) => pre.subarray(n * dSae, (n + 1) * dSae);
 
+  const jr = opts.jumprelu;
+  const theta = jr ? Float64Array.from(jr.logThreshold, Math.exp) : undefined;
   const selection = opts.selection
     ? checkedSelection(opts.selection, B, dSae, 'selection')
-    : Array.from({ length: B }, (_, n) => topKPositive(preRow(n), k));
+    : theta
+      ? Array.from({ length: B }, (_, n) => [...preRow(n)].flatMap((v, j) => (v > theta[j]! && v > 0 ? [j] : [])))
+      : Array.from({ length: B }, (_, n) => topKPositive(preRow(n), k));
 
   // x_hat and e.
   const xHat = new Float64Array(B * dIn);
@@ -340,9 +350,17 @@ export function referenceForward(params: ParamsInput, x: Floats, opts: LossOptio
     auxLoss = (aux.weight * auxSse) / B;
   }
 
+  // L0 penalty (jumprelu), reported in l1Loss (the sparsity penalty's slot).
+  let l1LossFromL0 = 0;
+  if (jr) {
+    let active = 0;
+    for (const row of selection) active += row.length;
+    l1LossFromL0 = (jr.l0Coeff * active) / B;
+  }
+
   // L1 penalty scaled by decoder-row norms (standard SAEs).
   const l1Coeff = opts.l1Coeff ?? 0;
-  let l1Loss = 0;
+  let l1Loss = l1LossFromL0;
   if (l1Coeff > 0) {
     for (let n = 0; n < B; n++)
       for (const j of selection[n]!) {
@@ -566,4 +584,30 @@ export function referenceTrainStep(
   const rawGrads = gradientsFromForward(params, forward);
   const step = referenceAdamStep(params, rawGrads, state, adam);
   return { forward, rawGrads, step, metrics: { ...forward.metrics, gradNorm: step.gradNorm }, fires: forward.fires };
+}
+
+/**
+ * jumprelu: dL/dlogThreshold by the straight-through estimators of Rajamanoharan et al. 2024,
+ * rectangle kernel K(u) = [|u| < 1/2] of bandwidth eps, theta = exp(logThreshold):
+ *   dL/dtheta_j = sum_n K((pre_nj - theta_j) / eps) * (-theta_j / eps * (g_n . W_dec[j]) - l0Coeff / (B eps))
+ * over entries with pre_nj > 0 (only positive values are ever admitted), g_n = 2 e_n / B;
+ * dL/dlogThreshold_j = theta_j dL/dtheta_j. A pseudo-gradient: no finite difference checks it.
+ */
+export function jumpReluThresholdGrad(params: ParamsInput, fwd: ReferenceForward, jr: NonNullable<ForwardOptions['jumprelu']>): Float64Array {
+  const { rows: B, dIn, dSae } = fwd;
+  const p = toRefParams(params);
+  const out = new Float64Array(dSae);
+  for (let j = 0; j < dSae; j++) {
+    const theta = Math.exp(jr.logThreshold[j]!);
+    let g = 0;
+    for (let n = 0; n < B; n++) {
+      const v = fwd.pre[n * dSae + j]!;
+      if (!(v > 0) || !(Math.abs(v - theta) < jr.bandwidth / 2)) continue;
+      let df = 0;
+      for (let i = 0; i < dIn; i++) df += ((2 * fwd.err[n * dIn + i]!) / B) * p.W_dec[j * dIn + i]!;
+      g += (-theta / jr.bandwidth) * df - jr.l0Coeff / (B * jr.bandwidth);
+    }
+    out[j] = theta * g;
+  }
+  return out;
 }

@@ -6,7 +6,7 @@ import { train, type MetricsRecord, type TrainJobOptions } from '../../train/tra
 import { applyThreads, commonFlags, deviceFlag, parse, required } from '../args.js';
 
 export const trainUsage =
-  'saekit train --input PATH --output DIR --k N (--expansion N | --d-sae N) --tokens N [--arch topk|batchtopk|standard] [--l1-coeff X] [--batch-size N] ' +
+  'saekit train --input PATH --output DIR --k N (--expansion N | --d-sae N) --tokens N [--arch topk|batchtopk|standard|jumprelu] [--l1-coeff X] [--l0-coeff X] [--bandwidth X] [--init-threshold X] [--batch-size N] ' +
   '[--lr X] [--warmup-steps N] [--decay linear|cosine|none] [--k-aux N] [--aux-coeff X] [--dead-tokens N] [--clip X] ' +
   '[--normalize expected_average_only_in|none] [--b-dec-init geometric_median|mean|zeros] [--seed N] [--shuffle-window N] ' +
   '[--log-every N] [--checkpoint-every N] [--resume] [--tensor NAME] [--hook-name H] [--model-name M] [--dtype float32|float16|bfloat16] ' +
@@ -32,7 +32,7 @@ function line(r: MetricsRecord): string {
   return (
     `step ${r.step} tokens ${r.tokens} lr ${r.lr.toExponential(2)} mse ${r.mse.toPrecision(4)} ` +
     `explained ${(100 * r.explained_variance).toFixed(2)}% L0 ${r.l0.toFixed(1)} dead ${(100 * r.dead_fraction).toFixed(1)}% ` +
-    `auxk ${r.aux_loss.toPrecision(3)}${r.l1_loss ? ` l1 ${r.l1_loss.toPrecision(3)}` : ''} ${Math.round(r.tokens_per_second)} tok/s`
+    `auxk ${r.aux_loss.toPrecision(3)}${r.sparsity_loss ? ` sparsity ${r.sparsity_loss.toPrecision(3)}` : ''} ${Math.round(r.tokens_per_second)} tok/s`
   );
 }
 
@@ -56,6 +56,9 @@ export async function trainCommand(argv: string[]): Promise<number> {
     'dead-tokens': str,
     clip: str,
     'l1-coeff': str,
+    'l0-coeff': str,
+    bandwidth: str,
+    'init-threshold': str,
     normalize: str,
     'b-dec-init': str,
     seed: str,
@@ -68,9 +71,9 @@ export async function trainCommand(argv: string[]): Promise<number> {
     'model-name': str,
     dtype: str,
   });
-  const arch = choice(values, 'arch', ['topk', 'batchtopk', 'standard'] as const) ?? 'topk';
+  const arch = choice(values, 'arch', ['topk', 'batchtopk', 'standard', 'jumprelu'] as const) ?? 'topk';
   const k = num(values, 'k', 'int', 1) ?? 0;
-  if (k === 0 && arch !== 'standard') throw new UsageError('missing required flag --k');
+  if (k === 0 && (arch === 'topk' || arch === 'batchtopk')) throw new UsageError('missing required flag --k');
   const tokens = num(values, 'tokens', 'int', 1);
   if (tokens === undefined) throw new UsageError('missing required flag --tokens');
   if (values.expansion !== undefined && values['d-sae'] !== undefined) throw new UsageError('give --expansion or --d-sae, not both');
@@ -92,6 +95,9 @@ export async function trainCommand(argv: string[]): Promise<number> {
   set('deadTokens', num(values, 'dead-tokens', 'int'));
   set('clip', num(values, 'clip', 'float'));
   set('l1Coeff', num(values, 'l1-coeff', 'float'));
+  set('l0Coeff', num(values, 'l0-coeff', 'float'));
+  set('bandwidth', num(values, 'bandwidth', 'float'));
+  set('initThreshold', num(values, 'init-threshold', 'float'));
   set('normalize', choice(values, 'normalize', ['expected_average_only_in', 'none'] as const));
   set('bDecInit', choice(values, 'b-dec-init', ['geometric_median', 'mean', 'zeros'] as const));
   set('seed', num(values, 'seed', 'int'));
