@@ -113,9 +113,16 @@ export function checkResumable(meta: CheckpointMeta, trainer: TrainerConfig, job
       );
   }
   for (const key of Object.keys(job)) {
-    if (differ(meta.job[key], job[key]))
-      throw new ValidationError(
-        `cannot resume from ${where}: ${key} was ${JSON.stringify(meta.job[key])} there but is ${JSON.stringify(job[key])} now`,
-      );
+    const was = meta.job[key];
+    const now = job[key];
+    if (!differ(was, now)) continue;
+    // Name the field inside an object setting (schedule.lr rather than the whole schedule).
+    let name = key;
+    let [a, b] = [was, now];
+    if (was && now && typeof was === 'object' && typeof now === 'object') {
+      const field = Object.keys(now).find((f) => differ((was as Record<string, unknown>)[f], (now as Record<string, unknown>)[f]));
+      if (field !== undefined) [name, a, b] = [`${key}.${field}`, (was as Record<string, unknown>)[field], (now as Record<string, unknown>)[field]];
+    }
+    throw new ValidationError(`cannot resume from ${where}: ${name} was ${JSON.stringify(a)} there but is ${JSON.stringify(b)} now`);
   }
 }
