@@ -121,6 +121,21 @@ SAEKIT_CLONES double sumsq(const float* a, int64_t n) {
   return s;
 }
 
+// sum (a - b)^2 with b in double, in eight lanes (see sumsq).
+SAEKIT_CLONES double sumsq_diff(const float* a, const double* b, int64_t n) {
+  double acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) {
+      const double t = a[i + l] - b[i + l];
+      acc[l] += t * t;
+    }
+  double s = 0;
+  for (; i < n; ++i) s += (a[i] - b[i]) * (a[i] - b[i]);
+  for (int l = 0; l < 8; ++l) s += acc[l];
+  return s;
+}
+
 void parallel_fill(float* p, int64_t n, float value) {
   constexpr int64_t kChunk = 1 << 16;
   parallel_for((n + kChunk - 1) / kChunk, [&](int64_t t, int) {
@@ -278,14 +293,9 @@ class CpuTrainer final : public BackendTrainer {
       for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p)
         axpy(codes_.values[p], W_dec_.get() + int64_t{codes_.indices[p]} * d, e, d);
       const float* xs = X_.get() + n * d;
-      double s = 0, t = 0;
-      for (int64_t i = 0; i < d; ++i) {
-        e[i] -= xs[i];
-        s += static_cast<double>(e[i]) * e[i];
-        t += (xs[i] - mean[i]) * (xs[i] - mean[i]);
-      }
-      err2[n] = s;
-      dev2[n] = t;
+      axpy(-1.0f, xs, e, d);
+      err2[n] = sumsq(e, d);
+      dev2[n] = sumsq_diff(xs, mean.data(), d);
       float* g = U_.get() + n * d;
       scaled_copy(g_scale, e, g, d);
       for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p)
