@@ -134,30 +134,39 @@ for (const r of rowsOut)
 
 // ---- training ----
 if (!flags['no-train']) {
-  const s = flags.quick ? { name: 'small', dIn: 256, dSae: 4096, k: 32, rows: 1024 } : { name: 'gpt2-small', dIn: 768, dSae: 24576, k: 32, rows: 4096 };
-  const w = syntheticSae({ dIn: s.dIn, dSae: s.dSae, architecture: 'topk', k: s.k, seed: 21 });
-  const x = syntheticActivations(w, s.rows, { seed: 22, active: 24, noise: 0.05 });
-  const sae = await createSae(w, { device: 'cpu' });
-  await sae.encode(x);
-  const encodeTokS = async () => s.rows / (await time(() => sae.encode(x)));
-  const params = initParams({ dIn: s.dIn, dSae: s.dSae, seed: 3, bDecInit: 'mean', sample: x });
+  const trainShapes = flags.quick
+    ? [{ name: 'small', dIn: 256, dSae: 4096, k: 32, rows: 1024, cases: [['no dead latents', 1e12]] }]
+    : [
+        { name: 'gpt2-small', dIn: 768, dSae: 24576, k: 32, rows: 4096, cases: [['no dead latents', 1e12], ['AuxK every step', 1]] },
+        { name: 'gemma-2-2b', dIn: 2304, dSae: 16384, k: 64, rows: 2048, cases: [['no dead latents', 1e12]] },
+      ];
   const trainRows = [];
-  for (const [label, deadTokens] of [['no dead latents', 1e12], ['AuxK every step', 1]]) {
-    const trainer = await SaeTrainer.create({ ...defaultTrainerConfig(s.dIn, s.dSae, s.k), deadTokens }, params);
-    let dead = 0;
-    const step = async () => {
-      dead = (await trainer.trainStep(x, 1e-4)).deadFraction;
-    };
-    await step(); // warm-up (first-touch of the optimizer state)
-    const r = await bracketed(step, encodeTokS, s.rows, reps);
-    trainRows.push({ label, tokS: s.rows / r.seconds, r, dead });
-    trainer.dispose();
+  for (const s of trainShapes) {
+    const w = syntheticSae({ dIn: s.dIn, dSae: s.dSae, architecture: 'topk', k: s.k, seed: 21 });
+    const x = syntheticActivations(w, s.rows, { seed: 22, active: 24, noise: 0.05 });
+    const sae = await createSae(w, { device: 'cpu' });
+    await sae.encode(x);
+    const encodeTokS = async () => s.rows / (await time(() => sae.encode(x)));
+    const params = initParams({ dIn: s.dIn, dSae: s.dSae, seed: 3, bDecInit: 'mean', sample: x });
+    for (const [label, deadTokens] of s.cases) {
+      const trainer = await SaeTrainer.create({ ...defaultTrainerConfig(s.dIn, s.dSae, s.k), deadTokens }, params);
+      let dead = 0;
+      const step = async () => {
+        dead = (await trainer.trainStep(x, 1e-4)).deadFraction;
+      };
+      await step(); // warm-up (first touch of the optimizer state)
+      const r = await bracketed(step, encodeTokS, s.rows, reps);
+      trainRows.push({ shape: s, label, tokS: s.rows / r.seconds, r, dead });
+      trainer.dispose();
+    }
+    sae.dispose();
   }
-  sae.dispose();
   console.log('');
-  console.log(`training, ${s.name} shape (d_in ${s.dIn}, d_sae ${s.dSae}, k ${s.k}, batch ${s.rows}), CPU backend:`);
-  console.log('| case | train tok/s | encode tok/s (same run) | train / encode | dead fraction |');
-  console.log('|---|---|---|---|---|');
+  console.log('training (topk, CPU backend), each step bracketed by fused encodes of the same shape:');
+  console.log('| shape | d_in | d_sae | k | batch | case | train tok/s | encode tok/s | train / encode | dead fraction |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
   for (const t of trainRows)
-    console.log(`| ${t.label} | ${fmt(t.tokS, 0)} | ${fmt(t.r.probe, 0)} | ${pct(t.r)} | ${fmt(100 * t.dead)}% |`);
+    console.log(
+      `| ${t.shape.name} | ${t.shape.dIn} | ${t.shape.dSae} | ${t.shape.k} | ${t.shape.rows} | ${t.label} | ${fmt(t.tokS, 0)} | ${fmt(t.r.probe, 0)} | ${pct(t.r)} | ${fmt(100 * t.dead)}% |`,
+    );
 }
