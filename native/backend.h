@@ -75,6 +75,11 @@ class BackendModel {
   virtual int64_t bytes() const = 0;
   // Rows re-encoded because a top-k threshold hint was too high (CPU; for tests and bench).
   virtual int64_t hint_misses() const { return 0; }
+  // Exact low-precision screening (CPU, screen.h): rows screened, candidates rescored in fp32,
+  // rows that fell back to the fp32 kernel. All zero where screening does not run.
+  virtual void screen_stats(int64_t* rows, int64_t* candidates, int64_t* fallbacks) const {
+    *rows = *candidates = *fallbacks = 0;
+  }
 };
 
 // ---- Training ---------------------------------------------------------------------------

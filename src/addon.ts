@@ -35,6 +35,8 @@ export interface AddonSae {
   bytes(): number;
   /** Rows re-encoded because a top-k threshold hint was too high (exactness kept; speed lost). */
   hintMisses(): number;
+  /** Exact bf16 screening since load: rows screened, candidates rescored, rows sent to fp32. */
+  screenStats(): ScreenStats;
 }
 
 export interface NativeTrainSpec {
@@ -104,6 +106,12 @@ export interface AddonTrainer {
   lastSelection(aux: boolean): { indptr: Uint32Array; indices: Int32Array };
   bytes(): number;
   dispose(): void;
+}
+
+export interface ScreenStats {
+  rows: number;
+  candidates: number;
+  fallbacks: number;
 }
 
 export interface BackendInfo {

@@ -1,6 +1,6 @@
 // The typed SAE API: validation in TypeScript with precise messages, heavy work in the addon
 // off the main thread (every call returns a Promise), explicit lifetime with dispose().
-import { addon, type AddonSae, type NativeFailure } from './addon.js';
+import { addon, type AddonSae, type NativeFailure, type ScreenStats } from './addon.js';
 import { type SparseCodes, validateCodes } from './codes.js';
 import { NativeError, NonFiniteInputError, ValidationError, expected } from './errors.js';
 import { readSaeDir } from './formats/saeDir.js';
@@ -94,6 +94,15 @@ export class Sae {
    */
   get hintMisses(): number {
     return this.#native?.hintMisses() ?? 0;
+  }
+
+  /**
+   * The exact bf16 screen's counters since load (CPU, topk, AVX512-BF16): rows screened,
+   * candidates rescored in fp32, rows that fell back to the plain fp32 encode. All zero where
+   * screening does not run (other CPUs, other architectures, SAEKIT_SCREEN=0).
+   */
+  get screenStats(): ScreenStats {
+    return this.#native?.screenStats() ?? { rows: 0, candidates: 0, fallbacks: 0 };
   }
 
   /** Frees the native memory now. Calls already running finish first; later calls throw. */

@@ -137,6 +137,7 @@ describe.each(variants)('top-k threshold hints (%s)', (variant) => {
     const w = syntheticSae({ dIn, dSae: 700, architecture: 'topk', k: 6, seed: seed + 5 });
     w.b_enc.fill(0.01);
     const sae = await createSae(w);
+    process.env.SAEKIT_SCREEN = '0'; // the hints belong to the plain fp32 path
     try {
       const x = syntheticActivations(w, 400, { seed: seed + 6, active: 8, noise: 0.2 });
       await sae.encode(x); // learn a hint
@@ -147,6 +148,7 @@ describe.each(variants)('top-k threshold hints (%s)', (variant) => {
       if (scale === '1e6') expect(sae.hintMisses).toBeGreaterThanOrEqual(400); // every row of call 2
     } finally {
       delete process.env.SAEKIT_HINT_SCALE;
+      delete process.env.SAEKIT_SCREEN;
       sae.dispose();
     }
   });

@@ -24,6 +24,7 @@
 #include "decode_kernels.h"
 #include "encode_kernels.h"
 #include "isa.h"
+#include "screen.h"
 #include "sinks.h"
 
 namespace saekit::cpu {
@@ -69,7 +70,9 @@ inline float* thread_norms(int64_t rows) {
 // encoder repacked after every optimizer step by set_encoder).
 class CpuModel final : public BackendModel {
  public:
-  CpuModel(const SaeSpec& spec, const SaeWeightsView& w)
+  // screening: also keep bf16 panels and an fp32 latent-major copy for the exact screened
+  // top-k (screen.h), when this CPU has AVX512-BF16. The trainer's forward passes false.
+  CpuModel(const SaeSpec& spec, const SaeWeightsView& w, bool screening = true)
       : spec_(spec), n_panels_((spec.d_sae + kPanel - 1) / kPanel) {
     const int64_t d_in = spec.d_in, d_sae = spec.d_sae;
     b_packed_ = aligned_floats(n_panels_ * d_in * kPanel);
@@ -100,11 +103,27 @@ class CpuModel final : public BackendModel {
     if (w.W_dec != nullptr) std::memcpy(W_dec_.get(), w.W_dec, sizeof(float) * d_sae * d_in);
     if (w.b_dec != nullptr) std::memcpy(b_dec_.get(), w.b_dec, sizeof(float) * d_in);
     else std::fill(b_dec_.get(), b_dec_.get() + d_in, 0.0f);
+    if (screening && spec.activation == Activation::TopK && bf16_supported()) build_screen(w);
+  }
+
+  static bool bf16_supported() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
+  }
+
+  // Screening counters since load: rows screened, candidates rescored, rows sent to fp32.
+  void screen_stats(int64_t* rows, int64_t* candidates, int64_t* fallbacks) const override {
+    *rows = screen_rows_.load();
+    *candidates = screen_candidates_.load();
+    *fallbacks = screen_fallbacks_.load();
   }
 
   int64_t bytes() const override {
+    const int64_t screen = screen_ready_ ? n_panels_ * ((spec_.d_in + 1) / 2) * kPanel + spec_.d_sae * spec_.d_in +
+                                               n_panels_ * kPanel
+                                         : 0;
     return sizeof(float) * (n_panels_ * spec_.d_in * kPanel + 2 * n_panels_ * kPanel +
-                            (W_dec_ ? spec_.d_sae * spec_.d_in : 0) + spec_.d_in);
+                            (W_dec_ ? spec_.d_sae * spec_.d_in : 0) + spec_.d_in + screen);
   }
 
   int64_t hint_misses() const override { return misses_.load(); }
@@ -159,6 +178,14 @@ class CpuModel final : public BackendModel {
     // path. Read once per call, not per block.
     const char* scale_env = std::getenv("SAEKIT_HINT_SCALE");
     const float hint_scale = scale_env ? std::strtof(scale_env, nullptr) : 1.0f;
+    // Screening (exact, see screen.h) is the default where built and the AVX-512 variant runs;
+    // SAEKIT_SCREEN=0 turns it off, SAEKIT_SCREEN_CAP caps candidates per row (tests force the
+    // fp32 fallback with a small cap).
+    const char* screen_env = std::getenv("SAEKIT_SCREEN");
+    const bool screen = screen_ready_ && current_isa() == Isa::Avx512 && !(screen_env && std::strcmp(screen_env, "0") == 0);
+    const char* cap_env = std::getenv("SAEKIT_SCREEN_CAP");
+    const int64_t screen_cap = cap_env ? std::max<int64_t>(spec_.k, std::strtoll(cap_env, nullptr, 10))
+                                       : std::max<int64_t>(4 * spec_.k, spec_.k + 256);
 
     std::vector<TaskCodes> results(n_blocks * n_splits);
     parallel_for(n_blocks * n_splits, [&](int64_t task, int) {
@@ -182,7 +209,9 @@ class CpuModel final : public BackendModel {
       args.n_panels = p1 - p0;
       // Kernels number latents from the start of their panel range: shift them back after.
       TaskCodes& res = results[task];
-      if (spec_.activation == Activation::TopK && n_splits == 1) {
+      if (spec_.activation == Activation::TopK && n_splits == 1 && screen) {
+        encode_topk_screened(x, row0, block_rows, var, args, s == 0 && per_row ? out : nullptr, screen_cap, res);
+      } else if (spec_.activation == Activation::TopK && n_splits == 1) {
         encode_topk_block(x, row0, block_rows, mr, var, args, norms, hint_scale, res);
       } else if (spec_.activation == Activation::TopK) {
         thread_local TopKSink sink;
@@ -339,6 +368,148 @@ class CpuModel final : public BackendModel {
     hint_ratio_.store(off || !std::isfinite(next) ? 0.0f : 0.9f * next, std::memory_order_relaxed);
   }
 
+  // bf16 panels ([n_panels][pairs][32] uint32 pairs), the fp32 latent-major copy for
+  // rescoring, and the maxima the margin needs.
+  void build_screen(const SaeWeightsView& w) {
+    const int64_t d_in = spec_.d_in, d_sae = spec_.d_sae, pairs = (d_in + 1) / 2;
+    b16_ = aligned_floats(n_panels_ * pairs * kPanel);
+    wt32_ = aligned_floats(d_sae * d_in);
+    screen_admit_ = aligned_floats(n_panels_ * kPanel);
+    auto* b16 = reinterpret_cast<uint32_t*>(b16_.get());
+    float* wt = wt32_.get();
+    std::vector<double> err(d_sae), qnorm(d_sae);
+    parallel_for(n_panels_, [&](int64_t p, int) {
+      for (int j = 0; j < kPanel; ++j) {
+        const int64_t l = p * kPanel + j;
+        const bool real = l < d_sae;
+        double e2 = 0, q2 = 0;
+        for (int64_t i2 = 0; i2 < pairs; ++i2) {
+          float v[2] = {0.0f, 0.0f};
+          for (int h = 0; h < 2; ++h) {
+            const int64_t i = 2 * i2 + h;
+            if (real && i < d_in) v[h] = w.enc_transposed ? w.W_enc[l * d_in + i] : w.W_enc[i * d_sae + l];
+          }
+          const uint32_t pr = bf16_pair(v[0], v[1]);
+          b16[(p * pairs + i2) * kPanel + j] = pr;
+          for (int h = 0; h < 2; ++h) {
+            const double q = from_bf16(static_cast<uint16_t>(pr >> (16 * h)));
+            e2 += (v[h] - q) * (v[h] - q);
+            q2 += q * q;
+            if (real && 2 * i2 + h < d_in) wt[l * d_in + 2 * i2 + h] = v[h];
+          }
+        }
+        if (real) err[l] = std::sqrt(e2), qnorm[l] = std::sqrt(q2);
+        screen_admit_[l] = real ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
+      }
+    });
+    w_err_max_ = *std::max_element(err.begin(), err.end());
+    wq_norm_max_ = *std::max_element(qnorm.begin(), qnorm.end());
+    b_max_ = 0;
+    for (int64_t l = 0; l < d_sae; ++l) b_max_ = std::max(b_max_, static_cast<double>(std::fabs(w.b_enc[l])));
+    screen_ready_ = std::isfinite(w_err_max_) && std::isfinite(wq_norm_max_);
+  }
+
+  // Exact top-k of one block through the bf16 screen (screen.h): screen every latent, keep
+  // the candidates the margin cannot rule out, rescore them in fp32, take the top k. Rows with
+  // too many candidates go through the plain fp32 kernel.
+  void encode_topk_screened(const float* x, int64_t row0, int rows, const Variant& var, EncodeBlockArgs args,
+                            SparseCodes* stats, int64_t cap, TaskCodes& res) {
+    constexpr int MR = kMrAvx512;
+    const int64_t d = spec_.d_in, pairs = (d + 1) / 2, k = spec_.k;
+    const int64_t n_micro = (rows + MR - 1) / MR;
+    thread_local AlignedFloats xr_buf, a16_buf;
+    thread_local int64_t xr_cap = 0, a16_cap = 0;
+    if (rows * d > xr_cap) xr_buf = aligned_floats(xr_cap = rows * d);
+    if (n_micro * MR * pairs > a16_cap) a16_buf = aligned_floats(a16_cap = n_micro * MR * pairs);
+    float* xr = xr_buf.get();
+    auto* a16 = reinterpret_cast<uint32_t*>(a16_buf.get());
+    std::memset(a16, 0, sizeof(uint32_t) * n_micro * MR * pairs);
+    thread_local std::vector<float> margins;
+    margins.resize(rows);
+    for (int r = 0; r < rows; ++r) {
+      pack_row(x, row0 + r, r, 1, xr, stats);  // x' row-major (mr = 1)
+      const float* xp = xr + r * d;
+      double x2 = 0, e2 = 0, q2 = 0;
+      uint32_t* dst = a16 + (r / MR) * pairs * MR + (r % MR);
+      for (int64_t i2 = 0; i2 < pairs; ++i2) {
+        const float v0 = xp[2 * i2], v1 = 2 * i2 + 1 < d ? xp[2 * i2 + 1] : 0.0f;
+        const uint32_t pr = bf16_pair(v0, v1);
+        dst[i2 * MR] = pr;
+        const double q0 = from_bf16(static_cast<uint16_t>(pr)), q1 = from_bf16(static_cast<uint16_t>(pr >> 16));
+        x2 += static_cast<double>(v0) * v0 + static_cast<double>(v1) * v1;
+        e2 += (v0 - q0) * (v0 - q0) + (v1 - q1) * (v1 - q1);
+        q2 += q0 * q0 + q1 * q1;
+      }
+      margins[r] = screen_margin(std::sqrt(x2), std::sqrt(e2), std::sqrt(q2), w_err_max_, wq_norm_max_, b_max_, d);
+    }
+    thread_local MarginSink sink;
+    sink.reset(rows, k, cap, margins.data());
+    EncodeBlockArgs sa = args;
+    sa.a_packed = reinterpret_cast<const float*>(a16);
+    sa.rows = rows;
+    sa.d_in = pairs;
+    sa.b_packed = b16_.get();
+    sa.admit = screen_admit_.get();
+    sa.sink = &sink;
+    encode_block_bf16(sa);
+
+    // Rescore the candidates in fp32; collect the fallback rows.
+    thread_local std::vector<std::vector<std::pair<float, int32_t>>> chosen;
+    if (static_cast<int>(chosen.size()) < rows) chosen.resize(rows);
+    thread_local std::vector<int> fallback;
+    fallback.clear();
+    int64_t n_cand = 0;
+    for (int r = 0; r < rows; ++r) {
+      auto& c = chosen[r];
+      c.clear();
+      if (!sink.finish_row(r)) {
+        fallback.push_back(r);
+        continue;
+      }
+      const int64_t n = sink.candidates(r);
+      n_cand += n;
+      const int32_t* ix = sink.row_indices(r);
+      for (int64_t e = 0; e < n; ++e) {
+        const int32_t j = ix[e];
+        const float v = dot_f32_avx512(xr + r * d, wt32_.get() + int64_t{j} * d, d) + bias_[j];
+        if (v > 0.0f) c.emplace_back(v, j);
+      }
+      keep_top_k_sorted(c, k);
+    }
+    thread_local TopKSink retry;
+    if (!fallback.empty()) {
+      const int n = static_cast<int>(fallback.size());
+      const int mr = var.mr;
+      const int64_t micro = (n + mr - 1) / mr;
+      thread_local AlignedFloats buf;
+      thread_local int64_t capacity = 0;
+      if (micro * mr * d > capacity) buf = aligned_floats(capacity = micro * mr * d);
+      std::memset(buf.get(), 0, sizeof(float) * micro * mr * d);
+      for (int j = 0; j < n; ++j) pack_row(x, row0 + fallback[j], j, mr, buf.get(), nullptr);
+      retry.reset(n, k);
+      args.a_packed = buf.get();
+      args.rows = n;
+      args.sink = &retry;
+      var.encode_block(args);
+      for (int j = 0; j < n; ++j) retry.finalize(j);
+    }
+    size_t f = 0;
+    for (int r = 0; r < rows; ++r) {
+      if (f < fallback.size() && fallback[f] == r) {
+        retry.emit(static_cast<int>(f++), res);
+        continue;
+      }
+      res.counts.push_back(static_cast<uint32_t>(chosen[r].size()));
+      for (const auto& [v, j] : chosen[r]) {
+        res.indices.push_back(j);
+        res.values.push_back(v);
+      }
+    }
+    screen_rows_.fetch_add(rows, std::memory_order_relaxed);
+    screen_candidates_.fetch_add(n_cand, std::memory_order_relaxed);
+    screen_fallbacks_.fetch_add(static_cast<int64_t>(fallback.size()), std::memory_order_relaxed);
+  }
+
   // Concatenates task results into one CSR, merging latent splits of the same block per row.
   void assemble(std::vector<TaskCodes>& results, int64_t n_blocks, int64_t n_splits, int64_t rows,
                 SparseCodes* out) const {
@@ -376,6 +547,11 @@ class CpuModel final : public BackendModel {
   SaeSpec spec_;
   int64_t n_panels_;
   AlignedFloats b_packed_, bias_, admit_, W_dec_, b_dec_;
+  // Screening (screen.h): bf16 panels, fp32 latent-major W_enc, -inf admission for real latents.
+  bool screen_ready_ = false;
+  AlignedFloats b16_, wt32_, screen_admit_;
+  double w_err_max_ = 0, wq_norm_max_ = 0, b_max_ = 0;
+  std::atomic<int64_t> screen_rows_{0}, screen_candidates_{0}, screen_fallbacks_{0};
   std::atomic<float> hint_ratio_{0.0f};  // 0: no hint yet
   std::atomic<bool> hints_off_{false};
   std::atomic<int64_t> misses_{0};       // rows recomputed after a failed hint (for tests/bench)

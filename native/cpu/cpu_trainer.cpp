@@ -248,7 +248,7 @@ class CpuTrainer final : public BackendTrainer {
     wv.W_enc = Wt_.get();
     wv.enc_transposed = true;
     wv.b_enc = b_enc_.get();
-    encoder_ = std::make_unique<CpuModel>(es, wv);
+    encoder_ = std::make_unique<CpuModel>(es, wv, /*screening=*/false);
     if (spec.arch == TrainArch::Standard) encoder_->set_selection(Activation::Standard, 0, 0.0f);
     if (spec.arch == TrainArch::JumpReLU) encoder_->set_selection(Activation::JumpReLU, 0, 0.0f);
   }
@@ -662,7 +662,7 @@ class CpuTrainer final : public BackendTrainer {
     wv.W_enc = w.get();
     wv.enc_transposed = true;
     wv.b_enc = b.data();
-    CpuModel sub(es, wv);
+    CpuModel sub(es, wv, /*screening=*/false);
     timer.mark("auxk pack");
     sub.encode(XP_.get(), B, &aux_codes_);
     timer.mark("auxk encode");

@@ -141,7 +141,8 @@ Napi::Function AddonSae::Define(Napi::Env env) {
   Napi::Function f = DefineClass(env, "AddonSae",
                                  {InstanceMethod("encode", &AddonSae::Encode), InstanceMethod("decode", &AddonSae::Decode),
                                   InstanceMethod("dispose", &AddonSae::Dispose), InstanceMethod("bytes", &AddonSae::Bytes),
-                                  InstanceMethod("hintMisses", &AddonSae::HintMisses)});
+                                  InstanceMethod("hintMisses", &AddonSae::HintMisses),
+                                  InstanceMethod("screenStats", &AddonSae::ScreenStats)});
   return f;
 }
 
@@ -216,6 +217,21 @@ Napi::Value AddonSae::Bytes(const Napi::CallbackInfo& info) {
 
 Napi::Value AddonSae::HintMisses(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), model_ ? static_cast<double>(model_->hint_misses()) : 0.0);
+}
+
+}  // namespace saekit::napi
+
+namespace saekit::napi {
+
+// screenStats() -> {rows, candidates, fallbacks}
+Napi::Value AddonSae::ScreenStats(const Napi::CallbackInfo& info) {
+  int64_t rows = 0, candidates = 0, fallbacks = 0;
+  if (model_) model_->screen_stats(&rows, &candidates, &fallbacks);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("rows", static_cast<double>(rows));
+  o.Set("candidates", static_cast<double>(candidates));
+  o.Set("fallbacks", static_cast<double>(fallbacks));
+  return o;
 }
 
 }  // namespace saekit::napi

@@ -1,0 +1,147 @@
+// AVX512-BF16 screening kernel: the fp32 kernel's 14 x 32 tile (encode_avx512.cpp) with
+// vdpbf16ps instead of vfmadd: each step consumes a PAIR of d_in entries, so one instruction
+// does twice the multiply-adds. Screening only: the values it produces carry the bf16 rounding
+// of x' and W_enc, and screen.h bounds that error so the exact winners can be recomputed in
+// fp32 (cpu_model.h, encode_topk_screened).
+//
+// Layouts (uint32 = two bf16, the lower half holding the even d_in index):
+//   B: [n_panels][d_in/2][32 latents]     A: [micro-panel][d_in/2][MR rows]
+#include <immintrin.h>
+
+#include <vector>
+
+#include "encode_kernels.h"
+
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"  // inside _mm512_reduce_add_ps (GCC 12)
+
+namespace saekit::cpu {
+
+#define SAEKIT_BF16 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx512bf16,fma")))
+
+namespace {
+
+constexpr int64_t kMaxPairSlice = 192;  // 192 pairs x 32 latents x 4 bytes = 24 KiB of B in L1
+
+// Same as the fp32 kernel's select_rows (kept apart: it is compiled for another target).
+SAEKIT_BF16 __attribute__((noinline)) void select_rows_bf16(const float (*tile)[kPanel], int rows, const float* admit,
+                                                            int row0, int64_t base, TileSink& sink) {
+  const __m512 adm0 = _mm512_loadu_ps(admit), adm1 = _mm512_loadu_ps(admit + 16);
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i idx0 = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(base)));
+  const __m512i idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(16));
+  for (int r = 0; r < rows; ++r) {
+    const int row = row0 + r;
+    const __m512 v0 = _mm512_load_ps(tile[r]);
+    const __m512 v1 = _mm512_load_ps(tile[r] + 16);
+    const __m512 thr = _mm512_set1_ps(sink.row_threshold[row]);
+    const __mmask16 m0 = _mm512_cmp_ps_mask(v0, _mm512_max_ps(adm0, thr), _CMP_GT_OQ);
+    const __mmask16 m1 = _mm512_cmp_ps_mask(v1, _mm512_max_ps(adm1, thr), _CMP_GT_OQ);
+    if ((m0 | m1) == 0) continue;
+    int64_t n = sink.count[row];
+    float* values = sink.values + row * sink.stride + n;
+    int32_t* indices = sink.indices + row * sink.stride + n;
+    const int n0 = __builtin_popcount(m0);
+    _mm512_storeu_ps(values, _mm512_maskz_compress_ps(m0, v0));
+    _mm512_storeu_si512(indices, _mm512_maskz_compress_epi32(m0, idx0));
+    _mm512_storeu_ps(values + n0, _mm512_maskz_compress_ps(m1, v1));
+    _mm512_storeu_si512(indices + n0, _mm512_maskz_compress_epi32(m1, idx1));
+    n += n0 + __builtin_popcount(m1);
+    sink.count[row] = n;
+    if (n > sink.limit[row]) sink.flush(row);
+  }
+}
+
+template <int MR>
+SAEKIT_BF16 inline void tile_slice_bf16(const uint32_t* __restrict a, const uint32_t* __restrict b, int64_t kc,
+                                        float* __restrict partial, bool first, bool last, const float* bias,
+                                        const float* admit, int row0, int rows, int64_t base, TileSink& sink) {
+  __m512 c0[MR], c1[MR];
+  if (first) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) c0[r] = c1[r] = _mm512_setzero_ps();
+  } else {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      c0[r] = _mm512_load_ps(partial + r * kPanel);
+      c1[r] = _mm512_load_ps(partial + r * kPanel + 16);
+    }
+  }
+  for (int64_t i = 0; i < kc; ++i) {
+    const __m512bh b0 = (__m512bh)_mm512_load_si512(b + i * kPanel);
+    const __m512bh b1 = (__m512bh)_mm512_load_si512(b + i * kPanel + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[i * MR + r]));
+      c0[r] = _mm512_dpbf16_ps(c0[r], av, b0);
+      c1[r] = _mm512_dpbf16_ps(c1[r], av, b1);
+    }
+  }
+  if (!last) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      _mm512_store_ps(partial + r * kPanel, c0[r]);
+      _mm512_store_ps(partial + r * kPanel + 16, c1[r]);
+    }
+    return;
+  }
+  alignas(64) float tile[MR][kPanel];
+  const __m512 bias0 = _mm512_loadu_ps(bias), bias1 = _mm512_loadu_ps(bias + 16);
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r) {
+    _mm512_store_ps(tile[r], _mm512_add_ps(c0[r], bias0));
+    _mm512_store_ps(tile[r] + 16, _mm512_add_ps(c1[r], bias1));
+  }
+  select_rows_bf16(tile, rows, admit, row0, base, sink);
+}
+
+}  // namespace
+
+SAEKIT_BF16 float dot_f32_avx512(const float* a, const float* b, int64_t n) {
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - i)) - 1);
+    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+// args.d_in is the number of PAIRS here; a_packed / b_packed point at uint32 pairs.
+SAEKIT_BF16 void encode_block_bf16(const EncodeBlockArgs& args) {
+  constexpr int MR = kMrAvx512;
+  const int64_t pairs = args.d_in;
+  const auto* a_packed = reinterpret_cast<const uint32_t*>(args.a_packed);
+  const auto* b_packed = reinterpret_cast<const uint32_t*>(args.b_packed);
+  const int n_micro = (args.rows + MR - 1) / MR;
+  const int64_t n_slices = (pairs + kMaxPairSlice - 1) / kMaxPairSlice;
+  const int64_t slice = (pairs + n_slices - 1) / n_slices;
+  std::vector<float> partial_storage(static_cast<size_t>(n_micro) * MR * kPanel + 16);
+  float* partial = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(partial_storage.data()) + 63) & ~uintptr_t{63});
+  for (int64_t p = 0; p < args.n_panels; ++p) {
+    const uint32_t* b = b_packed + p * pairs * kPanel;
+    for (int64_t k0 = 0; k0 < pairs; k0 += slice) {
+      const int64_t kc = pairs - k0 < slice ? pairs - k0 : slice;
+      const bool first = k0 == 0, last = k0 + kc == pairs;
+      // Next slice into L2 while this one is reused from L1 (as in the fp32 kernel).
+      const char* next = reinterpret_cast<const char*>(b + (k0 + kc) * kPanel);
+      const char* stop = reinterpret_cast<const char*>(b_packed + args.n_panels * pairs * kPanel);
+      const int64_t next_bytes = slice * kPanel * 4;
+      const int64_t per_tile = (next_bytes / n_micro + 63) / 64 * 64;
+      for (int m = 0; m < n_micro; ++m) {
+        for (int64_t off = m * per_tile; off < (m + 1) * per_tile && off < next_bytes && next + off < stop; off += 64)
+          _mm_prefetch(next + off, _MM_HINT_T1);
+        const uint32_t* a = a_packed + static_cast<int64_t>(m) * pairs * MR + k0 * MR;
+        const int rows = args.rows - m * MR < MR ? args.rows - m * MR : MR;
+        tile_slice_bf16<MR>(a, b + k0 * kPanel, kc, partial + m * MR * kPanel, first, last, args.bias + p * kPanel,
+                            args.admit + p * kPanel, m * MR, rows, p * kPanel, *args.sink);
+      }
+    }
+  }
+}
+
+}  // namespace saekit::cpu

@@ -1,0 +1,151 @@
+// Exact top-k through a low-precision screen (bf16), the pieces cpu_model.h assembles.
+//
+// Why it is exact. For a row x' and latent j with bf16 copies x~ and w~_j, the fp32 value the
+// screening kernel produces, s_j, differs from the exact pre-activation x'.w_j + b_j by at most
+//   |x'.w_j - x~.w~_j|  <=  ||x'|| ||w_j - w~_j||  +  ||x' - x~|| ||w~_j||      (Cauchy-Schwarz)
+//   + the kernel's fp32 accumulation: d_in roundings of a sum whose terms total at most
+//     ||x~|| ||w~_j||: gamma = (d_in + 4) 2^-24 times that
+//   + the bias add: one rounding, 2^-24 (||x~|| ||w~_j|| + |b_j|)
+// Taking the maxima over latents of ||w_j - w~_j||, ||w~_j|| and |b_j| gives one margin m per
+// row (rounded up). Every exact value lies in [s_j - m, s_j + m], so the k-th largest exact
+// value is at least t = (k-th largest s) - m, and a latent can only be among the top k (or
+// positive at all) if s_j + m >= max(t, 0): the candidates are s_j >= max(kth(s) - 2m, -m).
+// They are rescored in fp32 from the original weights and the top k taken among them, by the
+// same rule as the plain fp32 encode (value, then lower index). Rows with too many candidates
+// to pay off are encoded by the plain fp32 kernel instead.
+//
+// bf16 values that would be subnormal are flushed to zero here, because vdpbf16ps treats
+// subnormal inputs as zero: the norms above then describe exactly what the kernel multiplies.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "encode_kernels.h"
+#include "sinks.h"
+
+namespace saekit::cpu {
+
+// float -> bf16, round to nearest even, subnormal results flushed to (signed) zero. Inputs are
+// finite (validated before they get here).
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  uint16_t h = static_cast<uint16_t>(u >> 16);
+  if ((h & 0x7F80u) == 0) h &= 0x8000u;
+  return h;
+}
+
+inline float from_bf16(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+inline uint32_t bf16_pair(float even, float odd) {
+  return static_cast<uint32_t>(to_bf16(even)) | (static_cast<uint32_t>(to_bf16(odd)) << 16);
+}
+
+// Per-row margin (see the top of this file), rounded up.
+inline float screen_margin(double x_norm, double x_err, double xq_norm, double w_err_max, double wq_norm_max,
+                           double b_max, int64_t d_in) {
+  const double u = std::ldexp(1.0, -24);
+  const double dotq = xq_norm * wq_norm_max;
+  const double m = x_norm * w_err_max + x_err * wq_norm_max + (d_in + 4) * u * dotq + u * (dotq + b_max);
+  const double safe = m * (1.0 + 1e-6) + 1e-30;
+  const float f = static_cast<float>(safe);
+  return static_cast<double>(f) >= safe ? f : std::nextafter(f, std::numeric_limits<float>::infinity());
+}
+
+// Stages the screened values of each row that may belong to its top k: those above
+// max(kth - 2m, -m) with kth the row's k-th largest staged value so far. Cuts keep the
+// staging in ascending latent order. A row whose candidates exceed `cap` after a cut is
+// marked for the fp32 fallback and stops collecting.
+class MarginSink final : public TileSink {
+ public:
+  void reset(int rows, int64_t k, int64_t cap, const float* margins) {
+    rows_ = rows;
+    k_ = k;
+    cap_ = cap;
+    stride = cap + 2 * kPanel;
+    if (static_cast<int64_t>(values_.size()) < rows * stride) {
+      values_.resize(rows * stride);
+      indices_.resize(rows * stride);
+    }
+    counts_.assign(rows, 0);
+    limits_.assign(rows, cap);
+    thresholds_.resize(rows);
+    margins_.assign(margins, margins + rows);
+    fallback_.assign(rows, 0);
+    for (int r = 0; r < rows; ++r) thresholds_[r] = below(-margins[r]);
+    values = values_.data();
+    indices = indices_.data();
+    count = counts_.data();
+    limit = limits_.data();
+    row_threshold = thresholds_.data();
+  }
+
+  void flush(int row) override {
+    cut(row);
+    if (counts_[row] > cap_ * 3 / 4) {  // still too many candidates: not worth screening
+      fallback_[row] = 1;
+      counts_[row] = 0;
+      thresholds_[row] = std::numeric_limits<float>::infinity();
+    }
+  }
+
+  // The final cut; returns false when the row falls back to fp32.
+  bool finish_row(int row) {
+    if (fallback_[row]) return false;
+    cut(row);
+    return true;
+  }
+
+  int64_t candidates(int row) const { return counts_[row]; }
+  const float* row_values(int row) const { return values_.data() + row * stride; }
+  const int32_t* row_indices(int row) const { return indices_.data() + row * stride; }
+
+ private:
+  static float below(float v) { return std::nextafter(v, -std::numeric_limits<float>::infinity()); }
+
+  void cut(int row) {
+    const int64_t n = counts_[row];
+    if (n < k_) return;
+    float* v = values_.data() + row * stride;
+    int32_t* ix = indices_.data() + row * stride;
+    scratch_.assign(v, v + n);
+    std::nth_element(scratch_.begin(), scratch_.begin() + (k_ - 1), scratch_.end(), std::greater<float>());
+    const float kth = scratch_[k_ - 1];
+    const float thr = std::max(kth - 2.0f * margins_[row], -margins_[row]);
+    // kth - 2m is computed in float: lower it one step so rounding cannot drop a candidate.
+    const float keep = below(below(thr));
+    int64_t out = 0;
+    for (int64_t e = 0; e < n; ++e) {
+      if (v[e] > keep) {
+        v[out] = v[e];
+        ix[out] = ix[e];
+        ++out;
+      }
+    }
+    counts_[row] = out;
+    thresholds_[row] = std::max(thresholds_[row], keep);
+  }
+
+  int rows_ = 0;
+  int64_t k_ = 0, cap_ = 0;
+  std::vector<float> values_, scratch_, thresholds_, margins_;
+  std::vector<int32_t> indices_;
+  std::vector<int64_t> counts_, limits_;
+  std::vector<uint8_t> fallback_;
+};
+
+void encode_block_bf16(const EncodeBlockArgs& args);
+// fp32 dot product for rescoring candidates (AVX-512; only called where screening runs).
+float dot_f32_avx512(const float* a, const float* b, int64_t n);
+
+}  // namespace saekit::cpu
