@@ -426,6 +426,13 @@ class CpuModel final : public BackendModel {
     std::memset(a16, 0, sizeof(uint32_t) * n_micro * MR * pairs);
     thread_local std::vector<float> margins;
     margins.resize(rows);
+    // Starting thresholds from earlier rows (as in encode_topk_block): 0.9 x the smallest
+    // k-th screened value / ||x'|| seen, minus 2m. Without them a row admits every value above
+    // -m until its first cuts (~10% of the screened encode).
+    thread_local std::vector<float> hints, norms;
+    hints.resize(rows);
+    norms.resize(rows);
+    const float ratio = screen_hint_ratio_.load(std::memory_order_relaxed);
     for (int r = 0; r < rows; ++r) {
       pack_row(x, row0 + r, r, 1, xr, stats);  // x' row-major (mr = 1)
       const float* xp = xr + r * d;
@@ -441,9 +448,11 @@ class CpuModel final : public BackendModel {
         q2 += q0 * q0 + q1 * q1;
       }
       margins[r] = screen_margin(std::sqrt(x2), std::sqrt(e2), std::sqrt(q2), w_err_max_, wq_norm_max_, b_max_, d);
+      norms[r] = static_cast<float>(std::sqrt(x2));
+      hints[r] = ratio > 0 ? ratio * norms[r] - 2.0f * margins[r] : -std::numeric_limits<float>::infinity();
     }
     thread_local MarginSink sink;
-    sink.reset(rows, k, cap, margins.data());
+    sink.reset(rows, k, cap, margins.data(), hints.data());
     EncodeBlockArgs sa = args;
     sa.a_packed = reinterpret_cast<const float*>(a16);
     sa.rows = rows;
@@ -459,6 +468,8 @@ class CpuModel final : public BackendModel {
     thread_local std::vector<int> fallback;
     fallback.clear();
     int64_t n_cand = 0;
+    float next = std::numeric_limits<float>::infinity();
+    bool short_row = false;
     for (int r = 0; r < rows; ++r) {
       auto& c = chosen[r];
       c.clear();
@@ -466,6 +477,8 @@ class CpuModel final : public BackendModel {
         fallback.push_back(r);
         continue;
       }
+      if (sink.candidates(r) < k) short_row = true;
+      else if (norms[r] > 0) next = std::min(next, sink.kth(r) / norms[r]);
       const int64_t n = sink.candidates(r);
       n_cand += n;
       const int32_t* ix = sink.row_indices(r);
@@ -505,6 +518,10 @@ class CpuModel final : public BackendModel {
         res.values.push_back(v);
       }
     }
+    // Rows with fewer than k candidates defeat any hint: stop hinting for this SAE.
+    if (short_row) screen_hints_off_.store(true, std::memory_order_relaxed);
+    const bool off = screen_hints_off_.load(std::memory_order_relaxed);
+    screen_hint_ratio_.store(off || !std::isfinite(next) || next <= 0 ? 0.0f : 0.9f * next, std::memory_order_relaxed);
     screen_rows_.fetch_add(rows, std::memory_order_relaxed);
     screen_candidates_.fetch_add(n_cand, std::memory_order_relaxed);
     screen_fallbacks_.fetch_add(static_cast<int64_t>(fallback.size()), std::memory_order_relaxed);
@@ -552,6 +569,8 @@ class CpuModel final : public BackendModel {
   AlignedFloats b16_, wt32_, screen_admit_;
   double w_err_max_ = 0, wq_norm_max_ = 0, b_max_ = 0;
   std::atomic<int64_t> screen_rows_{0}, screen_candidates_{0}, screen_fallbacks_{0};
+  std::atomic<float> screen_hint_ratio_{0.0f};
+  std::atomic<bool> screen_hints_off_{false};
   std::atomic<float> hint_ratio_{0.0f};  // 0: no hint yet
   std::atomic<bool> hints_off_{false};
   std::atomic<int64_t> misses_{0};       // rows recomputed after a failed hint (for tests/bench)

@@ -68,7 +68,9 @@ inline float screen_margin(double x_norm, double x_err, double xq_norm, double w
 // marked for the fp32 fallback and stops collecting.
 class MarginSink final : public TileSink {
  public:
-  void reset(int rows, int64_t k, int64_t cap, const float* margins) {
+  // hints (may be null): per-row starting thresholds learned from earlier rows; a row whose
+  // final cut falls below its hint may have lost candidates and is sent to the fallback.
+  void reset(int rows, int64_t k, int64_t cap, const float* margins, const float* hints) {
     rows_ = rows;
     k_ = k;
     cap_ = cap;
@@ -82,7 +84,13 @@ class MarginSink final : public TileSink {
     thresholds_.resize(rows);
     margins_.assign(margins, margins + rows);
     fallback_.assign(rows, 0);
-    for (int r = 0; r < rows; ++r) thresholds_[r] = below(-margins[r]);
+    start_.resize(rows);
+    kth_.assign(rows, 0.0f);
+    for (int r = 0; r < rows; ++r) {
+      const float floor = below(-margins[r]);
+      start_[r] = hints != nullptr ? std::max(floor, hints[r]) : floor;
+      thresholds_[r] = start_[r];
+    }
     values = values_.data();
     indices = indices_.data();
     count = counts_.data();
@@ -99,12 +107,18 @@ class MarginSink final : public TileSink {
     }
   }
 
-  // The final cut; returns false when the row falls back to fp32.
+  // The final cut; returns false when the row falls back to fp32: too many candidates, or a
+  // starting hint above the final threshold (candidates below the hint were never staged).
   bool finish_row(int row) {
     if (fallback_[row]) return false;
+    const float floor = below(-margins_[row]);
+    if (counts_[row] < k_) return start_[row] <= floor;  // no cut possible: exact only unhinted
     cut(row);
-    return true;
+    return start_[row] <= final_keep_;
   }
+
+  // The row's k-th largest screened value at the final cut (0 when it had fewer than k).
+  float kth(int row) const { return kth_[row]; }
 
   int64_t candidates(int row) const { return counts_[row]; }
   const float* row_values(int row) const { return values_.data() + row * stride; }
@@ -124,6 +138,8 @@ class MarginSink final : public TileSink {
     const float thr = std::max(kth - 2.0f * margins_[row], -margins_[row]);
     // kth - 2m is computed in float: lower it one step so rounding cannot drop a candidate.
     const float keep = below(below(thr));
+    kth_[row] = kth;
+    final_keep_ = keep;
     int64_t out = 0;
     for (int64_t e = 0; e < n; ++e) {
       if (v[e] > keep) {
@@ -138,7 +154,8 @@ class MarginSink final : public TileSink {
 
   int rows_ = 0;
   int64_t k_ = 0, cap_ = 0;
-  std::vector<float> values_, scratch_, thresholds_, margins_;
+  std::vector<float> values_, scratch_, thresholds_, margins_, start_, kth_;
+  float final_keep_ = 0;
   std::vector<int32_t> indices_;
   std::vector<int64_t> counts_, limits_;
   std::vector<uint8_t> fallback_;
