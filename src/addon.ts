@@ -128,9 +128,12 @@ export interface Addon {
   backends(): BackendInfo[];
   threads(): number;
   setThreads(n: number): number;
-  cpuVariant(): { current: CpuVariantName; best: CpuVariantName; supported: CpuVariantName[] };
+  /** bf16Screening: the CPU can run the exact bf16-screened topk encode (AVX512-BF16). */
+  cpuVariant(): { current: CpuVariantName; best: CpuVariantName; supported: CpuVariantName[]; bf16Screening: boolean };
   setCpuVariant(name: CpuVariantName | 'auto'): void;
   probeFmaPeak(seconds: number): Promise<number>;
+  /** bf16 dot-product peak (GFLOP/s); 0 without AVX512-BF16. */
+  probeBf16Peak(seconds: number): Promise<number>;
   probeCopyBandwidth(bytes: number, reps: number): Promise<number>;
 }
 

@@ -22,7 +22,7 @@ export function setThreads(n: number): number {
 }
 
 /** The CPU kernel variant in use, the best this CPU supports, and all it supports. */
-export function cpuVariant(): { current: CpuVariantName; best: CpuVariantName; supported: CpuVariantName[] } {
+export function cpuVariant(): { current: CpuVariantName; best: CpuVariantName; supported: CpuVariantName[]; bf16Screening: boolean } {
   try {
     return addon().cpuVariant();
   } catch (e) {

@@ -103,13 +103,9 @@ class CpuModel final : public BackendModel {
     if (w.W_dec != nullptr) std::memcpy(W_dec_.get(), w.W_dec, sizeof(float) * d_sae * d_in);
     if (w.b_dec != nullptr) std::memcpy(b_dec_.get(), w.b_dec, sizeof(float) * d_in);
     else std::fill(b_dec_.get(), b_dec_.get() + d_in, 0.0f);
-    if (screening && spec.activation == Activation::TopK && bf16_supported()) build_screen(w);
+    if (screening && spec.activation == Activation::TopK && bf16_screening_supported()) build_screen(w);
   }
 
-  static bool bf16_supported() {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512f");
-  }
 
   // Screening counters since load: rows screened, candidates rescored, rows sent to fp32.
   void screen_stats(int64_t* rows, int64_t* candidates, int64_t* fallbacks) const override {

@@ -75,4 +75,9 @@ void set_isa(const std::string& name) {
   chosen().store(static_cast<int>(isa));
 }
 
+bool bf16_screening_supported() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+}
+
 }  // namespace saekit::cpu

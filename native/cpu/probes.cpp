@@ -47,7 +47,52 @@ __attribute__((target("avx2,fma"))) double fma_loop_avx2(int64_t iters) {
   return static_cast<double>(out[0]);
 }
 
+__attribute__((target("avx512f,avx512bf16"))) double bf16_loop(int64_t iters) {
+  __m512 acc[24];
+  const __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = (__m512bh)_mm512_set1_epi32(0x33d633d6);
+  for (int j = 0; j < 24; ++j) acc[j] = _mm512_set1_ps(static_cast<float>(j));
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 24
+    for (int j = 0; j < 24; ++j) acc[j] = _mm512_dpbf16_ps(acc[j], a, b);
+  }
+  __m512 s = acc[0];
+  for (int j = 1; j < 24; ++j) s = _mm512_add_ps(s, acc[j]);
+  alignas(64) float out[16];
+  _mm512_store_ps(out, s);
+  return static_cast<double>(out[0]);
+}
+
+// Calibrates iterations of `loop` on one thread to ~seconds/4, then times every pool thread.
+template <typename Loop>
+double timed_on_pool(Loop loop, double seconds, double flops_per_iter) {
+  const int T = threads();
+  std::vector<double> sink(T);
+  int64_t iters = 1 << 16;
+  for (;;) {
+    auto t0 = Clock::now();
+    sink[0] += loop(iters);
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (dt > seconds / 4) {
+      iters = static_cast<int64_t>(iters * seconds / dt);
+      break;
+    }
+    iters *= 2;
+  }
+  auto t0 = Clock::now();
+  parallel_for(T, [&](int64_t t, int) { sink[t] += loop(iters); });
+  const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+  volatile double keep = sink[0];
+  (void)keep;
+  return static_cast<double>(iters) * flops_per_iter * T / dt / 1e9;
+}
+
 }  // namespace
+
+double probe_bf16_gflops(double seconds) {
+  __builtin_cpu_init();
+  if (!__builtin_cpu_supports("avx512bf16")) return 0.0;
+  return timed_on_pool(bf16_loop, seconds, 24 * 16 * 4);  // 16 lanes x 2 products x 2 FLOPs
+}
 
 double probe_fma_gflops(double seconds) {
   // The roofline is the hardware's, whatever kernel variant is forced.

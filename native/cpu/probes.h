@@ -7,6 +7,9 @@ namespace saekit::cpu {
 
 // Peak fp32 FMA throughput in GFLOP/s on the kernel thread pool (AVX-512 when available).
 double probe_fma_gflops(double seconds);
+// Peak bf16 dot-product throughput (vdpbf16ps, 2 multiply-adds per fp32 lane) in GFLOP/s;
+// 0 where the CPU lacks AVX512-BF16. The roofline of the screened encode.
+double probe_bf16_gflops(double seconds);
 // Copy bandwidth in GB/s, counting bytes read + bytes written, over buffers of `bytes` each.
 double probe_copy_gbps(int64_t bytes, int reps);
 

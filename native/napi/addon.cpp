@@ -53,6 +53,7 @@ Napi::Value CpuVariant(const Napi::CallbackInfo& info) {
   for (cpu::Isa isa : {cpu::Isa::Generic, cpu::Isa::Avx2, cpu::Isa::Avx512})
     if (cpu::isa_supported(isa)) supported.Set(n++, cpu::isa_name(isa));
   o.Set("supported", supported);
+  o.Set("bf16Screening", cpu::bf16_screening_supported());
   return o;
 }
 
@@ -71,6 +72,15 @@ Napi::Value ProbeFmaPeak(const Napi::CallbackInfo& info) {
   auto result = std::make_shared<double>(0);
   return queue(new LambdaWorker(
       info.Env(), [=] { *result = cpu::probe_fma_gflops(seconds); },
+      [=](Napi::Env env) { return Napi::Number::New(env, *result); }));
+}
+
+// probeBf16Peak(seconds) -> Promise<GFLOP/s> (0 without AVX512-BF16)
+Napi::Value ProbeBf16Peak(const Napi::CallbackInfo& info) {
+  double seconds = info[0].As<Napi::Number>().DoubleValue();
+  auto result = std::make_shared<double>(0);
+  return queue(new LambdaWorker(
+      info.Env(), [=] { *result = cpu::probe_bf16_gflops(seconds); },
       [=](Napi::Env env) { return Napi::Number::New(env, *result); }));
 }
 
@@ -106,6 +116,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuVariant", Napi::Function::New(env, CpuVariant));
   exports.Set("setCpuVariant", Napi::Function::New(env, SetCpuVariant));
   exports.Set("probeFmaPeak", Napi::Function::New(env, ProbeFmaPeak));
+  exports.Set("probeBf16Peak", Napi::Function::New(env, ProbeBf16Peak));
   exports.Set("probeCopyBandwidth", Napi::Function::New(env, ProbeCopyBandwidth));
   return exports;
 }

@@ -1,5 +1,6 @@
 import { UsageError } from '../../errors.js';
 import { readSaeDir } from '../../formats/saeDir.js';
+import { cpuVariant } from '../../system.js';
 import { parse } from '../args.js';
 
 export const infoUsage = 'saekit info DIR';
@@ -11,6 +12,10 @@ export async function infoCommand(argv: string[]): Promise<number> {
   const w = await readSaeDir(positionals[0]!);
   const c = w.config;
   const weightBytes = 4 * (w.W_enc.length + w.W_dec.length + w.b_enc.length + w.b_dec.length + (w.threshold?.length ?? 0));
-  process.stdout.write(`${JSON.stringify({ ...c, weightBytesFloat32: weightBytes }, null, 2)}\n`);
+  // The exact screened encode (topk, AVX512-BF16 CPUs) keeps two more copies of W_enc once
+  // loaded: bf16 panels and an fp32 latent-major copy for rescoring.
+  const screened = c.architecture === 'topk' && cpuVariant().bf16Screening;
+  const screeningBytes = screened ? Math.ceil(c.dSae / 32) * 32 * (Math.ceil(c.dIn / 2) * 4 + 4) + 4 * c.dSae * c.dIn : 0;
+  process.stdout.write(`${JSON.stringify({ ...c, weightBytesFloat32: weightBytes, screeningBytes }, null, 2)}\n`);
   return 0;
 }
