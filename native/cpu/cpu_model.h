@@ -180,8 +180,8 @@ class CpuModel final : public BackendModel {
     const char* screen_env = std::getenv("SAEKIT_SCREEN");
     const bool screen = screen_ready_ && current_isa() == Isa::Avx512 && !(screen_env && std::strcmp(screen_env, "0") == 0);
     const char* cap_env = std::getenv("SAEKIT_SCREEN_CAP");
-    const int64_t screen_cap = cap_env ? std::max<int64_t>(spec_.k, std::strtoll(cap_env, nullptr, 10))
-                                       : std::max<int64_t>(4 * spec_.k, spec_.k + 256);
+    const int64_t screen_cap = std::min<int64_t>(
+        spec_.d_sae, std::max<int64_t>(spec_.k, cap_env ? std::strtoll(cap_env, nullptr, 10) : std::max<int64_t>(4 * spec_.k, spec_.k + 256)));
 
     std::vector<TaskCodes> results(n_blocks * n_splits);
     parallel_for(n_blocks * n_splits, [&](int64_t task, int) {
@@ -267,11 +267,13 @@ class CpuModel final : public BackendModel {
       throw InputError("input row " + std::to_string(row) + " has a non-finite value at column " + std::to_string(col),
                        row, col);
     }
-    float shift = 0.0f, scale = 1.0f, out_scale = 1.0f;
+    float shift = 0.0f, out_scale = 1.0f;
+    double shift_d = 0.0, scale_d = 1.0;  // the normalization in double: x - mean in fp32 lost
+                                          // ~u |mean| / std of x' when |mean| >> std
     if (spec_.normalization == Normalization::ConstantNormRescale) {
       const double norm = std::sqrt(sumsq);
       const double coeff = norm > 0 ? std::sqrt(static_cast<double>(d_in)) / norm : 1.0;
-      scale = static_cast<float>(coeff);
+      scale_d = coeff;
       out_scale = static_cast<float>(1.0 / coeff);
     } else if (spec_.normalization == Normalization::LayerNorm) {
       const double mean = sum / d_in;
@@ -279,7 +281,8 @@ class CpuModel final : public BackendModel {
       for (int64_t i = 0; i < d_in; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
       const double std = d_in > 1 ? std::sqrt(ss / (d_in - 1)) : 0.0;
       shift = static_cast<float>(mean);
-      scale = static_cast<float>(1.0 / (std + kLayerNormEps));
+      shift_d = mean;
+      scale_d = 1.0 / (std + kLayerNormEps);
       out_scale = static_cast<float>(std);
     }
     if (stats != nullptr) {
@@ -288,8 +291,9 @@ class CpuModel final : public BackendModel {
     }
     float* dst = a + (slot / mr) * d_in * mr + (slot % mr);
     double norm2 = 0;
+    const bool plain = spec_.normalization == Normalization::None;
     for (int64_t i = 0; i < d_in; ++i) {
-      float v = (xr[i] - shift) * scale;
+      float v = plain ? xr[i] : static_cast<float>((xr[i] - shift_d) * scale_d);
       if (b_dec != nullptr) v -= b_dec[i];
       dst[i * mr] = v;
       norm2 += static_cast<double>(v) * v;

@@ -90,6 +90,12 @@ class MarginSink final : public TileSink {
       const float floor = below(-margins[r]);
       start_[r] = hints != nullptr ? std::max(floor, hints[r]) : floor;
       thresholds_[r] = start_[r];
+      // Inputs beyond bf16's range (or weights so small they flush to zero against them) make
+      // screened values inf or NaN and the margin infinite: nothing can be screened.
+      if (!std::isfinite(margins[r])) {
+        fallback_[r] = 1;
+        thresholds_[r] = std::numeric_limits<float>::infinity();
+      }
     }
     values = values_.data();
     indices = indices_.data();
