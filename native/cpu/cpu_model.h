@@ -176,12 +176,14 @@ class CpuModel final : public BackendModel {
     const float hint_scale = scale_env ? std::strtof(scale_env, nullptr) : 1.0f;
     // Screening (exact, see screen.h) is the default where built and the AVX-512 variant runs;
     // SAEKIT_SCREEN=0 turns it off, SAEKIT_SCREEN_CAP caps candidates per row (tests force the
-    // fp32 fallback with a small cap).
+    // fp32 fallback with a small cap). The default cap grows with d_sae: a candidate costs one
+    // d_in-long dot product, the screen saves about half of d_sae of them.
     const char* screen_env = std::getenv("SAEKIT_SCREEN");
     const bool screen = screen_ready_ && current_isa() == Isa::Avx512 && !(screen_env && std::strcmp(screen_env, "0") == 0);
     const char* cap_env = std::getenv("SAEKIT_SCREEN_CAP");
     const int64_t screen_cap = std::min<int64_t>(
-        spec_.d_sae, std::max<int64_t>(spec_.k, cap_env ? std::strtoll(cap_env, nullptr, 10) : std::max<int64_t>(4 * spec_.k, spec_.k + 256)));
+        spec_.d_sae, std::max<int64_t>(spec_.k, cap_env ? std::strtoll(cap_env, nullptr, 10)
+                                                            : std::max({4 * spec_.k, spec_.k + 256, spec_.d_sae / 64})));
 
     std::vector<TaskCodes> results(n_blocks * n_splits);
     parallel_for(n_blocks * n_splits, [&](int64_t task, int) {
