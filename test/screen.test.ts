@@ -599,6 +599,71 @@ describe.skipIf(!available)('bf16 screened topk encode', () => {
   });
 
   // ---------------------------------------------------------------------------------------
+  describe('jumprelu (candidates: screened value above threshold - m)', () => {
+    it.each([
+      { dIn: 64, dSae: 700, thr: 0.1 },
+      { dIn: 127, dSae: 2000, thr: 0.5 },
+      { dIn: 768, dSae: 3000, thr: 1.0 },
+    ])('d_in $dIn, d_sae $dSae, thresholds ~$thr: exact, equal to the fp32 kernel', async ({ dIn, dSae, thr }) => {
+      const w = syntheticSae({ dIn, dSae, architecture: 'jumprelu', seed: seed + dIn });
+      const rng = new Rng(seed + dSae);
+      w.threshold = new Float32Array(dSae).map(() => thr * (0.5 + rng.uniform()));
+      for (let j = 0; j < 5; j++) w.threshold[rng.int(dSae)] = -1; // negative thresholds: relu decides
+      const x = syntheticActivations(w, 200, { seed: seed + 7, active: 12, noise: 0.1 });
+      // A row whose values sit right at thresholds: put pre-activations within 1e-6 of them.
+      const sae = await createSae(w, { device: 'cpu' });
+      try {
+        const { codes, delta } = await encodeCounting(sae, x);
+        expect(delta.rows).toBe(200);
+        expect(compareCodes(w, referenceEncode(w, x), codes)).toEqual([]);
+        const plain = await withEnv({ SAEKIT_SCREEN: '0' }, () => encodeCounting(sae, x));
+        expect(plain.delta.rows).toBe(0);
+        expect(Array.from(codes.indptr)).toEqual(Array.from(plain.codes.indptr));
+        expect(Array.from(codes.indices)).toEqual(Array.from(plain.codes.indices));
+        for (let e = 0; e < codes.values.length; e++)
+          expect(Math.abs(codes.values[e]! - plain.codes.values[e]!)).toBeLessThanOrEqual(1e-5 * Math.abs(plain.codes.values[e]!) + 1e-6);
+        summary.push(describeStats(`jumprelu d_in ${dIn}`, 200, delta, ''));
+      } finally {
+        sae.dispose();
+      }
+    });
+
+    it('a dense jumprelu SAE (most rows over the cap) turns screening off for itself, exact throughout', async () => {
+      const w = syntheticSae({ dIn: 48, dSae: 1024, architecture: 'jumprelu', seed: seed + 77 });
+      w.threshold!.fill(-1); // every positive pre-activation is active: ~half the latents per row
+      const x = syntheticActivations(w, 128, { seed: seed + 78, active: 6, noise: 0.5 });
+      const sae = await createSae(w, { device: 'cpu' });
+      try {
+        const first = await encodeCounting(sae, x);
+        expect(first.delta.fallbacks).toBeGreaterThan(64);
+        expect(compareCodes(w, referenceEncode(w, x), first.codes)).toEqual([]);
+        const second = await encodeCounting(sae, x);
+        expect(second.delta.rows).toBe(0); // the fp32 kernel from now on
+        expect(compareCodes(w, referenceEncode(w, x), second.codes)).toEqual([]);
+      } finally {
+        sae.dispose();
+      }
+    });
+
+    it('forced fallback (cap 1) and bias-only rows stay exact', async () => {
+      const w = syntheticSae({ dIn: 40, dSae: 400, architecture: 'jumprelu', seed: seed + 99 });
+      const x = syntheticActivations(w, 100, { seed: seed + 98, active: 6, noise: 0.2 });
+      x.fill(0, 0, 40 * 10); // ten zero rows: only latents whose bias beats the threshold
+      w.b_enc[3] = 5;
+      const sae = await createSae(w, { device: 'cpu' });
+      try {
+        const capped = await withEnv({ SAEKIT_SCREEN_CAP: '1' }, () => encodeCounting(sae, x));
+        expect(capped.delta.fallbacks).toBeGreaterThan(0);
+        expect(compareCodes(w, referenceEncode(w, x), capped.codes)).toEqual([]);
+        const free = await encodeCounting(sae, x);
+        expect(compareCodes(w, referenceEncode(w, x), free.codes)).toEqual([]);
+        for (let r = 0; r < 10; r++) expect(Array.from(free.codes.indices.subarray(free.codes.indptr[r]!, free.codes.indptr[r + 1]!))).toContain(3);
+      } finally {
+        sae.dispose();
+      }
+    });
+  });
+
   describe('where screening does not run', () => {
     it('other CPU variants and small batches (latent split) use the plain kernels, exact', async () => {
       const w = topkSae({ dIn: 48, dSae: 500, k: 10, seed: seed + 1450 });

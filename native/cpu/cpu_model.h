@@ -103,7 +103,7 @@ class CpuModel final : public BackendModel {
     if (w.W_dec != nullptr) std::memcpy(W_dec_.get(), w.W_dec, sizeof(float) * d_sae * d_in);
     if (w.b_dec != nullptr) std::memcpy(b_dec_.get(), w.b_dec, sizeof(float) * d_in);
     else std::fill(b_dec_.get(), b_dec_.get() + d_in, 0.0f);
-    if (screening && spec.activation == Activation::TopK && bf16_screening_supported()) build_screen(w);
+    if (screening && spec.activation != Activation::Standard && bf16_screening_supported()) build_screen(w);
   }
 
 
@@ -179,11 +179,15 @@ class CpuModel final : public BackendModel {
     // fp32 fallback with a small cap). The default cap grows with d_sae: a candidate costs one
     // d_in-long dot product, the screen saves about half of d_sae of them.
     const char* screen_env = std::getenv("SAEKIT_SCREEN");
-    const bool screen = screen_ready_ && current_isa() == Isa::Avx512 && !(screen_env && std::strcmp(screen_env, "0") == 0);
+    const bool screen = screen_ready_ && !screen_off_.load(std::memory_order_relaxed) && current_isa() == Isa::Avx512 &&
+                        !(screen_env && std::strcmp(screen_env, "0") == 0);
     const char* cap_env = std::getenv("SAEKIT_SCREEN_CAP");
+    // jumprelu keeps every active latent: its default cap is d_sae / 16 (rescoring a candidate
+    // costs several times screening one latent: a gathered row and a dot product).
+    const int64_t default_cap = spec_.activation == Activation::TopK ? std::max({4 * spec_.k, spec_.k + 256, spec_.d_sae / 64})
+                                                                     : std::max<int64_t>(256, spec_.d_sae / 16);
     const int64_t screen_cap = std::min<int64_t>(
-        spec_.d_sae, std::max<int64_t>(spec_.k, cap_env ? std::strtoll(cap_env, nullptr, 10)
-                                                            : std::max({4 * spec_.k, spec_.k + 256, spec_.d_sae / 64})));
+        spec_.d_sae, std::max<int64_t>(std::max<int64_t>(spec_.k, 1), cap_env ? std::strtoll(cap_env, nullptr, 10) : default_cap));
 
     std::vector<TaskCodes> results(n_blocks * n_splits);
     parallel_for(n_blocks * n_splits, [&](int64_t task, int) {
@@ -194,7 +198,8 @@ class CpuModel final : public BackendModel {
       const int64_t micro = (block_rows + mr - 1) / mr;
       float* a = thread_workspace(micro * mr * spec_.d_in);
       float* norms = thread_norms(block_rows);
-      pack_rows(x, row0, block_rows, mr, a, s == 0 && per_row ? out : nullptr, norms);
+      const bool screened = screen && n_splits == 1;  // the screened path packs its own rows
+      if (!screened) pack_rows(x, row0, block_rows, mr, a, s == 0 && per_row ? out : nullptr, norms);
 
       const int64_t p0 = split_panel_begin(s), p1 = split_panel_begin(s + 1);
       EncodeBlockArgs args;
@@ -207,8 +212,8 @@ class CpuModel final : public BackendModel {
       args.n_panels = p1 - p0;
       // Kernels number latents from the start of their panel range: shift them back after.
       TaskCodes& res = results[task];
-      if (spec_.activation == Activation::TopK && n_splits == 1 && screen) {
-        encode_topk_screened(x, row0, block_rows, var, args, s == 0 && per_row ? out : nullptr, screen_cap, res);
+      if (screened) {
+        encode_screened(x, row0, block_rows, var, args, s == 0 && per_row ? out : nullptr, screen_cap, res);
       } else if (spec_.activation == Activation::TopK && n_splits == 1) {
         encode_topk_block(x, row0, block_rows, mr, var, args, norms, hint_scale, res);
       } else if (spec_.activation == Activation::TopK) {
@@ -406,18 +411,31 @@ class CpuModel final : public BackendModel {
     });
     w_err_max_ = *std::max_element(err.begin(), err.end());
     wq_norm_max_ = *std::max_element(qnorm.begin(), qnorm.end());
+    // jumprelu screens s_j - a_j against -m, a_j = max(threshold_j, 0) its admission: the
+    // kernel adds b_j - a_j (rounded once here, once in the add: counted twice in b_max_).
+    screen_bias_ = aligned_floats(n_panels_ * kPanel);
     b_max_ = 0;
-    for (int64_t l = 0; l < d_sae; ++l) b_max_ = std::max(b_max_, static_cast<double>(std::fabs(w.b_enc[l])));
+    for (int64_t l = 0; l < n_panels_ * kPanel; ++l) {
+      const bool real = l < d_sae;
+      const bool jump = spec_.activation == Activation::JumpReLU;
+      screen_bias_[l] = !real ? -std::numeric_limits<float>::infinity() : jump ? bias_[l] - admit_[l] : bias_[l];
+      if (real) b_max_ = std::max(b_max_, std::fabs(static_cast<double>(bias_[l])) + (jump ? 2.0 * std::fabs(admit_[l]) + std::fabs(bias_[l]) : 0.0));
+    }
     screen_ready_ = std::isfinite(w_err_max_) && std::isfinite(wq_norm_max_);
   }
 
-  // Exact top-k of one block through the bf16 screen (screen.h): screen every latent, keep
-  // the candidates the margin cannot rule out, rescore them in fp32, take the top k. Rows with
-  // too many candidates go through the plain fp32 kernel.
-  void encode_topk_screened(const float* x, int64_t row0, int rows, const Variant& var, EncodeBlockArgs args,
-                            SparseCodes* stats, int64_t cap, TaskCodes& res) {
+  // One block through the bf16 screen (screen.h): screen every latent, keep the candidates
+  // the margin cannot rule out, rescore them in fp32 and apply the exact rule. topk: the top k
+  // of the candidates. jumprelu: the candidates are s_j > a_j - m (a_j = max(threshold_j, 0),
+  // its admission), no cuts, and the rescored pre_j > a_j are kept. Rows with too many
+  // candidates go through the plain fp32 kernel.
+  void encode_screened(const float* x, int64_t row0, int rows, const Variant& var, EncodeBlockArgs args,
+                       SparseCodes* stats, int64_t cap, TaskCodes& res) {
     constexpr int MR = kMrAvx512;
-    const int64_t d = spec_.d_in, pairs = (d + 1) / 2, k = spec_.k;
+    const bool topk = spec_.activation == Activation::TopK;
+    const int64_t d = spec_.d_in, pairs = (d + 1) / 2;
+    // jumprelu: a "k" no row reaches, so the sink never cuts (it only caps).
+    const int64_t k = topk ? spec_.k : spec_.d_sae + 1;
     const int64_t n_micro = (rows + MR - 1) / MR;
     thread_local AlignedFloats xr_buf, a16_buf;
     thread_local int64_t xr_cap = 0, a16_cap = 0;
@@ -434,7 +452,7 @@ class CpuModel final : public BackendModel {
     thread_local std::vector<float> hints, norms;
     hints.resize(rows);
     norms.resize(rows);
-    const float ratio = screen_hint_ratio_.load(std::memory_order_relaxed);
+    const float ratio = topk ? screen_hint_ratio_.load(std::memory_order_relaxed) : 0.0f;
     for (int r = 0; r < rows; ++r) {
       pack_row(x, row0 + r, r, 1, xr, stats);  // x' row-major (mr = 1)
       const float* xp = xr + r * d;
@@ -460,6 +478,7 @@ class CpuModel final : public BackendModel {
     sa.rows = rows;
     sa.d_in = pairs;
     sa.b_packed = b16_.get();
+    sa.bias = screen_bias_.get();
     sa.admit = screen_admit_.get();
     sa.sink = &sink;
     encode_block_bf16(sa);
@@ -469,7 +488,7 @@ class CpuModel final : public BackendModel {
     if (static_cast<int>(chosen.size()) < rows) chosen.resize(rows);
     thread_local std::vector<int> fallback;
     fallback.clear();
-    int64_t n_cand = 0;
+    int64_t n_cand = 0, overflows = 0;
     float next = std::numeric_limits<float>::infinity();
     bool short_row = false;
     for (int r = 0; r < rows; ++r) {
@@ -477,21 +496,24 @@ class CpuModel final : public BackendModel {
       c.clear();
       if (!sink.finish_row(r)) {
         fallback.push_back(r);
+        overflows += sink.overflowed(r);
         continue;
       }
-      if (sink.candidates(r) < k) short_row = true;
-      else if (norms[r] > 0) next = std::min(next, sink.kth(r) / norms[r]);
+      if (topk && sink.candidates(r) < k) short_row = true;
+      else if (topk && norms[r] > 0) next = std::min(next, sink.kth(r) / norms[r]);
       const int64_t n = sink.candidates(r);
       n_cand += n;
       const int32_t* ix = sink.row_indices(r);
       for (int64_t e = 0; e < n; ++e) {
         const int32_t j = ix[e];
         const float v = dot_f32_avx512(xr + r * d, wt32_.get() + int64_t{j} * d, d) + bias_[j];
-        if (v > 0.0f) c.emplace_back(v, j);
+        if (v > admit_[j]) c.emplace_back(v, j);  // topk: admit 0 (relu); jumprelu: max(threshold, 0)
       }
-      keep_top_k_sorted(c, k);
+      if (topk) keep_top_k_sorted(c, k);
     }
     thread_local TopKSink retry;
+    thread_local ListSink retry_list;
+    thread_local TaskCodes retry_codes;
     if (!fallback.empty()) {
       const int n = static_cast<int>(fallback.size());
       const int mr = var.mr;
@@ -501,17 +523,40 @@ class CpuModel final : public BackendModel {
       if (micro * mr * d > capacity) buf = aligned_floats(capacity = micro * mr * d);
       std::memset(buf.get(), 0, sizeof(float) * micro * mr * d);
       for (int j = 0; j < n; ++j) pack_row(x, row0 + fallback[j], j, mr, buf.get(), nullptr);
-      retry.reset(n, k);
       args.a_packed = buf.get();
       args.rows = n;
-      args.sink = &retry;
-      var.encode_block(args);
-      for (int j = 0; j < n; ++j) retry.finalize(j);
+      if (topk) {
+        retry.reset(n, k);
+        args.sink = &retry;
+        var.encode_block(args);
+        for (int j = 0; j < n; ++j) retry.finalize(j);
+      } else {
+        retry_list.reset(n);
+        args.sink = &retry_list;
+        var.encode_block(args);
+        retry_codes = TaskCodes{};
+        retry_list.finish(retry_codes);
+      }
     }
     size_t f = 0;
+    size_t list_pos = 0;
     for (int r = 0; r < rows; ++r) {
       if (f < fallback.size() && fallback[f] == r) {
-        retry.emit(static_cast<int>(f++), res);
+        const size_t first = res.values.size();
+        if (topk) {
+          retry.emit(static_cast<int>(f), res);
+        } else {
+          const uint32_t cnt = retry_codes.counts[f];
+          res.counts.push_back(cnt);
+          res.indices.insert(res.indices.end(), retry_codes.indices.begin() + list_pos, retry_codes.indices.begin() + list_pos + cnt);
+          res.values.insert(res.values.end(), retry_codes.values.begin() + list_pos, retry_codes.values.begin() + list_pos + cnt);
+          list_pos += cnt;
+        }
+        // The values as the rescoring computes them: whether a row fell back (which depends on
+        // the hints earlier calls taught) must not change its output's last bits.
+        for (size_t e = first; e < res.values.size(); ++e)
+          res.values[e] = dot_f32_avx512(xr + r * d, wt32_.get() + int64_t{res.indices[e]} * d, d) + bias_[res.indices[e]];
+        ++f;
         continue;
       }
       res.counts.push_back(static_cast<uint32_t>(chosen[r].size()));
@@ -524,6 +569,10 @@ class CpuModel final : public BackendModel {
     if (short_row) screen_hints_off_.store(true, std::memory_order_relaxed);
     const bool off = screen_hints_off_.load(std::memory_order_relaxed);
     screen_hint_ratio_.store(off || !std::isfinite(next) || next <= 0 ? 0.0f : 0.9f * next, std::memory_order_relaxed);
+    // Most rows over the candidate cap (e.g. a jumprelu SAE with thousands of active latents
+    // per row): the screen only adds work, so this SAE uses the fp32 kernel from now on.
+    // (Fallbacks for a defeated hint do not count: the hint relearns.)
+    if (rows >= 16 && 2 * overflows > rows) screen_off_.store(true, std::memory_order_relaxed);
     screen_rows_.fetch_add(rows, std::memory_order_relaxed);
     screen_candidates_.fetch_add(n_cand, std::memory_order_relaxed);
     screen_fallbacks_.fetch_add(static_cast<int64_t>(fallback.size()), std::memory_order_relaxed);
@@ -568,11 +617,12 @@ class CpuModel final : public BackendModel {
   AlignedFloats b_packed_, bias_, admit_, W_dec_, b_dec_;
   // Screening (screen.h): bf16 panels, fp32 latent-major W_enc, -inf admission for real latents.
   bool screen_ready_ = false;
-  AlignedFloats b16_, wt32_, screen_admit_;
+  AlignedFloats b16_, wt32_, screen_admit_, screen_bias_;
   double w_err_max_ = 0, wq_norm_max_ = 0, b_max_ = 0;
   std::atomic<int64_t> screen_rows_{0}, screen_candidates_{0}, screen_fallbacks_{0};
   std::atomic<float> screen_hint_ratio_{0.0f};
   std::atomic<bool> screen_hints_off_{false};
+  std::atomic<bool> screen_off_{false};  // set when most rows fell back: fp32 from then on
   std::atomic<float> hint_ratio_{0.0f};  // 0: no hint yet
   std::atomic<bool> hints_off_{false};
   std::atomic<int64_t> misses_{0};       // rows recomputed after a failed hint (for tests/bench)

@@ -2,7 +2,7 @@
 // vdpbf16ps instead of vfmadd: each step consumes a PAIR of d_in entries, so one instruction
 // does twice the multiply-adds. Screening only: the values it produces carry the bf16 rounding
 // of x' and W_enc, and screen.h bounds that error so the exact winners can be recomputed in
-// fp32 (cpu_model.h, encode_topk_screened).
+// fp32 (cpu_model.h, encode_screened).
 //
 // Layouts (uint32 = two bf16, the lower half holding the even d_in index):
 //   B: [n_panels][d_in/2][32 latents]     A: [micro-panel][d_in/2][MR rows]

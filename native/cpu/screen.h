@@ -84,6 +84,7 @@ class MarginSink final : public TileSink {
     thresholds_.resize(rows);
     margins_.assign(margins, margins + rows);
     fallback_.assign(rows, 0);
+    overflowed_.assign(rows, 0);
     start_.resize(rows);
     kth_.assign(rows, 0.0f);
     for (int r = 0; r < rows; ++r) {
@@ -108,6 +109,7 @@ class MarginSink final : public TileSink {
     cut(row);
     if (counts_[row] > cap_ * 3 / 4) {  // still too many candidates: not worth screening
       fallback_[row] = 1;
+      overflowed_[row] = 1;
       counts_[row] = 0;
       thresholds_[row] = std::numeric_limits<float>::infinity();
     }
@@ -122,6 +124,9 @@ class MarginSink final : public TileSink {
     cut(row);
     return start_[row] <= final_keep_;
   }
+
+  // Whether the row fell back because its candidates exceeded the cap (not for a hint).
+  bool overflowed(int row) const { return overflowed_[row] != 0; }
 
   // The row's k-th largest screened value at the final cut (0 when it had fewer than k).
   float kth(int row) const { return kth_[row]; }
@@ -164,7 +169,7 @@ class MarginSink final : public TileSink {
   float final_keep_ = 0;
   std::vector<int32_t> indices_;
   std::vector<int64_t> counts_, limits_;
-  std::vector<uint8_t> fallback_;
+  std::vector<uint8_t> fallback_, overflowed_;
 };
 
 void encode_block_bf16(const EncodeBlockArgs& args);
