@@ -151,19 +151,28 @@ if (!flags['no-screen']) {
         { name: 'gpt2-small', dIn: 768, dSae: 24576, k: 32, rows: 4096 },
         { name: 'gemma-2-2b', dIn: 2304, dSae: 16384, k: 64, rows: 2048 },
         { name: 'd4096', dIn: 4096, dSae: 65536, k: 64, rows: 1024 },
+        // Gemma Scope-like: jumprelu, thresholds giving ~60 active latents per row.
+        { name: 'gemma-2-2b jumprelu', dIn: 2304, dSae: 16384, k: 0, rows: 2048, jumprelu: 0.5 },
       ];
   const screenRows = [];
   if (bf16Peak > 0) {
     for (const s of screenShapes) {
-      const w = syntheticSae({ dIn: s.dIn, dSae: s.dSae, architecture: 'topk', k: s.k, seed: 31 });
+      const w = s.jumprelu
+        ? syntheticSae({ dIn: s.dIn, dSae: s.dSae, architecture: 'jumprelu', seed: 31 })
+        : syntheticSae({ dIn: s.dIn, dSae: s.dSae, architecture: 'topk', k: s.k, seed: 31 });
+      if (s.jumprelu) w.threshold.fill(s.jumprelu);
       const x = syntheticActivations(w, s.rows, { seed: 32, active: 24, noise: 0.05 });
       const sae = await createSae(w, { device: 'cpu' });
       const flops = 2 * s.rows * s.dIn * s.dSae;
       const out = {};
+      let plainCodes;
       for (const mode of ['0', '1']) {
         process.env.SAEKIT_SCREEN = mode;
         const codes = await sae.encode(x); // warm-up
-        validate(w, x, codes, [0, 1, s.rows - 1]);
+        if (!s.jumprelu) validate(w, x, codes, [0, 1, s.rows - 1]);
+        else if (mode === '0') plainCodes = codes;
+        else if (codes.indices.length !== plainCodes.indices.length || codes.indices.some((v, i) => v !== plainCodes.indices[i]))
+          throw new Error('validation failed: screened jumprelu codes differ from the fp32 kernel');
         const before = sae.screenStats;
         out[mode] = await bracketed(() => sae.encode(x), fmaProbe, flops / 1e9, reps);
         const after = sae.screenStats;
@@ -183,7 +192,7 @@ if (!flags['no-screen']) {
     const st = r.screened.stats;
     const screenedRows = st.rows - st.fallbacks;
     console.log(
-      `| ${r.s.name} | ${r.s.dIn} | ${r.s.dSae} | ${r.s.k} | ${r.s.rows} | ${fmt(r.s.rows / r.fp32.seconds, 0)} | ${pct(r.fp32)} | ` +
+      `| ${r.s.name} | ${r.s.dIn} | ${r.s.dSae} | ${r.s.jumprelu ? '-' : r.s.k} | ${r.s.rows} | ${fmt(r.s.rows / r.fp32.seconds, 0)} | ${pct(r.fp32)} | ` +
         `${fmt(r.s.rows / r.screened.seconds, 0)} | ${fmt(r.screened.ratio, 2)}x (${fmt(r.screened.spread[0], 2)}-${fmt(r.screened.spread[1], 2)}) | ` +
         `${fmt(r.fp32.seconds / r.screened.seconds, 2)}x | ${fmt(screenedRows > 0 ? st.candidates / screenedRows : 0)} | ${fmt(st.rows > 0 ? st.fallbacks / st.rows : 0, 4)} |`,
     );
