@@ -103,7 +103,10 @@ class CpuModel final : public BackendModel {
     if (w.W_dec != nullptr) std::memcpy(W_dec_.get(), w.W_dec, sizeof(float) * d_sae * d_in);
     if (w.b_dec != nullptr) std::memcpy(b_dec_.get(), w.b_dec, sizeof(float) * d_in);
     else std::fill(b_dec_.get(), b_dec_.get() + d_in, 0.0f);
-    if (screening && spec.activation != Activation::Standard && bf16_screening_supported()) build_screen(w);
+    // SAEKIT_SCREEN=0 at load also skips the screening copies (two more W_enc's worth of memory).
+    const char* screen_env = std::getenv("SAEKIT_SCREEN");
+    const bool wanted = !(screen_env && std::strcmp(screen_env, "0") == 0);
+    if (screening && wanted && spec.activation != Activation::Standard && bf16_screening_supported()) build_screen(w);
   }
 
 
