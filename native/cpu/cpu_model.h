@@ -486,17 +486,20 @@ class CpuModel final : public BackendModel {
     sa.sink = &sink;
     encode_block_bf16(sa);
 
-    // Rescore the candidates in fp32; collect the fallback rows.
+    // Rescore the candidates in fp32, latent by latent across the block: a latent is a
+    // candidate in ~1-2 rows of a block, so ordering the pairs by latent reads each W_enc row
+    // once per block instead of once per pair (the x' rows of the block stay in cache).
     thread_local std::vector<std::vector<std::pair<float, int32_t>>> chosen;
     if (static_cast<int>(chosen.size()) < rows) chosen.resize(rows);
     thread_local std::vector<int> fallback;
+    thread_local std::vector<std::pair<int32_t, int32_t>> pairs_by_latent;  // (latent, row)
     fallback.clear();
+    pairs_by_latent.clear();
     int64_t n_cand = 0, overflows = 0;
     float next = std::numeric_limits<float>::infinity();
     bool short_row = false;
     for (int r = 0; r < rows; ++r) {
-      auto& c = chosen[r];
-      c.clear();
+      chosen[r].clear();
       if (!sink.finish_row(r)) {
         fallback.push_back(r);
         overflows += sink.overflowed(r);
@@ -507,11 +510,15 @@ class CpuModel final : public BackendModel {
       const int64_t n = sink.candidates(r);
       n_cand += n;
       const int32_t* ix = sink.row_indices(r);
-      for (int64_t e = 0; e < n; ++e) {
-        const int32_t j = ix[e];
-        const float v = dot_f32_avx512(xr + r * d, wt32_.get() + int64_t{j} * d, d) + bias_[j];
-        if (v > admit_[j]) c.emplace_back(v, j);  // topk: admit 0 (relu); jumprelu: max(threshold, 0)
-      }
+      for (int64_t e = 0; e < n; ++e) pairs_by_latent.emplace_back(ix[e], r);
+    }
+    std::sort(pairs_by_latent.begin(), pairs_by_latent.end());
+    for (const auto& [j, r] : pairs_by_latent) {
+      const float v = dot_f32_avx512(xr + r * d, wt32_.get() + int64_t{j} * d, d) + bias_[j];
+      if (v > admit_[j]) chosen[r].emplace_back(v, j);  // topk: admit 0 (relu); jumprelu: max(threshold, 0)
+    }
+    for (int r = 0; r < rows; ++r) {
+      auto& c = chosen[r];  // ascending latent order already (pairs sorted by latent)
       if (topk) keep_top_k_sorted(c, k);
     }
     thread_local TopKSink retry;
