@@ -162,6 +162,7 @@ if (!flags['no-screen']) {
         : syntheticSae({ dIn: s.dIn, dSae: s.dSae, architecture: 'topk', k: s.k, seed: 31 });
       if (s.jumprelu) w.threshold.fill(s.jumprelu);
       const x = syntheticActivations(w, s.rows, { seed: 32, active: 24, noise: 0.05 });
+      delete process.env.SAEKIT_SCREEN; // SAEKIT_SCREEN=0 at load would skip the screening copies
       const sae = await createSae(w, { device: 'cpu' });
       const flops = 2 * s.rows * s.dIn * s.dSae;
       const out = {};
