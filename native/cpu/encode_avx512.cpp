@@ -20,14 +20,10 @@ namespace saekit::cpu {
 
 #define SAEKIT_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,fma")))
 
-namespace {
-
-constexpr int64_t kMaxSlice = 192;
-
 // Appends each tile row's lanes that beat max(admission, row threshold) to the row's staging
 // area, branch-free for rows where nothing passes.
-SAEKIT_AVX512 __attribute__((noinline)) void select_rows(const float (*tile)[kPanel], int rows, const float* admit,
-                                                         int row0, int64_t base, TileSink& sink) {
+SAEKIT_AVX512 __attribute__((noinline)) void select_rows_avx512(const float (*tile)[kPanel], int rows, const float* admit,
+                                                                int row0, int64_t base, TileSink& sink) {
   const __m512 adm0 = _mm512_loadu_ps(admit), adm1 = _mm512_loadu_ps(admit + 16);
   const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   const __m512i idx0 = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(base)));
@@ -56,6 +52,10 @@ SAEKIT_AVX512 __attribute__((noinline)) void select_rows(const float (*tile)[kPa
     if (n > sink.limit[row]) sink.flush(row);
   }
 }
+
+namespace {
+
+constexpr int64_t kMaxSlice = 192;
 
 // One slice [k0, k0 + kc) of one micro-panel against one panel. `partial` holds the tile's
 // running sums between slices (MR x 32 floats); first/last say whether to start from zero and
@@ -103,7 +103,7 @@ SAEKIT_AVX512 inline void tile_slice(const float* __restrict a, const float* __r
     _mm512_store_ps(tile[r], _mm512_add_ps(c0[r], bias0));
     _mm512_store_ps(tile[r] + 16, _mm512_add_ps(c1[r], bias1));
   }
-  select_rows(tile, rows, admit, row0, base, sink);
+  select_rows_avx512(tile, rows, admit, row0, base, sink);
 }
 
 }  // namespace

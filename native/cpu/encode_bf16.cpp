@@ -23,35 +23,6 @@ namespace {
 
 constexpr int64_t kMaxPairSlice = 192;  // 192 pairs x 32 latents x 4 bytes = 24 KiB of B in L1
 
-// Same as the fp32 kernel's select_rows (kept apart: it is compiled for another target).
-SAEKIT_BF16 __attribute__((noinline)) void select_rows_bf16(const float (*tile)[kPanel], int rows, const float* admit,
-                                                            int row0, int64_t base, TileSink& sink) {
-  const __m512 adm0 = _mm512_loadu_ps(admit), adm1 = _mm512_loadu_ps(admit + 16);
-  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  const __m512i idx0 = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<int32_t>(base)));
-  const __m512i idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(16));
-  for (int r = 0; r < rows; ++r) {
-    const int row = row0 + r;
-    const __m512 v0 = _mm512_load_ps(tile[r]);
-    const __m512 v1 = _mm512_load_ps(tile[r] + 16);
-    const __m512 thr = _mm512_set1_ps(sink.row_threshold[row]);
-    const __mmask16 m0 = _mm512_cmp_ps_mask(v0, _mm512_max_ps(adm0, thr), _CMP_GT_OQ);
-    const __mmask16 m1 = _mm512_cmp_ps_mask(v1, _mm512_max_ps(adm1, thr), _CMP_GT_OQ);
-    if ((m0 | m1) == 0) continue;
-    int64_t n = sink.count[row];
-    float* values = sink.values + row * sink.stride + n;
-    int32_t* indices = sink.indices + row * sink.stride + n;
-    const int n0 = __builtin_popcount(m0);
-    _mm512_storeu_ps(values, _mm512_maskz_compress_ps(m0, v0));
-    _mm512_storeu_si512(indices, _mm512_maskz_compress_epi32(m0, idx0));
-    _mm512_storeu_ps(values + n0, _mm512_maskz_compress_ps(m1, v1));
-    _mm512_storeu_si512(indices + n0, _mm512_maskz_compress_epi32(m1, idx1));
-    n += n0 + __builtin_popcount(m1);
-    sink.count[row] = n;
-    if (n > sink.limit[row]) sink.flush(row);
-  }
-}
-
 template <int MR>
 SAEKIT_BF16 inline void tile_slice_bf16(const uint32_t* __restrict a, const uint32_t* __restrict b, int64_t kc,
                                         float* __restrict partial, bool first, bool last, const float* bias,
@@ -92,7 +63,7 @@ SAEKIT_BF16 inline void tile_slice_bf16(const uint32_t* __restrict a, const uint
     _mm512_store_ps(tile[r], _mm512_add_ps(c0[r], bias0));
     _mm512_store_ps(tile[r] + 16, _mm512_add_ps(c1[r], bias1));
   }
-  select_rows_bf16(tile, rows, admit, row0, base, sink);
+  select_rows_avx512(tile, rows, admit, row0, base, sink);
 }
 
 }  // namespace

@@ -57,6 +57,11 @@ void encode_block_generic(const EncodeBlockArgs& args);
 void encode_block_avx2(const EncodeBlockArgs& args);
 void encode_block_avx512(const EncodeBlockArgs& args);
 
+// AVX-512 epilogue shared by the fp32 and bf16 kernels: appends each finished tile row's lanes
+// (bias added) that beat max(admission, row threshold) to the sink's staging.
+void select_rows_avx512(const float (*tile)[kPanel], int rows, const float* admit, int row0, int64_t base,
+                        TileSink& sink);
+
 // Shared scalar epilogue for one row of a tile (generic and avx2 variants).
 inline void tile_row_epilogue(const float* acc, const float* bias, const float* admit, int row,
                               int64_t base, TileSink& sink) {

@@ -97,28 +97,8 @@ double probe_bf16_gflops(double seconds) {
 double probe_fma_gflops(double seconds) {
   // The roofline is the hardware's, whatever kernel variant is forced.
   if (best_isa() == Isa::Generic) return 0.0;  // no FMA probe for pre-AVX2 CPUs
-  const bool wide = best_isa() == Isa::Avx512;
-  const int64_t flops_per_iter = wide ? 24 * 16 * 2 : 12 * 8 * 2;
-  const int T = threads();
-  std::vector<double> sink(T);
-  // Calibrate iterations on one thread, then time all threads together.
-  int64_t iters = 1 << 16;
-  for (;;) {
-    auto t0 = Clock::now();
-    sink[0] += wide ? fma_loop_avx512(iters) : fma_loop_avx2(iters);
-    double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (dt > seconds / 4) {
-      iters = static_cast<int64_t>(iters * seconds / dt);
-      break;
-    }
-    iters *= 2;
-  }
-  auto t0 = Clock::now();
-  parallel_for(T, [&](int64_t t, int) { sink[t] += wide ? fma_loop_avx512(iters) : fma_loop_avx2(iters); });
-  double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-  volatile double keep = sink[0];
-  (void)keep;
-  return static_cast<double>(iters) * flops_per_iter * T / dt / 1e9;
+  if (best_isa() == Isa::Avx512) return timed_on_pool(fma_loop_avx512, seconds, 24 * 16 * 2);
+  return timed_on_pool(fma_loop_avx2, seconds, 12 * 8 * 2);
 }
 
 double probe_copy_gbps(int64_t bytes, int reps) {
