@@ -37,3 +37,21 @@ export const commonFlags: Options = {
   device: { type: 'string' },
   threads: { type: 'string' },
 };
+
+/** A numeric flag: undefined when absent, a UsageError naming the flag when malformed or below MIN. */
+export function num(values: Record<string, unknown>, flag: string, kind: 'int' | 'float', min = 0): number | undefined {
+  const v = values[flag];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  const ok = kind === 'int' ? Number.isSafeInteger(n) : Number.isFinite(n);
+  if (!ok || n < min) throw new UsageError(`--${flag} must be ${kind === 'int' ? 'an integer' : 'a number'} >= ${min} but got '${v}'`);
+  return n;
+}
+
+/** A flag restricted to ALLOWED values. */
+export function choice<T extends string>(values: Record<string, unknown>, flag: string, allowed: readonly T[]): T | undefined {
+  const v = values[flag] as string | undefined;
+  if (v === undefined) return undefined;
+  if (!allowed.includes(v as T)) throw new UsageError(`--${flag} must be one of ${allowed.join(', ')} but got '${v}'`);
+  return v as T;
+}

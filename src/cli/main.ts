@@ -7,19 +7,29 @@ import { doctorCommand, doctorUsage } from './commands/doctor.js';
 import { encodeCommand, encodeUsage } from './commands/encode.js';
 import { infoCommand, infoUsage } from './commands/info.js';
 import { trainCommand, trainUsage } from './commands/train.js';
+import { activationsCommand, activationsUsage } from './commands/activations.js';
+import { evalCommand, evalUsage } from './commands/eval.js';
+import { featuresCommand, featuresUsage } from './commands/features.js';
+import { generateCommand, generateUsage } from './commands/generate.js';
+import { genModelCommand, genModelUsage } from './commands/genModel.js';
 
 const commands: Record<string, { run: (argv: string[]) => Promise<number>; usage: string; what: string }> = {
   demo: { run: demoCommand, usage: demoUsage, what: 'train an SAE on data with known features, then encode + decode a GPT-2-sized dump' },
   train: { run: trainCommand, usage: trainUsage, what: 'train a TopK SAE on activation files; saves a SAELens directory' },
   encode: { run: encodeCommand, usage: encodeUsage, what: 'encode an activation dump (.npy/.safetensors) into sparse codes' },
   decode: { run: decodeCommand, usage: decodeUsage, what: 'decode sparse codes into reconstructed activations (.npy)' },
+  activations: { run: activationsCommand, usage: activationsUsage, what: "run a corpus through a language model (ONNX) and dump one hook's activations" },
+  features: { run: featuresCommand, usage: featuresUsage, what: 'per token of a text, the SAE features that fire most' },
+  eval: { run: evalCommand, usage: evalUsage, what: 'splice the SAE into the model: CE loss recovered, KL, explained variance' },
+  generate: { run: generateCommand, usage: generateUsage, what: 'greedy generation, optionally with SAE feature interventions' },
+  'gen-model': { run: genModelCommand, usage: genModelUsage, what: 'write a small random GPT-2-architecture ONNX model with the GPT-2 tokenizer' },
   info: { run: infoCommand, usage: infoUsage, what: "print an SAE directory's config as JSON" },
   doctor: { run: doctorCommand, usage: doctorUsage, what: 'show backends, CPU kernel variant, threads, CUDA device' },
 };
 
 export function usage(): string {
   const lines = ['usage: saekit <command> [flags]', ''];
-  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(8)} ${c.what}`, `           ${c.usage}`);
+  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(11)} ${c.what}`, `           ${c.usage}`);
   return lines.join('\n');
 }
 

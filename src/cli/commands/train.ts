@@ -3,7 +3,7 @@
 import cliProgress from 'cli-progress';
 import { UsageError } from '../../errors.js';
 import { train, type MetricsRecord, type TrainJobOptions } from '../../train/train.js';
-import { applyThreads, commonFlags, deviceFlag, parse, required } from '../args.js';
+import { applyThreads, choice, commonFlags, deviceFlag, num, parse, required } from '../args.js';
 
 export const trainUsage =
   'saekit train --input PATH --output DIR --k N (--expansion N | --d-sae N) --tokens N [--arch topk|batchtopk|standard|jumprelu] [--l1-coeff X] [--l0-coeff X] [--bandwidth X] [--init-threshold X] [--batch-size N] ' +
@@ -11,22 +11,6 @@ export const trainUsage =
   '[--normalize expected_average_only_in|none] [--b-dec-init geometric_median|mean|zeros] [--seed N] [--shuffle-window N] ' +
   '[--log-every N] [--checkpoint-every N] [--resume] [--tensor NAME] [--hook-name H] [--model-name M] [--dtype float32|float16|bfloat16] ' +
   '[--device D] [--threads N]';
-
-function num(values: Record<string, unknown>, flag: string, kind: 'int' | 'float', min = 0): number | undefined {
-  const v = values[flag];
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  const ok = kind === 'int' ? Number.isSafeInteger(n) : Number.isFinite(n);
-  if (!ok || n < min) throw new UsageError(`--${flag} must be ${kind === 'int' ? 'an integer' : 'a number'} >= ${min} but got '${v}'`);
-  return n;
-}
-
-function choice<T extends string>(values: Record<string, unknown>, flag: string, allowed: readonly T[]): T | undefined {
-  const v = values[flag] as string | undefined;
-  if (v === undefined) return undefined;
-  if (!allowed.includes(v as T)) throw new UsageError(`--${flag} must be one of ${allowed.join(', ')} but got '${v}'`);
-  return v as T;
-}
 
 function line(r: MetricsRecord): string {
   return (

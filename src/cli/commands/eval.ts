@@ -1,0 +1,73 @@
+// `saekit eval`: the SAE spliced into the model on a corpus: CE loss clean / spliced /
+// zero-ablated, CE loss recovered, KL, and the reconstruction metrics.
+import { loadSae } from '../../sae.js';
+import { evaluateSpliced } from '../../model/splice.js';
+import { applyThreads, commonFlags, deviceFlag, num, parse, required } from '../args.js';
+import { loadModelFromFlags, modelFlags, modelUsage, saeContextSize, saeHook, saePrependBos } from '../modelFlags.js';
+import { progressBar } from '../progress.js';
+
+export const evalUsage =
+  `saekit eval ${modelUsage} --sae DIR --text CORPUS [--hook H] [--tokens 4096] [--context-size N] [--no-bos] [--text-field text] [--batch-size 4] [--json] [--device D] [--threads N]`;
+
+export async function evalCommand(argv: string[]): Promise<number> {
+  const str = { type: 'string' } as const;
+  const { values } = parse(argv, {
+    ...commonFlags,
+    ...modelFlags,
+    sae: str,
+    text: str,
+    hook: str,
+    tokens: str,
+    'context-size': str,
+    'no-bos': { type: 'boolean' },
+    'text-field': str,
+    'batch-size': str,
+    json: { type: 'boolean' },
+  });
+  const saeDir = required(values, 'sae');
+  const text = required(values, 'text');
+  applyThreads(values);
+  const sae = await loadSae(saeDir, { device: deviceFlag(values) });
+  const model = await loadModelFromFlags(values).catch((e: unknown) => {
+    sae.dispose();
+    throw e;
+  });
+  const bar = progressBar('eval');
+  try {
+    const hook = saeHook(values, sae, saeDir);
+    const m = await evaluateSpliced(model, sae, {
+      hook,
+      corpus: text,
+      contextSize: saeContextSize(values, sae, 128),
+      tokens: num(values, 'tokens', 'int', 1) ?? 4096,
+      prependBos: saePrependBos(values, sae),
+      ...(values['text-field'] !== undefined && { textField: values['text-field'] as string }),
+      ...(values['batch-size'] !== undefined && { batchSize: num(values, 'batch-size', 'int', 1) }),
+      onProgress: (p) => bar.update(p),
+    });
+    bar.stop();
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify({ model: model.name, sae: saeDir, hook, ...m }, null, 2)}\n`);
+      return 0;
+    }
+    const f = (x: number) => x.toFixed(4);
+    process.stdout.write(
+      [
+        `${model.name} ${hook}, SAE ${saeDir}: ${m.tokens} tokens (${m.windows} windows)`,
+        `  CE loss clean          ${f(m.ce_loss_clean)}`,
+        `  CE loss with SAE       ${f(m.ce_loss_with_sae)}`,
+        `  CE loss zero-ablated   ${f(m.ce_loss_with_ablation)}`,
+        `  CE loss recovered      ${(100 * m.ce_loss_score).toFixed(2)}%`,
+        `  KL(clean || SAE)       ${f(m.kl_div_with_sae)}`,
+        `  KL(clean || ablated)   ${f(m.kl_div_with_ablation)}`,
+        `  explained variance     ${(100 * m.explained_variance).toFixed(2)}%   (FVU ${f(m.fvu)}, MSE ${m.mse.toExponential(3)})`,
+        `  L0                     ${m.l0.toFixed(2)}`,
+      ].join('\n') + '\n',
+    );
+    return 0;
+  } finally {
+    bar.stop();
+    sae.dispose();
+    await model.dispose();
+  }
+}

@@ -1,0 +1,63 @@
+// `saekit features`: the seed's walk-through. Per token of a text, the SAE features that fire
+// most at the SAE's hook, with their values.
+import { ValidationError } from '../../errors.js';
+import { padBatch } from '../../model/corpus.js';
+import { loadSae } from '../../sae.js';
+import { applyThreads, commonFlags, deviceFlag, num, parse, required } from '../args.js';
+import { loadModelFromFlags, modelFlags, modelUsage, saeHook, saePrependBos } from '../modelFlags.js';
+
+export const featuresUsage = `saekit features ${modelUsage} --sae DIR [--hook H] [--top 5] [--no-bos] [--json] [--device D] [--threads N] "some text"`;
+
+export interface TokenFeatures {
+  position: number;
+  token: number;
+  text: string;
+  features: { id: number; value: number }[];
+}
+
+export async function featuresCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    { ...commonFlags, ...modelFlags, sae: { type: 'string' }, hook: { type: 'string' }, top: { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' } },
+    true,
+  );
+  const text = positionals.join(' ');
+  if (text.trim() === '') throw new ValidationError('Give the text to read as the last argument, e.g. saekit features --model M --sae DIR "The king ruled"');
+  const saeDir = required(values, 'sae');
+  const top = num(values, 'top', 'int', 1) ?? 5;
+  applyThreads(values);
+  const sae = await loadSae(saeDir, { device: deviceFlag(values) });
+  const model = await loadModelFromFlags(values).catch((e: unknown) => {
+    sae.dispose();
+    throw e;
+  });
+  try {
+    const hook = saeHook(values, sae, saeDir);
+    model.checkHook(hook);
+    if (sae.dIn !== model.dModel) throw new ValidationError(`${saeDir} has d_in ${sae.dIn} but ${hook} of ${model.name} has width ${model.dModel}`);
+    const bos = saePrependBos(values, sae) && model.tokenizer.bosId !== undefined ? [model.tokenizer.bosId] : [];
+    const ids = [...bos, ...model.tokenizer.encode(text)];
+    const { hooks } = await model.forward(padBatch([ids], 0), { hooks: [hook] });
+    const codes = await sae.encode(hooks.get(hook)!);
+    const rows: TokenFeatures[] = ids.map((token, p) => {
+      const feats: { id: number; value: number }[] = [];
+      for (let i = codes.indptr[p]!; i < codes.indptr[p + 1]!; i++) feats.push({ id: codes.indices[i]!, value: codes.values[i]! });
+      feats.sort((a, b) => b.value - a.value || a.id - b.id);
+      return { position: p, token, text: model.tokenText(token), features: feats.slice(0, top) };
+    });
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify({ model: model.name, sae: saeDir, hook, tokens: rows }, null, 2)}\n`);
+      return 0;
+    }
+    process.stdout.write(`${model.name} ${hook}, SAE ${saeDir} (d_sae ${sae.dSae}): top ${top} features per token\n`);
+    const width = Math.min(16, Math.max(...rows.map((r) => JSON.stringify(r.text).length)));
+    for (const r of rows) {
+      const feats = r.features.map((f) => `${f.id}:${f.value.toFixed(2)}`).join('  ');
+      process.stdout.write(`${String(r.position).padStart(4)} ${JSON.stringify(r.text).padEnd(width)} ${feats || '(none)'}\n`);
+    }
+    return 0;
+  } finally {
+    sae.dispose();
+    await model.dispose();
+  }
+}

@@ -1,0 +1,49 @@
+// `saekit generate`: greedy continuation of a prompt, optionally with SAE feature
+// interventions spliced in at the SAE's hook (ablate, clamp, or steer along a decoder row).
+import { ValidationError } from '../../errors.js';
+import { generate, parseIntervention } from '../../model/splice.js';
+import { loadSae, type Sae } from '../../sae.js';
+import { applyThreads, commonFlags, deviceFlag, num, parse } from '../args.js';
+import { loadModelFromFlags, modelFlags, modelUsage, saeHook, saePrependBos } from '../modelFlags.js';
+
+export const generateUsage =
+  `saekit generate ${modelUsage} [--sae DIR [--hook H] --intervene ablate:F|clamp:F=V|steer:F=S ...] [--max-new-tokens 20] [--no-bos] "prompt"`;
+
+export async function generateCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    {
+      ...commonFlags,
+      ...modelFlags,
+      sae: { type: 'string' },
+      hook: { type: 'string' },
+      intervene: { type: 'string', multiple: true },
+      'max-new-tokens': { type: 'string' },
+      'no-bos': { type: 'boolean' },
+    },
+    true,
+  );
+  const prompt = positionals.join(' ');
+  if (prompt === '') throw new ValidationError('Give the prompt as the last argument');
+  const specs = (values.intervene as string[] | undefined) ?? [];
+  if (specs.length > 0 && values.sae === undefined) throw new ValidationError('--intervene needs --sae');
+  applyThreads(values);
+  let sae: Sae | undefined;
+  if (values.sae !== undefined) sae = await loadSae(values.sae as string, { device: deviceFlag(values) });
+  try {
+    const model = await loadModelFromFlags(values);
+    try {
+      const hook = sae ? saeHook(values, sae, values.sae as string) : undefined;
+      const interventions = sae ? specs.map((s) => parseIntervention(s, sae!.dSae)) : [];
+      const maxNewTokens = num(values, 'max-new-tokens', 'int', 1) ?? 20;
+      const prependBos = saePrependBos(values, sae);
+      const out = await generate(model, prompt, { maxNewTokens, prependBos, ...(sae && { sae, hook, interventions }) });
+      process.stdout.write(`${prompt}${out.text}\n`);
+      return 0;
+    } finally {
+      await model.dispose();
+    }
+  } finally {
+    sae?.dispose();
+  }
+}

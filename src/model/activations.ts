@@ -1,0 +1,184 @@
+// Activation dumps: a corpus run through the model, one hook's activations written as
+// sharded safetensors with the token ids beside them, plus a manifest.json that the trainer
+// (train/data.ts openRowSource) and the encoder read directly.
+//
+// Layout of DIR:
+//   manifest.json                  { format: "saekit-activations", activations: [...], tensor,
+//                                    tokens_tensor, model, hook_name, d_in, context_size,
+//                                    prepend_bos, rows, windows, dtype, corpus }
+//   activations-00000.safetensors  activations [n, d_in] (float32/float16/bfloat16),
+//                                  token_ids [n] int32
+// Shards hold whole context windows: row r of the dump is position r % context_size of
+// window floor(r / context_size), so the analysis side can rebuild every context.
+//
+// Memory is bounded by one shard buffer plus one batch, whatever the corpus size.
+
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, writeFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FormatError, ValidationError } from '../errors.js';
+import { tempPathFor } from '../formats/fileIo.js';
+import { f32ToBf16Array, f32ToF16Array } from '../formats/float16.js';
+import { writeSafetensors, type SafetensorsTensorData } from '../formats/safetensorsWriter.js';
+import { batches, padBatch, readCorpus, tokenWindows } from './corpus.js';
+import type { LanguageModel } from './languageModel.js';
+
+export const ACTIVATIONS_FORMAT = 'saekit-activations';
+
+export interface ActivationsManifest {
+  format: typeof ACTIVATIONS_FORMAT;
+  version: 1;
+  activations: string[];
+  tensor: 'activations';
+  tokens_tensor: 'token_ids';
+  model: string;
+  hook_name: string;
+  d_in: number;
+  context_size: number;
+  prepend_bos: boolean;
+  rows: number;
+  windows: number;
+  dtype: DumpDtype;
+  corpus: string;
+}
+
+export type DumpDtype = 'float32' | 'float16' | 'bfloat16';
+
+export interface DumpActivationsOptions {
+  hook: string;
+  /** A .txt or .jsonl corpus (see corpus.readCorpus). */
+  corpus: string;
+  textField?: string;
+  output: string;
+  contextSize: number;
+  /** Tokens to dump (rounded up to whole windows). */
+  tokens: number;
+  prependBos?: boolean;
+  /** Context windows per forward pass (default 8). */
+  batchSize?: number;
+  /** Windows per shard (default: about 256 MiB of activations). */
+  shardWindows?: number;
+  dtype?: DumpDtype;
+  onProgress?: (p: { rowsDone: number; rows: number; seconds: number }) => void;
+}
+
+export interface DumpResult {
+  manifest: ActivationsManifest;
+  seconds: number;
+  /** Seconds inside the model's forward calls (the rest is tokenizing, converting, writing). */
+  forwardSeconds: number;
+}
+
+/** Runs the corpus through MODEL and writes OPTS.hook's activations to OPTS.output. */
+export async function dumpActivations(model: LanguageModel, o: DumpActivationsOptions): Promise<DumpResult> {
+  model.checkHook(o.hook);
+  const ctx = o.contextSize;
+  const prependBos = o.prependBos ?? true;
+  if (!Number.isSafeInteger(o.tokens) || o.tokens < 1) throw new ValidationError(`Expected a positive integer for tokens but received ${o.tokens}`);
+  const batchSize = o.batchSize ?? 8;
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ValidationError(`Expected a positive integer for batch size but received ${batchSize}`);
+  const dtype = o.dtype ?? 'float32';
+  if (!['float32', 'float16', 'bfloat16'].includes(dtype)) throw new ValidationError(`Expected float32, float16 or bfloat16 for dtype but received ${JSON.stringify(dtype)}`);
+  const d = model.dModel;
+  const bytesPerRow = d * (dtype === 'float32' ? 4 : 2);
+  const shardWindows = o.shardWindows ?? Math.max(1, Math.floor((256 << 20) / (bytesPerRow * ctx)));
+  if (!Number.isInteger(shardWindows) || shardWindows < 1) throw new ValidationError(`Expected a positive integer for shard windows but received ${shardWindows}`);
+  await prepareOutput(o.output);
+
+  const totalWindows = Math.ceil(o.tokens / ctx);
+  const rows = totalWindows * ctx;
+  const files: string[] = [];
+  let shardActs = new Float32Array(shardWindows * ctx * d);
+  let shardTokens = new Int32Array(shardWindows * ctx);
+  let inShard = 0;
+  let windowsDone = 0;
+  let forwardSeconds = 0;
+  const started = performance.now();
+
+  const flush = async () => {
+    if (inShard === 0) return;
+    const n = inShard * ctx;
+    const acts = shardActs.subarray(0, n * d);
+    const data: SafetensorsTensorData =
+      dtype === 'float32'
+        ? { dtype: 'F32', shape: [n, d], data: acts }
+        : { dtype: dtype === 'float16' ? 'F16' : 'BF16', shape: [n, d], data: dtype === 'float16' ? f32ToF16Array(acts) : f32ToBf16Array(acts) };
+    const name = `activations-${String(files.length).padStart(5, '0')}.safetensors`;
+    await writeSafetensors(join(o.output, name), { activations: data, token_ids: { dtype: 'I32', shape: [n], data: shardTokens.subarray(0, n) } }, {
+      hook_name: o.hook,
+      model: model.name,
+    });
+    files.push(name);
+    inShard = 0;
+  };
+
+  const windows = tokenWindows(readCorpus(o.corpus, { textField: o.textField }), model.tokenizer, { contextSize: ctx, prependBos, maxTokens: rows });
+  for await (const group of batches(windows, batchSize)) {
+    const batch = padBatch(group, 0);
+    const t0 = performance.now();
+    const { hooks } = await model.forward(batch, { hooks: [o.hook] });
+    forwardSeconds += (performance.now() - t0) / 1000;
+    const acts = hooks.get(o.hook) as Float32Array;
+    for (let w = 0; w < group.length; w++) {
+      shardActs.set(acts.subarray(w * ctx * d, (w + 1) * ctx * d), inShard * ctx * d);
+      shardTokens.set(group[w]!, inShard * ctx);
+      inShard++;
+      windowsDone++;
+      if (inShard === shardWindows) await flush();
+    }
+    o.onProgress?.({ rowsDone: windowsDone * ctx, rows, seconds: (performance.now() - started) / 1000 });
+  }
+  await flush();
+  shardActs = new Float32Array(0);
+  shardTokens = new Int32Array(0);
+  if (windowsDone === 0) {
+    throw new FormatError(o.corpus, `holds fewer than ${ctx} tokens: not one context window of ${ctx}`);
+  }
+  const manifest: ActivationsManifest = {
+    format: ACTIVATIONS_FORMAT,
+    version: 1,
+    activations: files,
+    tensor: 'activations',
+    tokens_tensor: 'token_ids',
+    model: model.name,
+    hook_name: o.hook,
+    d_in: d,
+    context_size: ctx,
+    prepend_bos: prependBos,
+    rows: windowsDone * ctx,
+    windows: windowsDone,
+    dtype,
+    corpus: o.corpus,
+  };
+  // The manifest comes last: a folder without one is an interrupted dump.
+  const path = join(o.output, 'manifest.json');
+  const tmp = tempPathFor(path);
+  await writeFile(tmp, `${JSON.stringify(manifest, null, 2)}\n`);
+  await rename(tmp, path);
+  return { manifest, seconds: (performance.now() - started) / 1000, forwardSeconds };
+}
+
+/** The output folder must be new or empty: a dump never mixes with older shards. */
+async function prepareOutput(dir: string): Promise<void> {
+  if (existsSync(dir)) {
+    const entries = await readdir(dir).catch(() => {
+      throw new FormatError(dir, 'exists and is not a folder');
+    });
+    if (entries.length > 0) throw new FormatError(dir, 'output folder is not empty (remove it or pick another --output)');
+  }
+  await mkdir(dir, { recursive: true });
+}
+
+/** Reads the manifest of an activation dump, or undefined when DIR has none of this format. */
+export async function readActivationsManifest(dir: string): Promise<ActivationsManifest | undefined> {
+  const path = join(dir, 'manifest.json');
+  if (!existsSync(path)) return undefined;
+  const { readFile } = await import('node:fs/promises');
+  let m: unknown;
+  try {
+    m = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw new FormatError(path, `not valid JSON (${(e as Error).message})`);
+  }
+  return (m as { format?: unknown }).format === ACTIVATIONS_FORMAT ? (m as ActivationsManifest) : undefined;
+}

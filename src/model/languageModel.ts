@@ -1,0 +1,292 @@
+// A decoder language model run through @huggingface/transformers (ONNX runtime), with
+// TransformerLens hook points.
+//
+// Each distinct use gets its own edited copy of the ONNX graph ("variant"): the hooks it reads
+// become graph outputs, outputs nobody asked for are dropped (so dumping blocks.6 runs blocks
+// 0-5 and skips the 50257-wide unembedding), and for splicing one hook's tensor is replaced
+// by an input. Edited graphs are cached on disk beside the original as
+// onnx/<file>.saekit-<sha256 of the original, 16 hex>-<edit digest>.onnx, so a second run
+// loads them directly; a changed original gets new names.
+//
+// transformers.js is an optional peer dependency (~470 MB with ONNX runtime): it is imported
+// on first use, with an error that names the package when it is missing.
+
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { readFile, writeFile, rename, rm } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { FormatError, SaekitError, ValidationError } from '../errors.js';
+import { tempPathFor } from '../formats/fileIo.js';
+import { bf16ToF32Array, f16ToF32Array } from '../formats/float16.js';
+import { wrapTokenizer, type TextTokenizer } from './corpus.js';
+import { resolveModelDir, type ModelSourceOptions } from './modelSource.js';
+import { decodeOnnx, editGraph, encodeOnnx, findHooks, OVERRIDE_INPUT, parseHookName, type GraphEdit } from './onnxGraph.js';
+
+type Transformers = typeof import('@huggingface/transformers');
+/** What a transformers.js model call returns: output name -> tensor. */
+type ModelOutputs = Record<string, { data: ArrayLike<number>; dims: number[]; type: string }>;
+type CallableModel = ((inputs: Record<string, unknown>) => Promise<ModelOutputs>) & { dispose(): Promise<unknown> };
+
+let transformersPromise: Promise<Transformers> | undefined;
+
+/** Imports @huggingface/transformers once; a missing package is an error that says how to install it. */
+export async function loadTransformers(): Promise<Transformers> {
+  transformersPromise ??= import('@huggingface/transformers').catch((e: unknown) => {
+    transformersPromise = undefined;
+    throw new SaekitError(
+      `The model side needs the optional package @huggingface/transformers: ` +
+        `ONNXRUNTIME_NODE_INSTALL=skip npm install @huggingface/transformers@~4.3 (${(e as Error).message.split('\n')[0]})`,
+    );
+  });
+  return transformersPromise;
+}
+
+export interface LanguageModelOptions extends ModelSourceOptions {
+  /** ONNX runtime intra-op threads (default: ONNX runtime's choice, the physical cores). */
+  threads?: number;
+}
+
+/** Token ids and attention mask, [batch, length] row-major int64 (see corpus.padBatch). */
+export interface TokenBatch {
+  ids: BigInt64Array;
+  mask: BigInt64Array;
+  batch: number;
+  length: number;
+}
+
+export interface ForwardResult {
+  /** Hook name -> activations [batch, length, d_model] float32. */
+  hooks: Map<string, Float32Array>;
+  /** [batch, length, vocab] float32, when asked for. */
+  logits?: Float32Array;
+}
+
+interface HooksIndex {
+  family: string;
+  layers: number;
+  hooks: string[];
+}
+
+export class LanguageModel {
+  private readonly variants = new Map<string, Promise<CallableModel>>();
+
+  private constructor(
+    /** What the user named: a folder or a hub id. */
+    readonly name: string,
+    /** The local folder (HF layout). */
+    readonly dir: string,
+    readonly onnxFile: string,
+    /** The model's config.json. */
+    readonly config: Record<string, unknown>,
+    readonly tokenizer: TextTokenizer,
+    /** The transformers.js tokenizer, for decoding ids to text. */
+    private readonly rawTokenizer: { decode(ids: number[], opts?: object): string },
+    private readonly index: HooksIndex,
+    private readonly originalHash: string,
+    private readonly tf: Transformers,
+    private readonly threads: number | undefined,
+  ) {}
+
+  /** Loads the tokenizer and config and indexes the hook points; sessions start on first use. */
+  static async load(model: string, opts: LanguageModelOptions = {}): Promise<LanguageModel> {
+    const onnxFile = opts.onnxFile ?? 'model';
+    if (!/^[\w.-]+$/.test(onnxFile)) throw new ValidationError(`Expected a file name without extension for --onnx-file but received ${JSON.stringify(onnxFile)}`);
+    if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) {
+      throw new ValidationError(`Expected an integer >= 1 for threads but received ${opts.threads}`);
+    }
+    const dir = await resolveModelDir(model, opts);
+    const tf = await loadTransformers();
+    const configPath = join(dir, 'config.json');
+    let config: Record<string, unknown>;
+    try {
+      config = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new FormatError(configPath, `not valid JSON (${(e as Error).message})`);
+    }
+    const onnxPath = join(dir, 'onnx', `${onnxFile}.onnx`);
+    const originalHash = await sha256File(onnxPath);
+    const index = await hooksIndex(onnxPath, originalHash);
+    pointTransformersAt(tf, dir);
+    let raw: unknown;
+    try {
+      raw = await tf.AutoTokenizer.from_pretrained(basename(dir));
+    } catch (e) {
+      throw new FormatError(join(dir, 'tokenizer.json'), `cannot load the tokenizer: ${(e as Error).message}`);
+    }
+    return new LanguageModel(model, dir, onnxFile, config, wrapTokenizer(raw), raw as { decode(ids: number[]): string }, index, originalHash, tf, opts.threads);
+  }
+
+  get layers(): number {
+    return this.index.layers;
+  }
+
+  /** Width of the residual stream. */
+  get dModel(): number {
+    const d = this.config.n_embd ?? this.config.hidden_size ?? this.config.d_model;
+    if (typeof d !== 'number') throw new FormatError(join(this.dir, 'config.json'), 'has no n_embd / hidden_size');
+    return d;
+  }
+
+  get vocabSize(): number {
+    return this.config.vocab_size as number;
+  }
+
+  /** Every hook name this graph exposes, e.g. blocks.0.hook_resid_pre. */
+  get hookNames(): string[] {
+    return [...this.index.hooks];
+  }
+
+  /** Throws a ValidationError naming the hook and the model's layers when HOOK cannot be read. */
+  checkHook(hook: string): void {
+    const hp = parseHookName(hook);
+    if (!this.index.hooks.includes(hook)) {
+      throw new ValidationError(
+        hp.layer >= this.index.layers
+          ? `Hook ${hook} does not exist: model ${this.name} has ${this.index.layers} layers (0-${this.index.layers - 1})`
+          : `Hook ${hook} cannot be located in model ${this.name}`,
+      );
+    }
+  }
+
+  /** The text of one token id (for display). */
+  tokenText(id: number): string {
+    return this.rawTokenizer.decode([id]);
+  }
+
+  decode(ids: ArrayLike<number>): string {
+    return this.rawTokenizer.decode(Array.from(ids));
+  }
+
+  /** Runs BATCH and returns the HOOKS' activations (and logits when asked). */
+  async forward(batch: TokenBatch, opts: { hooks: readonly string[]; logits?: boolean }): Promise<ForwardResult> {
+    for (const h of opts.hooks) this.checkHook(h);
+    const model = await this.variant({ expose: [...opts.hooks].sort(), keepOutputs: opts.logits === true });
+    const out = await model(this.feeds(batch));
+    const hooks = new Map<string, Float32Array>();
+    for (const h of opts.hooks) hooks.set(h, this.floats(out, h, batch, this.dModel));
+    return { hooks, logits: opts.logits ? this.floats(out, 'logits', batch, this.vocabSize) : undefined };
+  }
+
+  /** Runs BATCH with HOOK's tensor replaced by REPLACEMENT [batch, length, d_model]; returns the logits. */
+  async forwardSpliced(batch: TokenBatch, hook: string, replacement: Float32Array): Promise<Float32Array> {
+    this.checkHook(hook);
+    const expected = batch.batch * batch.length * this.dModel;
+    if (replacement.length !== expected) {
+      throw new ValidationError(`Expected ${expected} values ([${batch.batch}, ${batch.length}, ${this.dModel}]) for the replacement of ${hook} but received ${replacement.length}`);
+    }
+    const model = await this.variant({ expose: [], keepOutputs: true, override: hook });
+    const feeds = this.feeds(batch);
+    feeds[OVERRIDE_INPUT] = new this.tf.Tensor('float32', replacement, [batch.batch, batch.length, this.dModel]);
+    return this.floats(await model(feeds), 'logits', batch, this.vocabSize);
+  }
+
+  /** Releases every ONNX runtime session. */
+  async dispose(): Promise<void> {
+    const all = [...this.variants.values()];
+    this.variants.clear();
+    for (const p of all) await (await p.catch(() => undefined))?.dispose();
+  }
+
+  private feeds(batch: TokenBatch): Record<string, unknown> {
+    const { ids, mask, batch: b, length } = batch;
+    if (ids.length !== b * length || mask.length !== b * length) {
+      throw new ValidationError(`Expected token ids and mask of ${b}x${length} but received ${ids.length} and ${mask.length} values`);
+    }
+    return {
+      input_ids: new this.tf.Tensor('int64', ids, [b, length]),
+      attention_mask: new this.tf.Tensor('int64', mask, [b, length]),
+    };
+  }
+
+  /** Output NAME as float32, its size checked against [batch, length, width]. */
+  private floats(out: ModelOutputs, name: string, batch: TokenBatch, width: number): Float32Array {
+    const t = out[name];
+    if (!t) throw new SaekitError(`The ONNX session returned no output ${name}`);
+    const n = batch.batch * batch.length * width;
+    let data: Float32Array;
+    if (t.data instanceof Float32Array) data = t.data;
+    else if (t.type === 'float16') data = f16ToF32Array(new Uint16Array((t.data as Uint16Array).buffer, (t.data as Uint16Array).byteOffset, n));
+    else if (t.type === 'bfloat16') data = bf16ToF32Array(t.data as Uint16Array);
+    else throw new SaekitError(`Output ${name} has unsupported type ${t.type}`);
+    if (data.length !== n) throw new SaekitError(`Output ${name} has ${data.length} values, expected [${batch.batch}, ${batch.length}, ${width}]`);
+    return data;
+  }
+
+  /** The session for EDIT, building and caching the edited graph on first use. */
+  private variant(edit: GraphEdit): Promise<CallableModel> {
+    const key = JSON.stringify(edit);
+    let p = this.variants.get(key);
+    if (!p) {
+      p = this.openVariant(edit, key);
+      p.catch(() => this.variants.delete(key));
+      this.variants.set(key, p);
+    }
+    return p;
+  }
+
+  private async openVariant(edit: GraphEdit, key: string): Promise<CallableModel> {
+    const digest = createHash('sha256').update(key).digest('hex').slice(0, 12);
+    const fileName = `${this.onnxFile}.saekit-${this.originalHash.slice(0, 16)}-${digest}`;
+    const path = join(this.dir, 'onnx', `${fileName}.onnx`);
+    if (!existsSync(path)) {
+      const original = join(this.dir, 'onnx', `${this.onnxFile}.onnx`);
+      const edited = editGraph(decodeOnnx(await readFile(original), original), original, edit);
+      await writeAtomically(path, encodeOnnx(edited));
+    }
+    pointTransformersAt(this.tf, this.dir);
+    try {
+      return (await this.tf.AutoModelForCausalLM.from_pretrained(basename(this.dir), {
+        model_file_name: fileName,
+        dtype: 'fp32',
+        device: 'cpu',
+        session_options: this.threads ? { intraOpNumThreads: this.threads, interOpNumThreads: 1 } : undefined,
+      })) as unknown as CallableModel;
+    } catch (e) {
+      throw new FormatError(path, `ONNX runtime cannot load the edited model: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+}
+
+/** transformers.js resolves ids against env.localModelPath; saekit always hands it a local folder. */
+function pointTransformersAt(tf: Transformers, dir: string): void {
+  tf.env.allowLocalModels = true;
+  tf.env.allowRemoteModels = false;
+  tf.env.localModelPath = dirname(dir);
+}
+
+/** The hook table, cached beside the original keyed by its hash (decoding a GiB graph takes seconds). */
+async function hooksIndex(onnxPath: string, hash: string): Promise<HooksIndex> {
+  const cache = onnxPath.replace(/\.onnx$/, `.saekit-${hash.slice(0, 16)}.hooks.json`);
+  if (existsSync(cache)) {
+    try {
+      return JSON.parse(await readFile(cache, 'utf8')) as HooksIndex;
+    } catch {
+      // A damaged cache entry is rebuilt below.
+    }
+  }
+  const found = findHooks(decodeOnnx(await readFile(onnxPath), onnxPath), onnxPath);
+  const index: HooksIndex = { family: found.family, layers: found.layers, hooks: [...found.hooks.keys()] };
+  await writeAtomically(cache, new TextEncoder().encode(`${JSON.stringify(index)}\n`)).catch(() => undefined); // a read-only folder only loses the cache
+  return index;
+}
+
+async function writeAtomically(path: string, bytes: Uint8Array): Promise<void> {
+  const tmp = tempPathFor(path);
+  try {
+    await writeFile(tmp, bytes, { flag: 'wx' });
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw new FormatError(path, `cannot write the edited model beside the original: ${(e as Error).message}`);
+  }
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  try {
+    for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  } catch (e) {
+    throw new FormatError(path, `cannot read: ${(e as Error).message}`);
+  }
+  return hash.digest('hex');
+}

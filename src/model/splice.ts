@@ -1,0 +1,238 @@
+// The SAE spliced into the model: the hook's activations replaced by the SAE's reconstruction
+// (or zeros, or an edited reconstruction), and what that does to the next-token predictions.
+//
+// Metrics follow SAELens' evals: cross-entropy of the next token with the clean model, with
+// the SAE spliced in, and with the hook zero-ablated; CE loss recovered =
+// (CE_zero - CE_spliced) / (CE_zero - CE_clean); KL(clean || spliced) per position. Every
+// position predicts the next (padded targets excluded), BOS included, as SAELens' loss does.
+// Sums run in float64.
+//
+// Interventions keep the SAE's error term: x' = x + decode(edited codes) - decode(codes), so
+// ablating a feature removes exactly its contribution and nothing else changes.
+
+import { ValidationError } from '../errors.js';
+import type { Sae } from '../sae.js';
+import type { SparseCodes } from '../codes.js';
+import { batches, padBatch, readCorpus, tokenWindows } from './corpus.js';
+import type { LanguageModel, TokenBatch } from './languageModel.js';
+
+export interface SplicedEvalOptions {
+  hook: string;
+  corpus: string;
+  textField?: string;
+  contextSize: number;
+  /** Tokens to evaluate (whole windows). */
+  tokens: number;
+  prependBos?: boolean;
+  batchSize?: number;
+  onProgress?: (p: { rowsDone: number; rows: number; seconds: number }) => void;
+}
+
+export interface SplicedMetrics {
+  tokens: number;
+  windows: number;
+  ce_loss_clean: number;
+  ce_loss_with_sae: number;
+  ce_loss_with_ablation: number;
+  ce_loss_score: number;
+  kl_div_with_sae: number;
+  kl_div_with_ablation: number;
+  mse: number;
+  fvu: number;
+  explained_variance: number;
+  l0: number;
+}
+
+/** Runs the corpus with the SAE spliced in at OPTS.hook; see the file comment for the metrics. */
+export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: SplicedEvalOptions): Promise<SplicedMetrics> {
+  model.checkHook(o.hook);
+  if (sae.dIn !== model.dModel) throw new ValidationError(`The SAE's d_in ${sae.dIn} does not match the model's width ${model.dModel} at ${o.hook}`);
+  const ctx = o.contextSize;
+  const rows = Math.ceil(o.tokens / ctx) * ctx;
+  const V = model.vocabSize;
+  const d = model.dModel;
+  const ce = { clean: 0, sae: 0, zero: 0, n: 0 };
+  const kl = { sae: 0, zero: 0, n: 0 };
+  let sqErr = 0;
+  let sqNorm = 0;
+  let nnz = 0;
+  let n = 0;
+  let windows = 0;
+  const colSum = new Float64Array(d);
+  const started = performance.now();
+  const docs = readCorpus(o.corpus, { textField: o.textField });
+  for await (const group of batches(tokenWindows(docs, model.tokenizer, { contextSize: ctx, prependBos: o.prependBos ?? true, maxTokens: rows }), o.batchSize ?? 4)) {
+    const batch = padBatch(group, 0);
+    const { hooks, logits } = await model.forward(batch, { hooks: [o.hook], logits: true });
+    const x = hooks.get(o.hook) as Float32Array;
+    const codes = await sae.encode(x);
+    const xHat = await sae.decode(codes);
+    const spliced = await model.forwardSpliced(batch, o.hook, xHat);
+    const zero = await model.forwardSpliced(batch, o.hook, new Float32Array(x.length));
+    const clean = logits as Float32Array;
+    const lpClean = new Float64Array(V);
+    const lpOther = new Float64Array(V);
+    for (let p = 0; p < batch.batch * batch.length; p++) {
+      if (batch.mask[p] === 0n) continue;
+      logSoftmax(clean, p * V, V, lpClean);
+      const t = p % batch.length;
+      const target = t + 1 < batch.length && batch.mask[p + 1] !== 0n ? Number(batch.ids[p + 1]) : -1;
+      if (target >= 0) {
+        ce.clean -= lpClean[target]!;
+        ce.n++;
+      }
+      for (const [which, L] of [['sae', spliced], ['zero', zero]] as const) {
+        logSoftmax(L, p * V, V, lpOther);
+        if (target >= 0) ce[which] -= lpOther[target]!;
+        kl[which] += klDivergence(lpClean, lpOther);
+      }
+      kl.n++;
+      for (let j = 0; j < d; j++) {
+        const v = x[p * d + j]!;
+        const e = v - xHat[p * d + j]!;
+        sqErr += e * e;
+        sqNorm += v * v;
+        colSum[j]! += v;
+      }
+      nnz += codes.indptr[p + 1]! - codes.indptr[p]!;
+      n++;
+    }
+    windows += group.length;
+    o.onProgress?.({ rowsDone: windows * ctx, rows, seconds: (performance.now() - started) / 1000 });
+  }
+  if (n === 0) throw new ValidationError(`${o.corpus} holds fewer than ${ctx} tokens: not one context window`);
+  let meanSq = 0;
+  for (let j = 0; j < d; j++) meanSq += (colSum[j]! / n) ** 2;
+  const variance = sqNorm - n * meanSq;
+  const fvu = variance > 0 ? sqErr / variance : Number.NaN;
+  const cleanCe = ce.clean / ce.n;
+  const saeCe = ce.sae / ce.n;
+  const zeroCe = ce.zero / ce.n;
+  return {
+    tokens: n,
+    windows,
+    ce_loss_clean: cleanCe,
+    ce_loss_with_sae: saeCe,
+    ce_loss_with_ablation: zeroCe,
+    ce_loss_score: (zeroCe - saeCe) / (zeroCe - cleanCe),
+    kl_div_with_sae: kl.sae / kl.n,
+    kl_div_with_ablation: kl.zero / kl.n,
+    mse: sqErr / (n * d),
+    fvu,
+    explained_variance: 1 - fvu,
+    l0: nnz / n,
+  };
+}
+
+/** log softmax of L[off .. off+V) into OUT, in float64 with the max subtracted. */
+export function logSoftmax(L: Float32Array, off: number, V: number, out: Float64Array): void {
+  let max = -Infinity;
+  for (let v = 0; v < V; v++) if (L[off + v]! > max) max = L[off + v]!;
+  let sum = 0;
+  for (let v = 0; v < V; v++) sum += Math.exp(L[off + v]! - max);
+  const lse = max + Math.log(sum);
+  for (let v = 0; v < V; v++) out[v] = L[off + v]! - lse;
+}
+
+/** KL(p || q) from log-probabilities. */
+export function klDivergence(logP: Float64Array, logQ: Float64Array): number {
+  let s = 0;
+  for (let v = 0; v < logP.length; v++) {
+    const lp = logP[v]!;
+    if (lp > -745) s += Math.exp(lp) * (lp - logQ[v]!);
+  }
+  return s;
+}
+
+/** An edit of one feature's value at every position the hook sees. */
+export type Intervention =
+  | { feature: number; kind: 'ablate' }
+  | { feature: number; kind: 'clamp'; value: number }
+  | { feature: number; kind: 'steer'; scale: number };
+
+/** Parses CLI-style interventions: "ablate:123", "clamp:123=5.0", "steer:123=-2". */
+export function parseIntervention(spec: string, dSae: number): Intervention {
+  const m = /^(ablate|clamp|steer):(\d+)(?:=(-?[\d.]+(?:e-?\d+)?))?$/i.exec(spec.trim());
+  if (!m) throw new ValidationError(`Cannot parse intervention ${JSON.stringify(spec)}: expected ablate:F, clamp:F=VALUE or steer:F=SCALE`);
+  const feature = Number(m[2]);
+  if (feature >= dSae) throw new ValidationError(`Intervention ${spec}: feature ${feature} is out of range (d_sae ${dSae})`);
+  const kind = m[1]!.toLowerCase();
+  if (kind === 'ablate') {
+    if (m[3] !== undefined) throw new ValidationError(`Intervention ${spec}: ablate takes no value`);
+    return { feature, kind: 'ablate' };
+  }
+  if (m[3] === undefined) throw new ValidationError(`Intervention ${spec}: ${kind} needs =VALUE`);
+  return kind === 'clamp' ? { feature, kind: 'clamp', value: Number(m[3]) } : { feature, kind: 'steer', scale: Number(m[3]) };
+}
+
+/**
+ * X ([rows, d_in]) with INTERVENTIONS applied through SAE, keeping the SAE's error term:
+ * x + decode(edited codes) - decode(codes).
+ */
+export async function intervene(sae: Sae, x: Float32Array, interventions: readonly Intervention[]): Promise<Float32Array> {
+  if (interventions.length === 0) return x;
+  const codes = await sae.encode(x);
+  const edited = editCodes(codes, interventions);
+  const [before, after] = [await sae.decode(codes), await sae.decode(edited)];
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = x[i]! + (after[i]! - before[i]!);
+  return out;
+}
+
+/** Codes with each row's intervened features set (ablate: removed; clamp: = value; steer: + scale). */
+export function editCodes(codes: SparseCodes, interventions: readonly Intervention[]): SparseCodes {
+  const indptr = new Uint32Array(codes.rows + 1);
+  const indices: number[] = [];
+  const values: number[] = [];
+  for (let r = 0; r < codes.rows; r++) {
+    const row = new Map<number, number>();
+    for (let i = codes.indptr[r]!; i < codes.indptr[r + 1]!; i++) row.set(codes.indices[i]!, codes.values[i]!);
+    for (const iv of interventions) {
+      if (iv.kind === 'ablate') row.delete(iv.feature);
+      else if (iv.kind === 'clamp') row.set(iv.feature, iv.value);
+      else row.set(iv.feature, (row.get(iv.feature) ?? 0) + iv.scale);
+    }
+    for (const [f, v] of [...row].sort((a, b) => a[0] - b[0])) {
+      indices.push(f);
+      values.push(v);
+    }
+    indptr[r + 1] = indices.length;
+  }
+  return { ...codes, indptr, indices: Int32Array.from(indices), values: Float32Array.from(values) };
+}
+
+export interface GenerateOptions {
+  maxNewTokens?: number;
+  prependBos?: boolean;
+  /** Splice SAE (with INTERVENTIONS) at HOOK while generating. */
+  sae?: Sae;
+  hook?: string;
+  interventions?: readonly Intervention[];
+}
+
+/**
+ * Greedy generation. With an SAE and interventions the whole sequence is re-run each step
+ * (hook read, edited, spliced back): no key/value cache, fine for short continuations.
+ */
+export async function generate(model: LanguageModel, prompt: string, o: GenerateOptions = {}): Promise<{ ids: number[]; text: string }> {
+  const ids = [...((o.prependBos ?? true) && model.tokenizer.bosId !== undefined ? [model.tokenizer.bosId] : []), ...model.tokenizer.encode(prompt)];
+  if (ids.length === 0) throw new ValidationError('The prompt is empty');
+  const start = ids.length;
+  const spliced = o.sae !== undefined && o.hook !== undefined && (o.interventions?.length ?? 0) > 0;
+  for (let step = 0; step < (o.maxNewTokens ?? 20); step++) {
+    const batch: TokenBatch = padBatch([ids], 0);
+    let logits: Float32Array;
+    if (spliced) {
+      const { hooks } = await model.forward(batch, { hooks: [o.hook!] });
+      logits = await model.forwardSpliced(batch, o.hook!, await intervene(o.sae!, hooks.get(o.hook!)!, o.interventions!));
+    } else {
+      logits = (await model.forward(batch, { hooks: [], logits: true })).logits!;
+    }
+    const V = model.vocabSize;
+    const off = (ids.length - 1) * V;
+    let best = 0;
+    for (let v = 1; v < V; v++) if (logits[off + v]! > logits[off + best]!) best = v;
+    ids.push(best);
+  }
+  return { ids, text: model.decode(ids.slice(start)) };
+}
