@@ -14,7 +14,7 @@
 // Memory is bounded by one shard buffer plus one batch, whatever the corpus size.
 
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, writeFile, rename } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FormatError, ValidationError } from '../errors.js';
 import { tempPathFor } from '../formats/fileIo.js';
@@ -173,7 +173,6 @@ async function prepareOutput(dir: string): Promise<void> {
 export async function readActivationsManifest(dir: string): Promise<ActivationsManifest | undefined> {
   const path = join(dir, 'manifest.json');
   if (!existsSync(path)) return undefined;
-  const { readFile } = await import('node:fs/promises');
   let m: unknown;
   try {
     m = JSON.parse(await readFile(path, 'utf8'));

@@ -27,6 +27,9 @@ type Transformers = typeof import('@huggingface/transformers');
 type ModelOutputs = Record<string, { data: ArrayLike<number>; dims: number[]; type: string }>;
 type CallableModel = ((inputs: Record<string, unknown>) => Promise<ModelOutputs>) & { dispose(): Promise<unknown> };
 
+/** Bumped whenever editGraph's output changes, so stale cached edits are not reused. */
+const EDIT_VERSION = 1;
+
 let transformersPromise: Promise<Transformers> | undefined;
 
 /** Imports @huggingface/transformers once; a missing package is an error that says how to install it. */
@@ -160,7 +163,7 @@ export class LanguageModel {
   /** Runs BATCH and returns the HOOKS' activations (and logits when asked). */
   async forward(batch: TokenBatch, opts: { hooks: readonly string[]; logits?: boolean }): Promise<ForwardResult> {
     for (const h of opts.hooks) this.checkHook(h);
-    const model = await this.variant({ expose: [...opts.hooks].sort(), keepOutputs: opts.logits === true });
+    const model = await this.variant({ expose: [...opts.hooks].sort(), keepLogits: opts.logits === true });
     const out = await model(this.feeds(batch));
     const hooks = new Map<string, Float32Array>();
     for (const h of opts.hooks) hooks.set(h, this.floats(out, h, batch, this.dModel));
@@ -174,7 +177,7 @@ export class LanguageModel {
     if (replacement.length !== expected) {
       throw new ValidationError(`Expected ${expected} values ([${batch.batch}, ${batch.length}, ${this.dModel}]) for the replacement of ${hook} but received ${replacement.length}`);
     }
-    const model = await this.variant({ expose: [], keepOutputs: true, override: hook });
+    const model = await this.variant({ expose: [], keepLogits: true, override: hook });
     const feeds = this.feeds(batch);
     feeds[OVERRIDE_INPUT] = new this.tf.Tensor('float32', replacement, [batch.batch, batch.length, this.dModel]);
     return this.floats(await model(feeds), 'logits', batch, this.vocabSize);
@@ -225,7 +228,7 @@ export class LanguageModel {
   }
 
   private async openVariant(edit: GraphEdit, key: string): Promise<CallableModel> {
-    const digest = createHash('sha256').update(key).digest('hex').slice(0, 12);
+    const digest = createHash('sha256').update(`${EDIT_VERSION}:${key}`).digest('hex').slice(0, 12);
     const fileName = `${this.onnxFile}.saekit-${this.originalHash.slice(0, 16)}-${digest}`;
     const path = join(this.dir, 'onnx', `${fileName}.onnx`);
     if (!existsSync(path)) {

@@ -174,8 +174,12 @@ function producerMap(graph: Graph): Map<string, Node> {
 export interface GraphEdit {
   /** Hooks added as graph outputs, named by the hook (e.g. `blocks.6.hook_resid_pre`). */
   expose: string[];
-  /** Keep `logits` (and every original output)? Without them ORT computes only up to the hooks. */
-  keepOutputs: boolean;
+  /**
+   * Keep the `logits` output? Without it ORT computes only up to the hooks. The `present.*`
+   * key/value outputs are always dropped: saekit runs whole windows without a cache, and
+   * keeping them would pin every layer before a splice point into the graph.
+   */
+  keepLogits: boolean;
   /** Replace this hook's tensor with the graph input `saekit.override` (for splicing). */
   override?: string;
 }
@@ -201,7 +205,8 @@ export function editGraph(model: OnnxModel, file: string, edit: GraphEdit): Onnx
     return t;
   };
   const floatType = activationElemType(graph);
-  const originalOutputs = edit.keepOutputs ? [...(graph.output ?? [])] : [];
+  const originalOutputs = edit.keepLogits ? (graph.output ?? []).filter((o) => o.name === 'logits') : [];
+  if (edit.keepLogits && originalOutputs.length === 0) throw new FormatError(file, 'has no output named logits');
   const outputs = [...originalOutputs];
 
   for (const name of new Set(edit.expose)) {
@@ -220,7 +225,7 @@ export function editGraph(model: OnnxModel, file: string, edit: GraphEdit): Onnx
     }
     (graph.input ??= []).push(valueInfo(OVERRIDE_INPUT, floatType));
   }
-  if (outputs.length === 0) throw new ValidationError('A graph edit must keep the outputs or expose at least one hook');
+  if (outputs.length === 0) throw new ValidationError('A graph edit must keep the logits or expose at least one hook');
   graph.output = outputs;
   prune(graph);
   return model;

@@ -6,6 +6,7 @@
 // Exact resume: the batch stream is a pure function of (seed, rows consumed), parameters and
 // optimizer state come back bit for bit, and the native step does not depend on the thread
 // count, so a resumed run continues exactly as the uninterrupted one would have.
+import { readActivationsManifest } from '../model/activations.js';
 import { appendFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { NonFiniteInputError, ValidationError, expected } from '../errors.js';
@@ -189,6 +190,9 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
 
   const source = typeof o.input === 'string' ? await openRowSource(o.input, o.tensor !== undefined ? { tensor: o.tensor } : {}) : o.input;
   const inputName = typeof o.input === 'string' ? resolve(o.input) : 'a live source';
+  // A dump from `saekit activations` says which model and hook it came from, and how it was
+  // tokenized: the SAE's cfg.json carries that on, so `saekit features`/`eval` need no flags.
+  const dump = typeof o.input === 'string' ? await readActivationsManifest(o.input).catch(() => undefined) : undefined;
   let trainer: SaeTrainer | undefined;
   try {
     const dIn = source.dIn;
@@ -339,8 +343,11 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
         trained_with: 'saekit',
         training_tokens: trainer.tokens,
         input_scale_folded: config.inputScale,
+        ...(dump && { context_size: dump.context_size, prepend_bos: dump.prepend_bos }),
       };
-      await saveSaeLens(o.output, trainer.weights({ metadata, ...(o.hookName && { hookName: o.hookName }), ...(o.modelName && { modelName: o.modelName }) }), {
+      const hookName = o.hookName ?? dump?.hook_name;
+      const modelName = o.modelName ?? dump?.model;
+      await saveSaeLens(o.output, trainer.weights({ metadata, ...(hookName && { hookName }), ...(modelName && { modelName }) }), {
         sparsity: trainer.sparsity(),
         dtype: o.saveDtype ?? 'float32',
       });
