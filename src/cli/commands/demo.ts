@@ -1,12 +1,16 @@
-// The main job on an embedded default (no GPU, no network), in two parts:
+// The main job on an embedded default (no GPU, no network), in three parts:
 // 1. training: activations built from KNOWN sparse features (a random dictionary of unit
 //    directions, sparse non-negative codes, noise) are written to .npy, a TopK SAE is trained on
 //    them by the real job runner, and the report says how many true features it recovered
 //    (a decoder row with cosine similarity > 0.9);
-// 2. inference at GPT-2-small shape: a generated SAE and a dump built from its own features are
+// 2. the seed workflow on a language model: a small random GPT-2 (ONNX, GPT-2's tokenizer)
+//    is generated, a synthetic corpus run through it to dump activations, an SAE trained on
+//    them, then the features of a sentence read off and the SAE spliced into the model
+//    (skipped, with a note, when the optional @huggingface/transformers is not installed);
+// 3. inference at GPT-2-small shape: a generated SAE and a dump built from its own features are
 //    saved in the formats users have (SAELens directory, .npy) and run through the real
 //    pipeline: load, stream-encode to a codes file, stream-decode, throughput and error.
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError } from '../../errors.js';
@@ -21,8 +25,15 @@ import { featureRecovery, GroundTruth, writeGroundTruthNpy } from '../../train/g
 import { train } from '../../train/train.js';
 import { readSaeDir } from '../../formats/saeDir.js';
 import { applyThreads, commonFlags, deviceFlag, parse } from '../args.js';
+import { dumpActivations } from '../../model/activations.js';
+import { padBatch } from '../../model/corpus.js';
+import { gpt2TokenizerFiles } from '../../model/gpt2Tokenizer.js';
+import { LanguageModel, loadTransformers } from '../../model/languageModel.js';
+import { evaluateSpliced } from '../../model/splice.js';
+import { syntheticText } from '../../model/syntheticText.js';
+import { writeTinyGpt2 } from '../../model/tinyGpt2.js';
 
-export const demoUsage = 'saekit demo [--train-tokens N (0 skips training)] [--rows N] [--d-in N] [--d-sae N] [--k N] [--dir DIR (keep the files)] [--device D] [--threads N]';
+export const demoUsage = 'saekit demo [--train-tokens N (0 skips training)] [--no-model] [--rows N] [--d-in N] [--d-sae N] [--k N] [--dir DIR (keep the files)] [--device D] [--threads N]';
 
 function intFlag(values: Record<string, unknown>, flag: string, fallback: number): number {
   const v = values[flag];
@@ -41,6 +52,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
     k: { type: 'string' },
     dir: { type: 'string' },
     'train-tokens': { type: 'string' },
+    'no-model': { type: 'boolean' },
   });
   const trainTokens = values['train-tokens'] === '0' ? 0 : intFlag(values, 'train-tokens', 400_000);
   const rows = intFlag(values, 'rows', 8192);
@@ -55,6 +67,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const say = (s: string) => process.stdout.write(`${s}\n`);
   try {
     if (trainTokens > 0) await trainingDemo(dir, trainTokens, say);
+    if (values['no-model'] !== true) await modelDemo(dir, say);
     say(`saekit demo: topk SAE d_in ${dIn}, d_sae ${dSae}, k ${k}; ${rows} activation rows (${threads()} threads, ${cpuVariant().current} kernels)`);
     let t = performance.now();
     const weights = syntheticSae({ dIn, dSae, architecture: 'topk', k, seed: 1 });
@@ -128,4 +141,55 @@ async function trainingDemo(dir: string, tokens: number, say: (s: string) => voi
       `L0 ${last.l0.toFixed(1)}, dead ${(100 * last.deadFraction).toFixed(1)}%`,
   );
   say(`  recovered ${rec.recovered} of ${nFeatures} true features (${(100 * rec.fraction).toFixed(1)}%: a decoder row with cosine > 0.9)`);
+}
+
+/** Part 2: model -> activations -> SAE -> features -> spliced evaluation, all generated here. */
+async function modelDemo(dir: string, say: (s: string) => void): Promise<void> {
+  try {
+    await loadTransformers();
+    await gpt2TokenizerFiles();
+  } catch (e) {
+    say(`saekit demo: model part skipped: ${(e as Error).message.split('\n')[0]}`);
+    return;
+  }
+  const t0 = performance.now();
+  const modelDir = join(dir, 'tiny-gpt2');
+  await writeTinyGpt2(modelDir, { layers: 2, dModel: 64, heads: 4, seed: 3, tokenizerFiles: { ...(await gpt2TokenizerFiles()) } });
+  const corpus = join(dir, 'corpus.txt');
+  await writeFile(corpus, syntheticText(2000, 5));
+  say(`saekit demo: a GPT-2-architecture model (2 layers, d_model 64, GPT-2 tokenizer, random weights) and a synthetic corpus`);
+  const hook = 'blocks.1.hook_resid_pre';
+  const model = await LanguageModel.load(modelDir);
+  try {
+    const acts = join(dir, 'acts');
+    const dump = await dumpActivations(model, { hook, corpus, output: acts, contextSize: 64, tokens: 64_000, batchSize: 16 });
+    say(`  activations: ${dump.manifest.rows} tokens of ${hook} -> ${acts} in ${dump.seconds.toFixed(1)} s (${Math.round(dump.manifest.rows / dump.seconds)} tokens/s)`);
+    const saeDir = join(dir, 'model_sae');
+    const r = await train({ input: acts, output: saeDir, k: 8, dSae: 512, tokens: 256_000, batchSize: 512, logEvery: 1_000_000 });
+    say(`  trained an SAE (d_sae 512, k 8) on them in ${r.seconds.toFixed(1)} s: explained variance ${(100 * r.last!.explainedVariance).toFixed(1)}%`);
+    const sae = await loadSae(saeDir, { device: 'cpu' });
+    try {
+      const text = 'The king ruled the kingdom with a wise and just hand.';
+      const ids = [model.tokenizer.bosId!, ...model.tokenizer.encode(text)];
+      const { hooks } = await model.forward(padBatch([ids], 0), { hooks: [hook] });
+      const codes = await sae.encode(hooks.get(hook)!);
+      say(`  features of "${text}" (top 3 per token):`);
+      for (let p = 1; p < ids.length; p++) {
+        const f: string[] = [];
+        const order = [...Array(codes.indptr[p + 1]! - codes.indptr[p]!).keys()].map((i) => codes.indptr[p]! + i).sort((a, b) => codes.values[b]! - codes.values[a]!);
+        for (const i of order.slice(0, 3)) f.push(`${codes.indices[i]}:${codes.values[i]!.toFixed(2)}`);
+        say(`    ${JSON.stringify(model.tokenText(ids[p]!)).padEnd(11)} ${f.join('  ')}`);
+      }
+      const m = await evaluateSpliced(model, sae, { hook, corpus, contextSize: 64, tokens: 512 });
+      say(
+        `  spliced at ${hook}: CE clean ${m.ce_loss_clean.toFixed(3)}, with SAE ${m.ce_loss_with_sae.toFixed(3)}, zero-ablated ${m.ce_loss_with_ablation.toFixed(3)}, ` +
+          `KL ${m.kl_div_with_sae.toExponential(2)} (random weights: the model predicts little, so these only show the pipeline)`,
+      );
+    } finally {
+      sae.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+  say(`  model part done in ${((performance.now() - t0) / 1e3).toFixed(1)} s (the same steps as saekit gen-model/activations/train/features/eval)`);
 }

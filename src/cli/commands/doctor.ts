@@ -1,6 +1,8 @@
 import { addon } from '../../addon.js';
 import { backends, cpuVariant, threads } from '../../system.js';
 import { parse } from '../args.js';
+import { loadTransformers } from '../../model/languageModel.js';
+import { defaultCacheDir } from '../../model/modelSource.js';
 
 export const doctorUsage = 'saekit doctor';
 
@@ -24,6 +26,12 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   ];
   for (const b of backends()) lines.push(`  backend ${b.name}: ${b.available ? 'available' : 'unavailable'}: ${b.detail}`);
   if (!backends().some((b) => b.name === 'cuda')) lines.push('  backend cuda: not compiled (no nvcc at build time, or SAEKIT_CPU_ONLY=1)');
+  try {
+    const tf = await loadTransformers();
+    lines.push(`  model side: @huggingface/transformers ${tf.env.version} (ONNX runtime, CPU); hub cache ${defaultCacheDir()}`);
+  } catch {
+    lines.push('  model side: unavailable (optional @huggingface/transformers not installed; needed by activations/features/eval/generate)');
+  }
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;
 }
