@@ -14,7 +14,7 @@
 // Memory is bounded by one shard buffer plus one batch, whatever the corpus size.
 
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FormatError, ValidationError } from '../errors.js';
 import { tempPathFor } from '../formats/fileIo.js';
@@ -83,11 +83,33 @@ export async function dumpActivations(model: LanguageModel, o: DumpActivationsOp
   const bytesPerRow = d * (dtype === 'float32' ? 4 : 2);
   const shardWindows = o.shardWindows ?? Math.max(1, Math.floor((256 << 20) / (bytesPerRow * ctx)));
   if (!Number.isInteger(shardWindows) || shardWindows < 1) throw new ValidationError(`Expected a positive integer for shard windows but received ${shardWindows}`);
-  await prepareOutput(o.output);
+  if (!existsSync(o.corpus)) throw new FormatError(o.corpus, 'corpus file not found');
+  const created = await prepareOutput(o.output);
+  const files: string[] = [];
+  try {
+    return await dump(model, o, { ctx, prependBos, batchSize, dtype, d, shardWindows }, files);
+  } catch (e) {
+    // Nothing half-written stays: the shards this run wrote go, and the folder if it made it.
+    await Promise.all(files.map((f) => rm(join(o.output, f), { force: true })));
+    if (created) await rm(o.output, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+interface DumpPlan {
+  ctx: number;
+  prependBos: boolean;
+  batchSize: number;
+  dtype: DumpDtype;
+  d: number;
+  shardWindows: number;
+}
+
+async function dump(model: LanguageModel, o: DumpActivationsOptions, plan: DumpPlan, files: string[]): Promise<DumpResult> {
+  const { ctx, prependBos, batchSize, dtype, d, shardWindows } = plan;
 
   const totalWindows = Math.ceil(o.tokens / ctx);
   const rows = totalWindows * ctx;
-  const files: string[] = [];
   let shardActs = new Float32Array(shardWindows * ctx * d);
   let shardTokens = new Int32Array(shardWindows * ctx);
   let inShard = 0;
@@ -158,15 +180,17 @@ export async function dumpActivations(model: LanguageModel, o: DumpActivationsOp
   return { manifest, seconds: (performance.now() - started) / 1000, forwardSeconds };
 }
 
-/** The output folder must be new or empty: a dump never mixes with older shards. */
-async function prepareOutput(dir: string): Promise<void> {
+/** The output folder must be new or empty: a dump never mixes with older shards. True when created here. */
+async function prepareOutput(dir: string): Promise<boolean> {
   if (existsSync(dir)) {
     const entries = await readdir(dir).catch(() => {
       throw new FormatError(dir, 'exists and is not a folder');
     });
     if (entries.length > 0) throw new FormatError(dir, 'output folder is not empty (remove it or pick another --output)');
+    return false;
   }
   await mkdir(dir, { recursive: true });
+  return true;
 }
 
 /** Reads the manifest of an activation dump, or undefined when DIR has none of this format. */

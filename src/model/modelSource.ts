@@ -80,10 +80,10 @@ async function download(url: string, path: string, model: string): Promise<void>
     res = await fetch(url, { redirect: 'follow', headers: process.env.HF_TOKEN ? { authorization: `Bearer ${process.env.HF_TOKEN}` } : {} });
   } catch (e) {
     const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new FormatError(url, `cannot download model ${model} (${cause?.code ?? cause?.message ?? (e as Error).message}); offline? put the files in a local folder and pass it as --model`);
+    throw new FormatError(url, `no local folder ${model}, and cannot download it from the hub (${cause?.code ?? cause?.message ?? (e as Error).message}); offline? put the files in a local folder and pass it as --model`);
   }
   if (!res.ok) {
-    throw new FormatError(url, `cannot download model ${model}: HTTP ${res.status}${res.status === 404 ? ' (no such repository or file; an ONNX export is needed, e.g. the Xenova/* or onnx-community/* repositories)' : ''}`);
+    throw new FormatError(url, `no local folder ${model}, and cannot download it from the hub: HTTP ${res.status}${res.status === 404 ? ' (no such repository or file; an ONNX export is needed, e.g. the Xenova/* or onnx-community/* repositories)' : ''}`);
   }
   await mkdir(dirname(path), { recursive: true });
   const tmp = tempPathFor(path);

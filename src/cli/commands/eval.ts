@@ -1,5 +1,6 @@
 // `saekit eval`: the SAE spliced into the model on a corpus: CE loss clean / spliced /
 // zero-ablated, CE loss recovered, KL, and the reconstruction metrics.
+import { ValidationError } from '../../errors.js';
 import { loadSae } from '../../sae.js';
 import { evaluateSpliced } from '../../model/splice.js';
 import { applyThreads, commonFlags, deviceFlag, num, parse, required } from '../args.js';
@@ -35,6 +36,8 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const bar = progressBar('eval');
   try {
     const hook = saeHook(values, sae, saeDir);
+    model.checkHook(hook);
+    if (sae.dIn !== model.dModel) throw new ValidationError(`${saeDir} has d_in ${sae.dIn} but ${hook} of ${model.name} has width ${model.dModel}`);
     const m = await evaluateSpliced(model, sae, {
       hook,
       corpus: text,
