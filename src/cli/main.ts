@@ -12,6 +12,9 @@ import { evalCommand, evalUsage } from './commands/eval.js';
 import { featuresCommand, featuresUsage } from './commands/features.js';
 import { generateCommand, generateUsage } from './commands/generate.js';
 import { genModelCommand, genModelUsage } from './commands/genModel.js';
+import { analyzeCommand, analyzeUsage } from './commands/analyze.js';
+import { dashboardCommand, dashboardUsage } from './commands/dashboard.js';
+import { featureCommand, featureUsage } from './commands/feature.js';
 
 const commands: Record<string, { run: (argv: string[]) => Promise<number>; usage: string; what: string }> = {
   demo: { run: demoCommand, usage: demoUsage, what: 'train an SAE on data with known features, then encode + decode a GPT-2-sized dump' },
@@ -22,6 +25,9 @@ const commands: Record<string, { run: (argv: string[]) => Promise<number>; usage
   features: { run: featuresCommand, usage: featuresUsage, what: 'per token of a text, the SAE features that fire most' },
   eval: { run: evalCommand, usage: evalUsage, what: 'splice the SAE into the model: CE loss recovered, KL, explained variance' },
   generate: { run: generateCommand, usage: generateUsage, what: 'greedy generation, optionally with SAE feature interventions' },
+  analyze: { run: analyzeCommand, usage: analyzeUsage, what: 'feature statistics, top contexts and logit effects -> a static HTML dashboard' },
+  dashboard: { run: dashboardCommand, usage: dashboardUsage, what: 'serve a dashboard folder on localhost' },
+  feature: { run: featureCommand, usage: featureUsage, what: "one feature's max-activating contexts, highlighted in the terminal" },
   'gen-model': { run: genModelCommand, usage: genModelUsage, what: 'write a small random GPT-2-architecture ONNX model with the GPT-2 tokenizer' },
   info: { run: infoCommand, usage: infoUsage, what: "print an SAE directory's config as JSON" },
   doctor: { run: doctorCommand, usage: doctorUsage, what: 'show backends, CPU kernel variant, threads, CUDA device' },

@@ -1,0 +1,125 @@
+// `saekit analyze`: feature statistics over a corpus (model -> hook -> SAE) or a saved dump,
+// the logit effects, and a static dashboard (index + a page per feature, offline from file://).
+import { join } from 'node:path';
+import { analyzeFeatures, dashboardIndex, featureDoc, type AnalysisSource, type DocOptions } from '../../analysis/analyze.js';
+import { writeDashboard } from '../../analysis/dashboard.js';
+import { FeatureStats } from '../../analysis/featureStats.js';
+import { logitEffects, readUnembedding } from '../../analysis/logitEffects.js';
+import { UsageError } from '../../errors.js';
+import { readSaeDir } from '../../formats/saeDir.js';
+import { readActivationsManifest } from '../../model/activations.js';
+import { LanguageModel } from '../../model/languageModel.js';
+import { loadSae } from '../../sae.js';
+import { applyThreads, commonFlags, deviceFlag, num, parse, required } from '../args.js';
+import { modelFlags, saeContextSize, saeHook, saePrependBos } from '../modelFlags.js';
+import { progressBar } from '../progress.js';
+
+export const analyzeUsage =
+  'saekit analyze --sae DIR (--model M --text CORPUS --tokens N | --activations DUMPDIR [--model M]) --output DASHDIR [--hook H] [--context-size N] [--no-bos] ' +
+  '[--text-field F] [--batch-size 8] [--top-n 20] [--save-state FILE] [--resume FILE] [--no-logits] [--include-bos] [--onnx-file NAME] [--offline] [--device D] [--threads N]';
+
+export async function analyzeCommand(argv: string[]): Promise<number> {
+  const str = { type: 'string' } as const;
+  const { values } = parse(argv, {
+    ...commonFlags,
+    ...modelFlags,
+    sae: str,
+    text: str,
+    'text-field': str,
+    activations: str,
+    tokens: str,
+    output: str,
+    hook: str,
+    'context-size': str,
+    'no-bos': { type: 'boolean' },
+    'batch-size': str,
+    'top-n': str,
+    'save-state': str,
+    resume: str,
+    'no-logits': { type: 'boolean' },
+    'include-bos': { type: 'boolean' },
+  });
+  const saeDir = required(values, 'sae');
+  const output = required(values, 'output');
+  if ((values.text === undefined) === (values.activations === undefined)) throw new UsageError('give --text CORPUS (with --model) or --activations DUMPDIR');
+  if (values.text !== undefined && values.model === undefined) throw new UsageError('--text needs --model');
+  const tokens = num(values, 'tokens', 'int', 1);
+  if (values.text !== undefined && tokens === undefined) throw new UsageError('missing required flag --tokens');
+  applyThreads(values);
+  const sae = await loadSae(saeDir, { device: deviceFlag(values) });
+  const bar = progressBar('analyze');
+  let model: LanguageModel | undefined;
+  try {
+    const dump = values.activations !== undefined ? await readActivationsManifest(values.activations as string) : undefined;
+    if (values.activations !== undefined && !dump) throw new UsageError(`${values.activations} is not a dump from saekit activations (no manifest.json)`);
+    // The model gives token strings and the unembedding; a dump names the model it came from.
+    const modelName = (values.model as string | undefined) ?? dump?.model;
+    model = await LanguageModel.load(modelName!, {
+      ...(values['onnx-file'] !== undefined && { onnxFile: values['onnx-file'] as string }),
+      ...(values.offline === true && { offline: true }),
+      ...(values['model-threads'] !== undefined && { threads: num(values, 'model-threads', 'int', 1) }),
+    }).catch((e: unknown) => {
+      throw dump && values.model === undefined ? new UsageError(`the dump's model ${dump.model} cannot be loaded (${(e as Error).message}); give --model`) : e;
+    });
+    const hook = dump ? dump.hook_name : saeHook(values, sae, saeDir);
+    const source: AnalysisSource = dump
+      ? { kind: 'dump', dir: values.activations as string, ...(tokens !== undefined && { tokens }) }
+      : {
+          kind: 'corpus',
+          model,
+          hook,
+          corpus: values.text as string,
+          ...(values['text-field'] !== undefined && { textField: values['text-field'] as string }),
+          tokens: tokens!,
+          contextSize: saeContextSize(values, sae, 128),
+          prependBos: saePrependBos(values, sae),
+          ...(values['batch-size'] !== undefined && { batchSize: num(values, 'batch-size', 'int', 1) }),
+        };
+    const resume = values.resume !== undefined ? await FeatureStats.load(values.resume as string) : undefined;
+    const r = await analyzeFeatures(sae, source, {
+      stats: { dSae: sae.dSae, topN: num(values, 'top-n', 'int', 1) ?? 20 },
+      ...(resume && { resume }),
+      // BOS opens every window with the same residual stream: it would top every feature that fires on it.
+      ...(values['include-bos'] !== true && model.tokenizer.bosId !== undefined && { ignoreTokens: new Set([model.tokenizer.bosId]) }),
+      onProgress: (p) => bar.update(p),
+    });
+    bar.stop();
+    if (values['save-state'] !== undefined) await r.stats.save(values['save-state'] as string);
+    process.stderr.write(
+      `analysed ${r.tokens} tokens in ${r.seconds.toFixed(2)} s (${Math.round(r.tokens / r.seconds)} tokens/s; encode ${r.encodeSeconds.toFixed(2)} s, ` +
+        `model ${r.forwardSeconds.toFixed(2)} s)\n`,
+    );
+    let logits;
+    if (values['no-logits'] !== true) {
+      const t = performance.now();
+      const weights = await readSaeDir(saeDir);
+      const u = await readUnembedding(join(model.dir, 'onnx', `${model.onnxFile}.onnx`));
+      logits = await logitEffects(weights.W_dec, sae.dSae, u);
+      process.stderr.write(`logit effects (W_dec @ W_U, ${u.vocab} tokens) in ${((performance.now() - t) / 1000).toFixed(2)} s\n`);
+    }
+    const cache = new Map<number, string>();
+    const m = model;
+    const docOpts: DocOptions = {
+      modelId: m.name,
+      hook,
+      tokenText: (id) => {
+        let s = cache.get(id);
+        if (s === undefined) cache.set(id, (s = m.tokenText(id)));
+        return s;
+      },
+      ...(logits && { logits }),
+    };
+    const index = dashboardIndex(r.stats, { ...docOpts, sae: saeDir });
+    const docs = (function* () {
+      for (let f = 0; f < sae.dSae; f++) yield featureDoc(r.stats, f, docOpts);
+    })();
+    const pages = await writeDashboard(output, index, docs);
+    const alive = index.features.filter((f) => f.frac_nonzero > 0).length;
+    process.stderr.write(`dashboard: ${pages} feature pages (${alive} fired) -> ${join(output, 'index.html')} (open it, or: saekit dashboard ${output})\n`);
+    return 0;
+  } finally {
+    bar.stop();
+    sae.dispose();
+    await model?.dispose();
+  }
+}
