@@ -24,3 +24,9 @@ export { readCorpus, tokenWindows, batches, padBatch, wrapTokenizer, type TextTo
 export { gpt2TokenizerFiles } from './model/gpt2Tokenizer.js';
 export { writeTinyGpt2, makeGpt2Weights, gpt2OnnxBytes, gpt2HfConfig, type TinyGpt2Options, type Gpt2Weights } from './model/tinyGpt2.js';
 export { syntheticText } from './model/syntheticText.js';
+// Feature interpretation: statistics, logit effects, dashboards.
+export { FeatureStats, type FeatureStatsOptions, type StoredExample } from './analysis/featureStats.js';
+export { analyzeFeatures, featureDoc, featureSummary, dashboardIndex, type AnalysisSource, type AnalysisResult, type DocOptions } from './analysis/analyze.js';
+export { readUnembedding, logitEffects, type Unembedding, type LogitEffects } from './analysis/logitEffects.js';
+export { writeDashboard, serveDashboard } from './analysis/dashboard.js';
+export type { FeatureDoc, FeatureActivation, FeatureSummary, DashboardIndex } from './analysis/types.js';

@@ -584,7 +584,7 @@ const APP_JS = String.raw`// saekit dashboard. Builds every data-dependent node 
       tr.appendChild(el('td', 'num', isNum(ld) ? ld.toFixed(2) : '\u2013'));
       tr.appendChild(el('td', 'num', fmt(f.max_act)));
       tr.appendChild(el('td', 'num', fmt(f.mean_act)));
-      var top = el('td', 'top');
+      var top = el('td', 'top-tok');
       if (f.top_token !== undefined && f.top_token !== null && f.frac_nonzero !== 0) top.appendChild(el('span', 'tok-inline', showToken(f.top_token)));
       tr.appendChild(top);
       var pos = el('td', 'pos');
