@@ -118,6 +118,26 @@ describe('saekit analyze', () => {
     for (const line of lines.slice(1)) expect(line).toMatch(/^ +\d\. +\d+\.\d{3}  .*\[\[.+\]\]/);
   });
 
+  it('saved states from separate parts merge into one dashboard', async () => {
+    const s1 = join(root, 's1.safetensors');
+    const s2 = join(root, 's2.safetensors');
+    const r1 = await run('analyze', '--model', M, '--sae', SAE, '--text', corpus, '--tokens', '1024', '--output', join(root, 'd1'), '--save-state', s1, '--no-logits');
+    expect(r1.code, r1.err).toBe(0);
+    const r2 = await run('analyze', '--activations', join(root, 'acts'), '--model', M, '--sae', SAE, '--tokens', '2048', '--output', join(root, 'd2'), '--save-state', s2, '--no-logits');
+    expect(r2.code, r2.err).toBe(0);
+    const merged = join(root, 'd-merged');
+    const r = await run('analyze', '--model', M, '--sae', SAE, '--resume', s1, '--resume', s2, '--output', merged, '--no-logits');
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toContain('merged 2 saved states');
+    const [i1, i2, im] = await Promise.all(['d1', 'd2', 'd-merged'].map(async (d) => JSON.parse(await readFile(join(root, d, 'index.json'), 'utf8')) as DashboardIndex));
+    expect(im.tokens_seen).toBe(i1!.tokens_seen + i2!.tokens_seen);
+    for (let f = 0; f < D_SAE; f++) {
+      const count = (i: DashboardIndex) => Math.round(i.features[f]!.frac_nonzero * i.tokens_seen);
+      expect(count(im!)).toBe(count(i1!) + count(i2!));
+      expect(im!.features[f]!.max_act).toBe(Math.max(i1!.features[f]!.max_act, i2!.features[f]!.max_act));
+    }
+  });
+
   it('bad input: usage errors exit 2, file errors exit 1 naming the file, nothing half-written', async () => {
     expect((await run('analyze', '--sae', SAE, '--output', join(root, 'x'))).code).toBe(2);
     expect((await run('analyze', '--sae', SAE, '--text', corpus, '--tokens', '10', '--output', join(root, 'x'))).code).toBe(2);
@@ -132,6 +152,20 @@ describe('saekit analyze', () => {
     expect(notDump.code).toBe(2);
     expect(notDump.err).toContain('manifest');
     expect(existsSync(join(root, 'y'))).toBe(false);
+    // A corrupt saved state and a dump missing a shard name the file at fault.
+    const junk = join(root, 'junk.safetensors');
+    await writeFile(junk, 'not a safetensors file');
+    const j = await run('analyze', '--model', M, '--sae', SAE, '--resume', junk, '--output', join(root, 'z1'));
+    expect(j.code).toBe(1);
+    expect(j.err).toContain(junk);
+    const broken = join(root, 'acts-broken');
+    await mkdir(broken);
+    const man = JSON.parse(await readFile(join(root, 'acts', 'manifest.json'), 'utf8'));
+    await writeFile(join(broken, 'manifest.json'), JSON.stringify(man));
+    const b = await run('analyze', '--activations', broken, '--model', M, '--sae', SAE, '--output', join(root, 'z2'));
+    expect(b.code).toBe(1);
+    expect(b.err).toContain(join(broken, man.activations[0]));
+    expect(existsSync(join(root, 'z1')) || existsSync(join(root, 'z2'))).toBe(false);
     const badId = await run('feature', '--model', M, '--sae', SAE, '--text', corpus, '--id', String(D_SAE));
     expect(badId.code).toBe(1);
     expect(badId.err).toContain(`d_sae ${D_SAE}`);

@@ -26,7 +26,7 @@ export interface FeatureStatsOptions {
   /** Tokens kept before / after the activating token (default 12 / 4). */
   contextLeft?: number;
   contextRight?: number;
-  /** Reservoir size per feature for the quantile samples (default 40). */
+  /** Reservoir size per feature for the quantile samples (default 25). */
   reservoir?: number;
   /** Histogram: log-spaced bins, this many per decade from histMin to histMax (defaults 8, 1e-4, 1e4). */
   histBinsPerDecade?: number;
@@ -66,6 +66,8 @@ export class FeatureStats {
   private readonly topSize: Int32Array;
   private readonly topValue: Float32Array;
   private readonly topRow: Float64Array;
+  /** Heap position -> context slot: sifting moves these ints, never the contexts. */
+  private readonly topSlot: Int32Array;
   private readonly topCtx: ContextStore;
   // Reservoir per feature (Algorithm R), same context layout.
   private readonly resSize: Int32Array;
@@ -81,7 +83,7 @@ export class FeatureStats {
       topN: o.topN ?? 20,
       contextLeft: o.contextLeft ?? 12,
       contextRight: o.contextRight ?? 4,
-      reservoir: o.reservoir ?? 40,
+      reservoir: o.reservoir ?? 25,
       histBinsPerDecade: o.histBinsPerDecade ?? 8,
       histMin: o.histMin ?? 1e-4,
       histMax: o.histMax ?? 1e4,
@@ -111,6 +113,7 @@ export class FeatureStats {
     this.topSize = new Int32Array(d);
     this.topValue = new Float32Array(d * this.topN);
     this.topRow = new Float64Array(d * this.topN);
+    this.topSlot = new Int32Array(d * this.topN);
     this.topCtx = new ContextStore(d * this.topN, this.width);
     this.resSize = new Int32Array(d);
     this.resValue = new Float32Array(d * this.reservoirSize);
@@ -164,14 +167,17 @@ export class FeatureStats {
         this.sum[f]! += v;
         if (v > this.max[f]!) this.max[f] = v;
         this.hist[f * this.nBins + this.binOf(v)]!++;
-        this.offerTop(f, v, firstRow + r, () => this.cut(codes, tokenIds, windowLength, r, f));
+        const slot = this.offerTop(f, v, firstRow + r);
+        if (slot >= 0) this.cutInto(this.topCtx, slot, codes, tokenIds, windowLength, r, f);
         // Algorithm R: the n-th firing token replaces a random slot with probability R/n.
-        if (n <= this.reservoirSize) {
-          this.putReservoir(f, n - 1, v, firstRow + r, this.cut(codes, tokenIds, windowLength, r, f));
-          this.resSize[f] = n;
-        } else {
-          const j = Math.floor(this.random() * n);
-          if (j < this.reservoirSize) this.putReservoir(f, j, v, firstRow + r, this.cut(codes, tokenIds, windowLength, r, f));
+        let j = n - 1;
+        if (n > this.reservoirSize) j = Math.floor(this.random() * n);
+        else this.resSize[f] = n;
+        if (j < this.reservoirSize) {
+          const rs = f * this.reservoirSize + j;
+          this.resValue[rs] = v;
+          this.resRow[rs] = firstRow + r;
+          this.cutInto(this.resCtx, rs, codes, tokenIds, windowLength, r, f);
         }
       }
     }
@@ -182,14 +188,20 @@ export class FeatureStats {
   /** Top-N examples of feature F, by value descending (ties: earlier row first). */
   top(f: number): StoredExample[] {
     const out: StoredExample[] = [];
-    for (let s = 0; s < this.topSize[f]!; s++) out.push(this.example(this.topCtx, f * this.topN + s, this.topValue, this.topRow));
+    for (let s = 0; s < this.topSize[f]!; s++) {
+      const pos = f * this.topN + s;
+      out.push({ ...this.topCtx.get(this.topSlot[pos]!), value: this.topValue[pos]!, row: this.topRow[pos]! });
+    }
     return out.sort((a, b) => b.value - a.value || a.row - b.row);
   }
 
   /** The reservoir of feature F (a uniform sample of its firing tokens), by value ascending. */
   samples(f: number): StoredExample[] {
     const out: StoredExample[] = [];
-    for (let s = 0; s < this.resSize[f]!; s++) out.push(this.example(this.resCtx, f * this.reservoirSize + s, this.resValue, this.resRow));
+    for (let s = 0; s < this.resSize[f]!; s++) {
+      const slot = f * this.reservoirSize + s;
+      out.push({ ...this.resCtx.get(slot), value: this.resValue[slot]!, row: this.resRow[slot]! });
+    }
     return out.sort((a, b) => a.value - b.value || a.row - b.row);
   }
 
@@ -219,9 +231,10 @@ export class FeatureStats {
       this.sum[f]! += other.sum[f]!;
       if (other.max[f]! > this.max[f]!) this.max[f] = other.max[f]!;
       for (let s = 0; s < other.topSize[f]!; s++) {
-        const slot = f * this.topN + s;
-        const ex = this.example(other.topCtx, slot, other.topValue, other.topRow);
-        this.offerTop(f, ex.value, ex.row, () => ex);
+        const pos = f * this.topN + s;
+        const ex = other.topCtx.get(other.topSlot[pos]!);
+        const slot = this.offerTop(f, other.topValue[pos]!, other.topRow[pos]!);
+        if (slot >= 0) this.topCtx.put(slot, ex);
       }
       this.mergeReservoir(f, nA, other, nB);
     }
@@ -244,6 +257,7 @@ export class FeatureStats {
         top_size: { dtype: 'I32', shape: [this.dSae], data: this.topSize },
         top_value: { dtype: 'F32', shape: [this.topValue.length], data: this.topValue },
         top_row: { dtype: 'F64', shape: [this.topRow.length], data: this.topRow },
+        top_slot: { dtype: 'I32', shape: [this.topSlot.length], data: this.topSlot },
         top_tokens: { dtype: 'I32', shape: [t.tokens.length], data: t.tokens },
         top_values: { dtype: 'F32', shape: [t.values.length], data: t.values },
         top_meta: { dtype: 'I32', shape: [t.meta.length], data: t.meta },
@@ -274,7 +288,7 @@ export class FeatureStats {
         into.set(a);
       };
       for (const [name, arr] of [
-        ['count', s.count], ['sum', s.sum], ['max', s.max], ['hist', s.hist], ['top_size', s.topSize], ['top_value', s.topValue], ['top_row', s.topRow],
+        ['count', s.count], ['sum', s.sum], ['max', s.max], ['hist', s.hist], ['top_size', s.topSize], ['top_value', s.topValue], ['top_row', s.topRow], ['top_slot', s.topSlot],
         ['top_tokens', s.topCtx.tokens], ['top_values', s.topCtx.values], ['top_meta', s.topCtx.meta], ['res_size', s.resSize], ['res_value', s.resValue],
         ['res_row', s.resRow], ['res_tokens', s.resCtx.tokens], ['res_values', s.resCtx.values], ['res_meta', s.resCtx.meta],
       ] as const) {
@@ -288,58 +302,64 @@ export class FeatureStats {
 
   // ---- internals ----
 
-  /** Offers (v, row) to F's top-N heap; CONTEXT is only built when it gets in. */
-  private offerTop(f: number, v: number, row: number, context: () => StoredExample): void {
+  /** Heap position A ranks below B: smaller value, or equal value and later row. */
+  private below(a: number, b: number): boolean {
+    const va = this.topValue[a]!;
+    const vb = this.topValue[b]!;
+    return va < vb || (va === vb && this.topRow[a]! > this.topRow[b]!);
+  }
+
+  private swapTop(a: number, b: number): void {
+    const v = this.topValue[a]!;
+    this.topValue[a] = this.topValue[b]!;
+    this.topValue[b] = v;
+    const r = this.topRow[a]!;
+    this.topRow[a] = this.topRow[b]!;
+    this.topRow[b] = r;
+    const s = this.topSlot[a]!;
+    this.topSlot[a] = this.topSlot[b]!;
+    this.topSlot[b] = s;
+  }
+
+  /**
+   * Offers (v, row) to F's top-N min-heap. Returns the context slot to fill when it got in
+   * (the evicted example's slot when the heap was full), else -1.
+   */
+  private offerTop(f: number, v: number, row: number): number {
     const base = f * this.topN;
     const size = this.topSize[f]!;
-    const worse = (a: number, b: number) => {
-      // slot a ranks below slot b: smaller value, or equal value and later row.
-      const va = this.topValue[base + a]!;
-      const vb = this.topValue[base + b]!;
-      return va < vb || (va === vb && this.topRow[base + a]! > this.topRow[base + b]!);
-    };
-    let slot: number;
     if (size < this.topN) {
-      slot = size;
+      let pos = base + size;
       this.topSize[f] = size + 1;
-      this.writeTop(base + slot, v, row, context());
-      // sift up
-      while (slot > 0) {
-        const parent = (slot - 1) >> 1;
-        if (!worse(slot, parent)) break;
-        this.swapTop(base, slot, parent);
-        slot = parent;
+      this.topValue[pos] = v;
+      this.topRow[pos] = row;
+      this.topSlot[pos] = pos;
+      const slot = pos;
+      while (pos > base) {
+        const parent = base + ((pos - base - 1) >> 1);
+        if (!this.below(pos, parent)) break;
+        this.swapTop(pos, parent);
+        pos = parent;
       }
-      return;
+      return slot;
     }
     const minV = this.topValue[base]!;
-    if (v < minV || (v === minV && row > this.topRow[base]!)) return;
-    this.writeTop(base, v, row, context());
-    slot = 0;
+    if (v < minV || (v === minV && row > this.topRow[base]!)) return -1;
+    const slot = this.topSlot[base]!;
+    this.topValue[base] = v;
+    this.topRow[base] = row;
+    let pos = 0;
     for (;;) {
-      const l = 2 * slot + 1;
+      const l = 2 * pos + 1;
       const r = l + 1;
-      let m = slot;
-      if (l < this.topN && worse(l, m)) m = l;
-      if (r < this.topN && worse(r, m)) m = r;
-      if (m === slot) break;
-      this.swapTop(base, slot, m);
-      slot = m;
+      let m = pos;
+      if (l < this.topN && this.below(base + l, base + m)) m = l;
+      if (r < this.topN && this.below(base + r, base + m)) m = r;
+      if (m === pos) break;
+      this.swapTop(base + pos, base + m);
+      pos = m;
     }
-  }
-
-  private writeTop(slot: number, v: number, row: number, ex: StoredExample): void {
-    this.topValue[slot] = v;
-    this.topRow[slot] = row;
-    this.topCtx.put(slot, ex);
-  }
-
-  private swapTop(base: number, a: number, b: number): void {
-    const sa = base + a;
-    const sb = base + b;
-    [this.topValue[sa], this.topValue[sb]] = [this.topValue[sb]!, this.topValue[sa]!];
-    [this.topRow[sa], this.topRow[sb]] = [this.topRow[sb]!, this.topRow[sa]!];
-    this.topCtx.swap(sa, sb);
+    return slot;
   }
 
   private putReservoir(f: number, s: number, v: number, row: number, ex: StoredExample): void {
@@ -363,22 +383,18 @@ export class FeatureStats {
     kept.forEach(({ e }, s) => this.putReservoir(f, s, e.value, e.row, e));
   }
 
-  private example(store: ContextStore, slot: number, value: Float32Array, row: Float64Array): StoredExample {
-    return { ...store.get(slot), value: value[slot]!, row: row[slot]! };
-  }
-
-  /** The context of row R (within its window) with feature F's value at each token. */
-  private cut(codes: SparseCodes, tokenIds: ArrayLike<number>, windowLength: number, r: number, f: number): StoredExample {
+  /** Writes the context of codes row R (within its window), with feature F's value at each token, into SLOT. */
+  private cutInto(store: ContextStore, slot: number, codes: SparseCodes, tokenIds: ArrayLike<number>, windowLength: number, r: number, f: number): void {
     const w0 = r - (r % windowLength);
     const from = Math.max(w0, r - this.left);
     const to = Math.min(w0 + windowLength - 1, r + this.right);
-    const ids: number[] = [];
-    const vals: number[] = [];
+    const o = slot * store.width;
     for (let q = from; q <= to; q++) {
-      ids.push(tokenIds[q]!);
-      vals.push(valueIn(codes, q, f));
+      store.tokens[o + q - from] = tokenIds[q]!;
+      store.values[o + q - from] = valueIn(codes, q, f);
     }
-    return { row: r, value: valueIn(codes, r, f), tokenIds: ids, values: vals, at: r - from };
+    store.meta[2 * slot] = to - from + 1;
+    store.meta[2 * slot + 1] = r - from;
   }
 
   /** mulberry32, seeded: reservoirs are reproducible run to run. */
@@ -428,13 +444,5 @@ class ContextStore {
     const n = this.meta[2 * slot]!;
     const o = slot * this.width;
     return { tokenIds: Array.from(this.tokens.subarray(o, o + n)), values: Array.from(this.values.subarray(o, o + n)), at: this.meta[2 * slot + 1]! };
-  }
-  swap(a: number, b: number): void {
-    const w = this.width;
-    for (let i = 0; i < w; i++) {
-      [this.tokens[a * w + i], this.tokens[b * w + i]] = [this.tokens[b * w + i]!, this.tokens[a * w + i]!];
-      [this.values[a * w + i], this.values[b * w + i]] = [this.values[b * w + i]!, this.values[a * w + i]!];
-    }
-    for (let i = 0; i < 2; i++) [this.meta[2 * a + i], this.meta[2 * b + i]] = [this.meta[2 * b + i]!, this.meta[2 * a + i]!];
   }
 }

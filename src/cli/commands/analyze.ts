@@ -16,7 +16,7 @@ import { progressBar } from '../progress.js';
 
 export const analyzeUsage =
   'saekit analyze --sae DIR (--model M --text CORPUS --tokens N | --activations DUMPDIR [--model M]) --output DASHDIR [--hook H] [--context-size N] [--no-bos] ' +
-  '[--text-field F] [--batch-size 8] [--top-n 20] [--save-state FILE] [--resume FILE] [--no-logits] [--include-bos] [--onnx-file NAME] [--offline] [--device D] [--threads N]';
+  '[--text-field F] [--batch-size 8] [--top-n 20] [--save-state FILE] [--resume STATE ...] [--no-logits] [--include-bos] [--onnx-file NAME] [--offline] [--device D] [--threads N]';
 
 export async function analyzeCommand(argv: string[]): Promise<number> {
   const str = { type: 'string' } as const;
@@ -35,13 +35,18 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
     'batch-size': str,
     'top-n': str,
     'save-state': str,
-    resume: str,
+    resume: { type: 'string', multiple: true },
     'no-logits': { type: 'boolean' },
     'include-bos': { type: 'boolean' },
   });
   const saeDir = required(values, 'sae');
   const output = required(values, 'output');
-  if ((values.text === undefined) === (values.activations === undefined)) throw new UsageError('give --text CORPUS (with --model) or --activations DUMPDIR');
+  const states = (values.resume as string[] | undefined) ?? [];
+  if (values.text !== undefined && values.activations !== undefined) throw new UsageError('give --text CORPUS or --activations DUMPDIR, not both');
+  if (values.text === undefined && values.activations === undefined && states.length === 0) {
+    throw new UsageError('give --text CORPUS (with --model), --activations DUMPDIR, or saved states to merge with --resume');
+  }
+  if (values.text === undefined && values.activations === undefined && values.model === undefined) throw new UsageError('merging saved states needs --model (token text, unembedding)');
   if (values.text !== undefined && values.model === undefined) throw new UsageError('--text needs --model');
   const tokens = num(values, 'tokens', 'int', 1);
   if (values.text !== undefined && tokens === undefined) throw new UsageError('missing required flag --tokens');
@@ -62,30 +67,43 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
       throw dump && values.model === undefined ? new UsageError(`the dump's model ${dump.model} cannot be loaded (${(e as Error).message}); give --model`) : e;
     });
     const hook = dump ? dump.hook_name : saeHook(values, sae, saeDir);
-    const source: AnalysisSource = dump
+    const source: AnalysisSource | undefined = dump
       ? { kind: 'dump', dir: values.activations as string, ...(tokens !== undefined && { tokens }) }
-      : {
-          kind: 'corpus',
-          model,
-          hook,
-          corpus: values.text as string,
-          ...(values['text-field'] !== undefined && { textField: values['text-field'] as string }),
-          tokens: tokens!,
-          contextSize: saeContextSize(values, sae, 128),
-          prependBos: saePrependBos(values, sae),
-          ...(values['batch-size'] !== undefined && { batchSize: num(values, 'batch-size', 'int', 1) }),
-        };
-    const resume = values.resume !== undefined ? await FeatureStats.load(values.resume as string) : undefined;
-    const r = await analyzeFeatures(sae, source, {
-      stats: { dSae: sae.dSae, topN: num(values, 'top-n', 'int', 1) ?? 20 },
-      ...(resume && { resume }),
-      // BOS opens every window with the same residual stream: it would top every feature that fires on it.
-      ...(values['include-bos'] !== true && model.tokenizer.bosId !== undefined && { ignoreTokens: new Set([model.tokenizer.bosId]) }),
-      onProgress: (p) => bar.update(p),
-    });
+      : values.text !== undefined
+        ? {
+            kind: 'corpus',
+            model,
+            hook,
+            corpus: values.text as string,
+            ...(values['text-field'] !== undefined && { textField: values['text-field'] as string }),
+            tokens: tokens!,
+            contextSize: saeContextSize(values, sae, 128),
+            prependBos: saePrependBos(values, sae),
+            ...(values['batch-size'] !== undefined && { batchSize: num(values, 'batch-size', 'int', 1) }),
+          }
+        : undefined;
+    // Saved states (shards analysed separately, or an earlier run) are merged, then the new data added.
+    let resume: FeatureStats | undefined;
+    for (const path of states) {
+      const st = await FeatureStats.load(path);
+      if (resume) resume.merge(st);
+      else resume = st;
+    }
+    const started = performance.now();
+    const r = source
+      ? await analyzeFeatures(sae, source, {
+          stats: { dSae: sae.dSae, topN: num(values, 'top-n', 'int', 1) ?? 20 },
+          ...(resume && { resume }),
+          // BOS opens every window with the same residual stream: it would top every feature that fires on it.
+          ...(values['include-bos'] !== true && model.tokenizer.bosId !== undefined && { ignoreTokens: new Set([model.tokenizer.bosId]) }),
+          onProgress: (p) => bar.update(p),
+        })
+      : { stats: resume!, tokens: 0, seconds: (performance.now() - started) / 1000, encodeSeconds: 0, forwardSeconds: 0 };
+    if (r.stats.dSae !== sae.dSae) throw new UsageError(`the saved states have d_sae ${r.stats.dSae}, ${saeDir} has ${sae.dSae}`);
     bar.stop();
     if (values['save-state'] !== undefined) await r.stats.save(values['save-state'] as string);
-    process.stderr.write(
+    if (states.length > 0) process.stderr.write(`merged ${states.length} saved state${states.length === 1 ? '' : 's'}: ${r.stats.tokensSeen} tokens in all\n`);
+    if (source) process.stderr.write(
       `analysed ${r.tokens} tokens in ${r.seconds.toFixed(2)} s (${Math.round(r.tokens / r.seconds)} tokens/s; encode ${r.encodeSeconds.toFixed(2)} s, ` +
         `model ${r.forwardSeconds.toFixed(2)} s)\n`,
     );
