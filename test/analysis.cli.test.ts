@@ -209,7 +209,7 @@ describe('saekit analyze', () => {
       await page.waitForSelector('body[data-state="ready"]');
       expect(await page.textContent('#feature-id')).toBe(String(best.id));
       const toks = await page.$$eval('.example span.tok', (spans) =>
-        spans.map((s) => ({ v: Number(s.getAttribute('data-value')), bg: (globalThis as unknown as { getComputedStyle(e: Element): { backgroundColor: string } }).getComputedStyle(s).backgroundColor })),
+        spans.map((s) => ({ v: Number(s.getAttribute('data-value')), bg: (globalThis as unknown as { getComputedStyle(e: unknown): { backgroundColor: string } }).getComputedStyle(s).backgroundColor })),
       );
       const shown0 = doc.activations[0]!.values;
       expect(toks.slice(0, shown0.length).map((t) => t.v)).toEqual(shown0.map((v) => Number(v)));
