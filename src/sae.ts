@@ -3,9 +3,25 @@
 import { addon, type AddonSae, type NativeFailure, type ScreenStats } from './addon.js';
 import { type SparseCodes, validateCodes } from './codes.js';
 import { NativeError, NonFiniteInputError, ValidationError, expected } from './errors.js';
+import { existsSync } from 'node:fs';
 import { readSaeDir } from './formats/saeDir.js';
 import { type Device, resolveDevice } from './system.js';
 import type { SaeConfig, SaeWeights } from './types.js';
+
+/** For loadSae(release, { id }): which SAE of the release, and how to fetch it. */
+export interface PretrainedOptions {
+  /** The SAE id within the release (SAELens' sae_id). */
+  id?: string;
+  /** A release registry JSON file (default $SAEKIT_RELEASES or ~/.config/saekit/releases.json). */
+  registry?: string;
+  /** Hub options: endpoint, cache folder, revision, offline, token, progress. */
+  endpoint?: string;
+  cacheDir?: string;
+  revision?: string;
+  offline?: boolean;
+  token?: string;
+  onProgress?: (p: { file: string; bytes: number; total: number }) => void;
+}
 
 export interface LoadOptions {
   /** 'auto' (default) picks CUDA when a working device and kernels exist, else the CPU. */
@@ -195,10 +211,18 @@ export async function createSae(weights: SaeWeights, options: LoadOptions = {}):
   }
 }
 
-/** Loads an SAE directory (SAELens, sparsify or Gemma Scope) onto a backend. */
-export async function loadSae(dir: string, options: LoadOptions = {}): Promise<Sae> {
+/**
+ * Loads an SAE onto a backend: a directory (SAELens, sparsify or Gemma Scope), or a pretrained
+ * release by SAELens name with `id` (e.g. loadSae('gpt2-small-res-jb', { id:
+ * 'blocks.8.hook_resid_pre' })), pulled once into the Hugging Face hub cache.
+ */
+export async function loadSae(dir: string, options: LoadOptions & PretrainedOptions = {}): Promise<Sae> {
   if (typeof dir !== 'string' || dir.length === 0) throw expected('a directory path', 'dir', dir);
   const device = resolveDevice(options.device);  // fail fast, before reading gigabytes
+  if (options.id !== undefined || (!existsSync(dir) && (await import('./hub/registry.js')).isRelease(dir, options.registry))) {
+    const { loadPretrainedSae } = await import('./hub/pretrained.js');
+    return (await loadPretrainedSae(dir, options.id, { ...options, device })).sae;
+  }
   const weights = await readSaeDir(dir);
   return createSae(weights, { device });
 }

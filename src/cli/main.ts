@@ -13,6 +13,7 @@ import { featuresCommand, featuresUsage } from './commands/features.js';
 import { generateCommand, generateUsage } from './commands/generate.js';
 import { genModelCommand, genModelUsage } from './commands/genModel.js';
 import { analyzeCommand, analyzeUsage } from './commands/analyze.js';
+import { listCommand, listUsage, pullCommand, pullUsage } from './commands/pull.js';
 import { dashboardCommand, dashboardUsage } from './commands/dashboard.js';
 import { featureCommand, featureUsage } from './commands/feature.js';
 
@@ -28,6 +29,8 @@ const commands: Record<string, { run: (argv: string[]) => Promise<number>; usage
   analyze: { run: analyzeCommand, usage: analyzeUsage, what: 'feature statistics, top contexts and logit effects -> a static HTML dashboard' },
   dashboard: { run: dashboardCommand, usage: dashboardUsage, what: 'serve a dashboard folder on localhost' },
   feature: { run: featureCommand, usage: featureUsage, what: "one feature's max-activating contexts, highlighted in the terminal" },
+  pull: { run: pullCommand, usage: pullUsage, what: 'download a pretrained SAE release (SAELens names) into the hub cache' },
+  list: { run: listCommand, usage: listUsage, what: 'pretrained releases and SAE ids, and which are cached' },
   'gen-model': { run: genModelCommand, usage: genModelUsage, what: 'write a small random GPT-2-architecture ONNX model with the GPT-2 tokenizer' },
   info: { run: infoCommand, usage: infoUsage, what: "print an SAE directory's config as JSON" },
   doctor: { run: doctorCommand, usage: doctorUsage, what: 'show backends, CPU kernel variant, threads, CUDA device' },

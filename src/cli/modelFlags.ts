@@ -1,6 +1,7 @@
 // Flags shared by the commands that run a language model (activations, features, eval,
 // generate), and the SAE settings they read from an SAE's cfg.json metadata.
 import { UsageError } from '../errors.js';
+import type { ReleaseEntry } from '../hub/registry.js';
 import { LanguageModel } from '../model/languageModel.js';
 import type { Sae } from '../sae.js';
 import { num, required, type Options } from './args.js';
@@ -14,9 +15,15 @@ export const modelFlags: Options = {
 
 export const modelUsage = '--model DIR|HUB_ID [--onnx-file NAME] [--offline] [--model-threads N]';
 
-export async function loadModelFromFlags(values: Record<string, unknown>): Promise<LanguageModel> {
-  return LanguageModel.load(required(values, 'model'), {
-    ...(values['onnx-file'] !== undefined && { onnxFile: values['onnx-file'] as string }),
+/** The model --model names; without it, a pretrained release's ONNX export of its model. */
+export async function loadModelFromFlags(values: Record<string, unknown>, release?: ReleaseEntry): Promise<LanguageModel> {
+  const fromRelease = values.model === undefined ? release?.onnx_model : undefined;
+  if (values.model === undefined && release && !fromRelease) {
+    throw new UsageError(`release ${release.release} names no ONNX export of ${release.model}: give --model DIR|HUB_ID`);
+  }
+  const onnxFile = (values['onnx-file'] as string | undefined) ?? fromRelease?.onnx_file;
+  return LanguageModel.load(fromRelease?.repo ?? required(values, 'model'), {
+    ...(onnxFile !== undefined && { onnxFile }),
     ...(values.offline === true && { offline: true }),
     ...(values['model-threads'] !== undefined && { threads: num(values, 'model-threads', 'int', 1) }),
   });

@@ -33,3 +33,28 @@ export function progressBar(label: string): Progress {
     },
   };
 }
+
+/** A download bar (bytes) on a terminal; nothing in pipes and CI. */
+export function downloadProgress(): { update: (p: { file: string; bytes: number; total: number }) => void; stop(): void } {
+  if (!process.stderr.isTTY || process.env.CI) return { update() {}, stop() {} };
+  const bar = new cliProgress.SingleBar(
+    { format: 'download {file} [{bar}] {percentage}% | {mb}/{totalMb} MB', stream: process.stderr, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+  let current = '';
+  return {
+    update(p) {
+      const mb = (p.bytes / 1e6).toFixed(1);
+      const totalMb = (p.total / 1e6).toFixed(1);
+      if (p.file !== current) {
+        if (current) bar.stop();
+        current = p.file;
+        bar.start(p.total, p.bytes, { file: p.file, mb, totalMb });
+      } else bar.update(p.bytes, { file: p.file, mb, totalMb });
+    },
+    stop() {
+      if (current) bar.stop();
+      current = '';
+    },
+  };
+}

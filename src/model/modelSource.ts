@@ -1,23 +1,20 @@
 // Where a language model's files come from: a local folder in Hugging Face layout, or a hub
-// id fetched once into saekit's cache. transformers.js then always loads from a local folder,
+// id fetched once into the hub cache. transformers.js then always loads from a local folder,
 // so the hooked copies of the ONNX graph can sit beside the original (see languageModel.ts).
 
-import { createWriteStream, existsSync, statSync } from 'node:fs';
-import { mkdir, rename, rm } from 'node:fs/promises';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { homedir } from 'node:os';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { FormatError, ValidationError } from '../errors.js';
-import { tempPathFor } from '../formats/fileIo.js';
+import { hubCacheDir, hubFile } from '../hub/hub.js';
 
 export interface ModelSourceOptions {
   /** The ONNX file under onnx/, without extension (default "model"). */
   onnxFile?: string;
   /** Never touch the network (also HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1). */
   offline?: boolean;
-  /** Where hub models are cached (default $SAEKIT_CACHE, else $HF_HOME/saekit, else ~/.cache/saekit). */
+  /** The hub cache (default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub). */
   cacheDir?: string;
+  onProgress?: (p: { file: string; bytes: number; total: number }) => void;
   /** Hub revision (default "main"). */
   revision?: string;
 }
@@ -28,9 +25,7 @@ export function requiredFiles(onnxFile = 'model'): string[] {
 }
 
 export function defaultCacheDir(): string {
-  if (process.env.SAEKIT_CACHE) return process.env.SAEKIT_CACHE;
-  if (process.env.HF_HOME) return join(process.env.HF_HOME, 'saekit');
-  return join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'saekit');
+  return hubCacheDir();
 }
 
 export function isOffline(opts: ModelSourceOptions = {}): boolean {
@@ -58,41 +53,19 @@ export async function resolveModelDir(model: string, opts: ModelSourceOptions = 
   if (!/^[\w.-]+(\/[\w.-]+)?$/.test(model) || model.includes('..')) {
     throw new ValidationError(`Model ${JSON.stringify(model)} is neither an existing folder nor a hub id (owner/name)`);
   }
-  const revision = opts.revision ?? 'main';
-  const dir = join(opts.cacheDir ?? defaultCacheDir(), 'models', ...model.split('/'), revision);
-  const missing = requiredFiles(onnxFile).filter((f) => !existsSync(join(dir, f)));
-  if (missing.length === 0) return dir;
-  if (isOffline(opts)) {
-    throw new FormatError(dir, `model ${model} is not in the cache (missing ${missing.join(', ')}) and offline mode is on`);
-  }
-  const endpoint = (process.env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
-  for (const file of missing) {
-    const url = `${endpoint}/${model}/resolve/${encodeURIComponent(revision)}/${file}`;
-    await download(url, join(dir, file), model);
+  // Hub ids share huggingface_hub's cache (src/hub/hub.ts): resumable, verified downloads,
+  // and files Python tools fetched are reused. Missing offline: an error at once.
+  let dir = '';
+  for (const file of requiredFiles(onnxFile)) {
+    const local = await hubFile(model, file, {
+      ...(opts.cacheDir !== undefined && { cacheDir: opts.cacheDir }),
+      ...(opts.revision !== undefined && { revision: opts.revision }),
+      ...(isOffline(opts) && { offline: true }),
+      ...(opts.onProgress && { onProgress: opts.onProgress }),
+    }).catch((e: unknown) => {
+      throw e instanceof FormatError && / 404/.test(e.message) ? new FormatError(e.file, `${e.message.slice(e.file.length + 2)} (no local folder ${model} either)`) : e;
+    });
+    if (file === 'config.json') dir = dirname(local);
   }
   return dir;
-}
-
-/** Fetches URL into PATH through a temporary sibling, so a cut download leaves nothing behind. */
-async function download(url: string, path: string, model: string): Promise<void> {
-  let res: Response;
-  try {
-    res = await fetch(url, { redirect: 'follow', headers: process.env.HF_TOKEN ? { authorization: `Bearer ${process.env.HF_TOKEN}` } : {} });
-  } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new FormatError(url, `no local folder ${model}, and cannot download it from the hub (${cause?.code ?? cause?.message ?? (e as Error).message}); offline? put the files in a local folder and pass it as --model`);
-  }
-  if (!res.ok) {
-    throw new FormatError(url, `no local folder ${model}, and cannot download it from the hub: HTTP ${res.status}${res.status === 404 ? ' (no such repository or file; an ONNX export is needed, e.g. the Xenova/* or onnx-community/* repositories)' : ''}`);
-  }
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = tempPathFor(path);
-  try {
-    // Streamed: model files run to GiB.
-    await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(tmp, { flags: 'wx' }));
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
 }

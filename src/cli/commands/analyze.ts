@@ -9,13 +9,13 @@ import { UsageError } from '../../errors.js';
 import { readSaeDir } from '../../formats/saeDir.js';
 import { readActivationsManifest } from '../../model/activations.js';
 import { LanguageModel } from '../../model/languageModel.js';
-import { loadSae } from '../../sae.js';
+import { loadSaeFromFlags, saeSourceFlags } from '../saeFlags.js';
 import { applyThreads, commonFlags, deviceFlag, num, parse, required } from '../args.js';
 import { modelFlags, saeContextSize, saeHook, saePrependBos } from '../modelFlags.js';
 import { progressBar } from '../progress.js';
 
 export const analyzeUsage =
-  'saekit analyze --sae DIR (--model M --text CORPUS --tokens N | --activations DUMPDIR [--model M]) --output DASHDIR [--hook H] [--context-size N] [--no-bos] ' +
+  'saekit analyze (--sae DIR | --release R --id ID) (--model M --text CORPUS --tokens N | --activations DUMPDIR [--model M]) --output DASHDIR [--hook H] [--context-size N] [--no-bos] ' +
   '[--text-field F] [--batch-size 8] [--top-n 20] [--save-state FILE] [--resume STATE ...] [--no-logits] [--include-bos] [--onnx-file NAME] [--offline] [--device D] [--threads N]';
 
 export async function analyzeCommand(argv: string[]): Promise<number> {
@@ -23,7 +23,7 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
     ...commonFlags,
     ...modelFlags,
-    sae: str,
+    ...saeSourceFlags,
     text: str,
     'text-field': str,
     activations: str,
@@ -39,7 +39,6 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
     'no-logits': { type: 'boolean' },
     'include-bos': { type: 'boolean' },
   });
-  const saeDir = required(values, 'sae');
   const output = required(values, 'output');
   const states = (values.resume as string[] | undefined) ?? [];
   if (values.text !== undefined && values.activations !== undefined) throw new UsageError('give --text CORPUS or --activations DUMPDIR, not both');
@@ -51,14 +50,14 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
   const tokens = num(values, 'tokens', 'int', 1);
   if (values.text !== undefined && tokens === undefined) throw new UsageError('missing required flag --tokens');
   applyThreads(values);
-  const sae = await loadSae(saeDir, { device: deviceFlag(values) });
+  const { sae, label: saeDir, dir: saeFiles, entry } = await loadSaeFromFlags(values);
   const bar = progressBar('analyze');
   let model: LanguageModel | undefined;
   try {
     const dump = values.activations !== undefined ? await readActivationsManifest(values.activations as string) : undefined;
     if (values.activations !== undefined && !dump) throw new UsageError(`${values.activations} is not a dump from saekit activations (no manifest.json)`);
     // The model gives token strings and the unembedding; a dump names the model it came from.
-    const modelName = (values.model as string | undefined) ?? dump?.model;
+    const modelName = (values.model as string | undefined) ?? dump?.model ?? entry?.onnx_model?.repo;
     model = await LanguageModel.load(modelName!, {
       ...(values['onnx-file'] !== undefined && { onnxFile: values['onnx-file'] as string }),
       ...(values.offline === true && { offline: true }),
@@ -110,7 +109,7 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
     let logits;
     if (values['no-logits'] !== true) {
       const t = performance.now();
-      const weights = await readSaeDir(saeDir);
+      const weights = await readSaeDir(saeFiles);
       const u = await readUnembedding(join(model.dir, 'onnx', `${model.onnxFile}.onnx`));
       logits = await logitEffects(weights.W_dec, sae.dSae, u);
       process.stderr.write(`logit effects (W_dec @ W_U, ${u.vocab} tokens) in ${((performance.now() - t) / 1000).toFixed(2)} s\n`);

@@ -1,4 +1,4 @@
-import { loadSae } from '../../sae.js';
+import { loadSaeFromFlags, saeSourceFlags } from '../saeFlags.js';
 import { decodeFile } from '../../stream/decodeFile.js';
 import { applyThreads, commonFlags, deviceFlag, parse, required } from '../args.js';
 import { progressBar } from '../progress.js';
@@ -8,16 +8,15 @@ export const decodeUsage = 'saekit decode --sae DIR --codes CODES.safetensors --
 export async function decodeCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
     ...commonFlags,
-    sae: { type: 'string' },
+    ...saeSourceFlags,
     codes: { type: 'string' },
     output: { type: 'string' },
     'chunk-rows': { type: 'string' },
   });
-  const saeDir = required(values, 'sae');
   const codes = required(values, 'codes');
   const output = required(values, 'output');
   applyThreads(values);
-  const sae = await loadSae(saeDir, { device: deviceFlag(values) });
+  const { sae } = await loadSaeFromFlags(values);
   const bar = progressBar('decode');
   try {
     const r = await decodeFile(sae, codes, output, {

@@ -1,25 +1,24 @@
-import { loadSae } from '../../sae.js';
+import { loadSaeFromFlags, saeSourceFlags, saeSourceUsage } from '../saeFlags.js';
 import { encodeFile } from '../../stream/encodeFile.js';
 import { applyThreads, commonFlags, deviceFlag, parse, required } from '../args.js';
 import { progressBar } from '../progress.js';
 
 export const encodeUsage =
-  'saekit encode --sae DIR --input FILE [--tensor NAME] --output OUT.safetensors [--device auto|cpu|cuda] [--threads N] [--chunk-rows N]';
+  `saekit encode ${saeSourceUsage} --input FILE [--tensor NAME] --output OUT.safetensors [--device auto|cpu|cuda] [--threads N] [--chunk-rows N]`;
 
 export async function encodeCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
     ...commonFlags,
-    sae: { type: 'string' },
+    ...saeSourceFlags,
     input: { type: 'string' },
     tensor: { type: 'string' },
     output: { type: 'string' },
     'chunk-rows': { type: 'string' },
   });
-  const saeDir = required(values, 'sae');
   const input = required(values, 'input');
   const output = required(values, 'output');
   applyThreads(values);
-  const sae = await loadSae(saeDir, { device: deviceFlag(values) });
+  const { sae } = await loadSaeFromFlags(values);
   const bar = progressBar('encode');
   try {
     const r = await encodeFile(sae, input, output, {

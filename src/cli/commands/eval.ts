@@ -1,21 +1,21 @@
 // `saekit eval`: the SAE spliced into the model on a corpus: CE loss clean / spliced /
 // zero-ablated, CE loss recovered, KL, and the reconstruction metrics.
 import { ValidationError } from '../../errors.js';
-import { loadSae } from '../../sae.js';
+import { loadSaeFromFlags, saeSourceFlags, saeSourceUsage } from '../saeFlags.js';
 import { evaluateSpliced } from '../../model/splice.js';
 import { applyThreads, commonFlags, deviceFlag, num, parse, required } from '../args.js';
 import { loadModelFromFlags, modelFlags, modelUsage, saeContextSize, saeHook, saePrependBos } from '../modelFlags.js';
 import { progressBar } from '../progress.js';
 
 export const evalUsage =
-  `saekit eval ${modelUsage} --sae DIR --text CORPUS [--hook H] [--tokens 4096] [--context-size N] [--no-bos] [--text-field text] [--batch-size 4] [--json] [--device D] [--threads N]`;
+  `saekit eval ${modelUsage} ${saeSourceUsage} --text CORPUS [--hook H] [--tokens 4096] [--context-size N] [--no-bos] [--text-field text] [--batch-size 4] [--json] [--device D] [--threads N]`;
 
 export async function evalCommand(argv: string[]): Promise<number> {
   const str = { type: 'string' } as const;
   const { values } = parse(argv, {
     ...commonFlags,
     ...modelFlags,
-    sae: str,
+    ...saeSourceFlags,
     text: str,
     hook: str,
     tokens: str,
@@ -25,11 +25,10 @@ export async function evalCommand(argv: string[]): Promise<number> {
     'batch-size': str,
     json: { type: 'boolean' },
   });
-  const saeDir = required(values, 'sae');
   const text = required(values, 'text');
   applyThreads(values);
-  const sae = await loadSae(saeDir, { device: deviceFlag(values) });
-  const model = await loadModelFromFlags(values).catch((e: unknown) => {
+  const { sae, label: saeDir, entry } = await loadSaeFromFlags(values);
+  const model = await loadModelFromFlags(values, entry).catch((e: unknown) => {
     sae.dispose();
     throw e;
   });

@@ -2,25 +2,24 @@
 // feature fire most, each token shaded by the feature's value.
 import { analyzeFeatures } from '../../analysis/analyze.js';
 import { ValidationError } from '../../errors.js';
-import { loadSae } from '../../sae.js';
+import { loadSaeFromFlags, saeSourceFlags } from '../saeFlags.js';
 import { applyThreads, commonFlags, deviceFlag, num, parse, required } from '../args.js';
 import { loadModelFromFlags, modelFlags, modelUsage, saeContextSize, saeHook, saePrependBos } from '../modelFlags.js';
 
-export const featureUsage = `saekit feature ${modelUsage} --sae DIR --text CORPUS --id N [--tokens 20000] [--top 10] [--hook H] [--context-size N] [--no-bos] [--text-field F]`;
+export const featureUsage = `saekit feature ${modelUsage} (--sae DIR | --release R --sae-id ID) --text CORPUS --id N [--tokens 20000] [--top 10] [--hook H] [--context-size N] [--no-bos] [--text-field F]`;
 
 export async function featureCommand(argv: string[]): Promise<number> {
   const str = { type: 'string' } as const;
-  const { values } = parse(argv, { ...commonFlags, ...modelFlags, sae: str, text: str, 'text-field': str, id: str, tokens: str, top: str, hook: str, 'context-size': str, 'no-bos': { type: 'boolean' } });
-  const saeDir = required(values, 'sae');
+  const { values } = parse(argv, { ...commonFlags, ...modelFlags, ...saeSourceFlags, 'sae-id': str, text: str, 'text-field': str, id: str, tokens: str, top: str, hook: str, 'context-size': str, 'no-bos': { type: 'boolean' } });
   const text = required(values, 'text');
   const id = num(values, 'id', 'int');
   if (id === undefined) throw new ValidationError('missing required flag --id');
   const top = num(values, 'top', 'int', 1) ?? 10;
   applyThreads(values);
-  const sae = await loadSae(saeDir, { device: deviceFlag(values) });
+  const { sae, label: saeDir, entry } = await loadSaeFromFlags(values, 'sae-id');
   try {
     if (id >= sae.dSae) throw new ValidationError(`--id ${id} is out of range: ${saeDir} has d_sae ${sae.dSae}`);
-    const model = await loadModelFromFlags(values);
+    const model = await loadModelFromFlags(values, entry);
     try {
       const hook = saeHook(values, sae, saeDir);
       const r = await analyzeFeatures(

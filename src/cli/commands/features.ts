@@ -2,11 +2,11 @@
 // most at the SAE's hook, with their values.
 import { ValidationError } from '../../errors.js';
 import { padBatch } from '../../model/corpus.js';
-import { loadSae } from '../../sae.js';
+import { loadSaeFromFlags, saeSourceFlags, saeSourceUsage } from '../saeFlags.js';
 import { applyThreads, commonFlags, deviceFlag, num, parse, required } from '../args.js';
 import { loadModelFromFlags, modelFlags, modelUsage, saeHook, saePrependBos } from '../modelFlags.js';
 
-export const featuresUsage = `saekit features ${modelUsage} --sae DIR [--hook H] [--top 5] [--no-bos] [--json] [--device D] [--threads N] "some text"`;
+export const featuresUsage = `saekit features ${modelUsage} ${saeSourceUsage} [--hook H] [--top 5] [--no-bos] [--json] [--device D] [--threads N] "some text"`;
 
 export interface TokenFeatures {
   position: number;
@@ -18,16 +18,15 @@ export interface TokenFeatures {
 export async function featuresCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(
     argv,
-    { ...commonFlags, ...modelFlags, sae: { type: 'string' }, hook: { type: 'string' }, top: { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' } },
+    { ...commonFlags, ...modelFlags, ...saeSourceFlags, hook: { type: 'string' }, top: { type: 'string' }, 'no-bos': { type: 'boolean' }, json: { type: 'boolean' } },
     true,
   );
   const text = positionals.join(' ');
   if (text.trim() === '') throw new ValidationError('Give the text to read as the last argument, e.g. saekit features --model M --sae DIR "The king ruled"');
-  const saeDir = required(values, 'sae');
   const top = num(values, 'top', 'int', 1) ?? 5;
   applyThreads(values);
-  const sae = await loadSae(saeDir, { device: deviceFlag(values) });
-  const model = await loadModelFromFlags(values).catch((e: unknown) => {
+  const { sae, label: saeDir, entry } = await loadSaeFromFlags(values);
+  const model = await loadModelFromFlags(values, entry).catch((e: unknown) => {
     sae.dispose();
     throw e;
   });

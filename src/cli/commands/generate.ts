@@ -2,7 +2,9 @@
 // interventions spliced in at the SAE's hook (ablate, clamp, or steer along a decoder row).
 import { ValidationError } from '../../errors.js';
 import { generate, parseIntervention } from '../../model/splice.js';
-import { loadSae, type Sae } from '../../sae.js';
+import type { Sae } from '../../sae.js';
+import type { ReleaseEntry } from '../../hub/registry.js';
+import { loadSaeFromFlags, saeSourceFlags } from '../saeFlags.js';
 import { applyThreads, commonFlags, deviceFlag, num, parse } from '../args.js';
 import { loadModelFromFlags, modelFlags, modelUsage, saeHook, saePrependBos } from '../modelFlags.js';
 
@@ -15,7 +17,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     {
       ...commonFlags,
       ...modelFlags,
-      sae: { type: 'string' },
+      ...saeSourceFlags,
       hook: { type: 'string' },
       intervene: { type: 'string', multiple: true },
       'max-new-tokens': { type: 'string' },
@@ -26,14 +28,15 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const prompt = positionals.join(' ');
   if (prompt === '') throw new ValidationError('Give the prompt as the last argument');
   const specs = (values.intervene as string[] | undefined) ?? [];
-  if (specs.length > 0 && values.sae === undefined) throw new ValidationError('--intervene needs --sae');
+  if (specs.length > 0 && values.sae === undefined && values.release === undefined) throw new ValidationError('--intervene needs --sae (or --release)');
   applyThreads(values);
   let sae: Sae | undefined;
-  if (values.sae !== undefined) sae = await loadSae(values.sae as string, { device: deviceFlag(values) });
+  let entry: ReleaseEntry | undefined;
+  if (values.sae !== undefined || values.release !== undefined) ({ sae, entry } = await loadSaeFromFlags(values));
   try {
-    const model = await loadModelFromFlags(values);
+    const model = await loadModelFromFlags(values, entry);
     try {
-      const hook = sae ? saeHook(values, sae, values.sae as string) : undefined;
+      const hook = sae ? saeHook(values, sae, (values.sae ?? values.release) as string) : undefined;
       const interventions = sae ? specs.map((s) => parseIntervention(s, sae!.dSae)) : [];
       const maxNewTokens = num(values, 'max-new-tokens', 'int', 1) ?? 20;
       const prependBos = saePrependBos(values, sae);

@@ -1,0 +1,53 @@
+// Where a command's SAE comes from: a folder (--sae DIR) or a pretrained release
+// (--release R --id ID, or --sae R --id ID), pulled into the hub cache with a progress bar.
+import { existsSync } from 'node:fs';
+import { UsageError } from '../errors.js';
+import { loadPretrainedSae } from '../hub/pretrained.js';
+import { isRelease, type ReleaseEntry } from '../hub/registry.js';
+import { loadSae, type Sae } from '../sae.js';
+import type { Options } from './args.js';
+import { deviceFlag } from './args.js';
+import { downloadProgress } from './progress.js';
+
+export const saeSourceFlags: Options = {
+  sae: { type: 'string' },
+  release: { type: 'string' },
+  id: { type: 'string' },
+  registry: { type: 'string' },
+};
+
+export const saeSourceUsage = '(--sae DIR | --release R --id ID) [--registry FILE]';
+
+export interface LoadedSae {
+  sae: Sae;
+  /** How to name it in messages: the folder, or release/id. */
+  label: string;
+  /** The local folder holding its files. */
+  dir: string;
+  entry?: ReleaseEntry;
+}
+
+/** Loads the SAE the flags name; ID_FLAG is the flag holding the release's SAE id ('id', or 'sae-id' where --id means a feature). */
+export async function loadSaeFromFlags(values: Record<string, unknown>, idFlag = 'id'): Promise<LoadedSae> {
+  const device = deviceFlag(values);
+  const sae = values.sae as string | undefined;
+  const release = (values.release as string | undefined) ?? (sae !== undefined && !existsSync(sae) && isRelease(sae, values.registry as string | undefined) ? sae : undefined);
+  if (release !== undefined) {
+    if (values.release !== undefined && sae !== undefined) throw new UsageError('give --sae DIR or --release R, not both');
+    const id = values[idFlag] as string | undefined;
+    const bar = downloadProgress();
+    try {
+      const { sae: loaded, pulled } = await loadPretrainedSae(release, id, {
+        device,
+        ...(values.registry !== undefined && { registry: values.registry as string }),
+        ...(values.offline === true && { offline: true }),
+        onProgress: bar.update,
+      });
+      return { sae: loaded, label: `${release}/${pulled.sae.id}`, dir: pulled.dir, entry: pulled.entry };
+    } finally {
+      bar.stop();
+    }
+  }
+  if (sae === undefined) throw new UsageError(`missing --sae DIR (or --release RELEASE --${idFlag} ID)`);
+  return { sae: await loadSae(sae, { device }), label: sae, dir: sae };
+}
