@@ -57,6 +57,13 @@ const opts = (extra: HubOptions = {}): HubOptions => ({ endpoint: server.url, ca
 const root = () => join(cache, 'models--acme--tiny-sae');
 const resolveUrl = (path: string, repo = REPO, rev = 'main') => `${server.url}/${repo}/resolve/${rev}/${path}`;
 
+/** PATH holds exactly DATA (compared with Buffer.equals: a deep toEqual on 300 KiB is slow). */
+async function expectBytes(path: string, data: Uint8Array): Promise<void> {
+  const got = await readFile(path);
+  expect(got.length).toBe(data.length);
+  expect(got.equals(data), `${path} differs from the hub's bytes`).toBe(true);
+}
+
 /** Names under dir (recursively) that a finished download must not leave behind. */
 async function leftovers(dir: string): Promise<string[]> {
   if (!existsSync(dir)) return [];
@@ -76,7 +83,7 @@ async function expectCached(path: string, file: string, data: Uint8Array, etag: 
   const depth = file.split('/').length; // snapshots/<commit>/<dirs...>/<file>
   expect(await readlink(path)).toBe('../'.repeat(depth + 1) + `blobs/${etag}`);
   expect(await realpath(path)).toBe(await realpath(join(root(), 'blobs', etag)));
-  expect(new Uint8Array(await readFile(path))).toEqual(data);
+  await expectBytes(path, data);
   expect((await readFile(join(root(), 'refs', 'main'), 'utf8')).trim()).toBe(server.commit);
   expect(await leftovers(root())).toEqual([]);
 }
@@ -214,7 +221,7 @@ describe('hubFile: download and cache layout', () => {
 describe('hubFile: redirects and tokens', () => {
   it('an LFS file is fetched through the 302 to the CDN (absolute Location), never GET on resolve', async () => {
     const p = await hubFile(REPO, 'weights.bin', opts());
-    expect(new Uint8Array(await readFile(p))).toEqual(WEIGHTS);
+    await expectBytes(p, WEIGHTS);
     expect(server.requests.map((r) => `${r.method} ${r.path.split('?')[0]}`)).toEqual([
       `HEAD /${REPO}/resolve/main/weights.bin`,
       `GET /cdn/${sha256(WEIGHTS)}`,
@@ -225,7 +232,7 @@ describe('hubFile: redirects and tokens', () => {
   it('a relative Location works too', async () => {
     server.relativeRedirects = true;
     const p = await hubFile(REPO, 'weights.bin', opts());
-    expect(new Uint8Array(await readFile(p))).toEqual(WEIGHTS);
+    await expectBytes(p, WEIGHTS);
     expect(contentGets().map((r) => r.path.split('?')[0])).toEqual([`/cdn/${sha256(WEIGHTS)}`]);
   });
 
@@ -477,7 +484,7 @@ describe('environment', () => {
   it('HF_ENDPOINT is used when no endpoint option is given', async () => {
     process.env.HF_ENDPOINT = server.url + '/'; // a trailing slash is tolerated
     const p = await hubFile(REPO, 'cfg.json', { cacheDir: cache });
-    expect(new Uint8Array(await readFile(p))).toEqual(CFG);
+    await expectBytes(p, CFG);
     expect(server.requests[0]!.path).toBe(`/${REPO}/resolve/main/cfg.json`);
     expect((await hubListFiles(REPO, '', { cacheDir: cache })).length).toBe(5);
     // the option wins over the variable

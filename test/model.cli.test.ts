@@ -279,14 +279,14 @@ describe('CLI errors on the model side', () => {
     expect(existsSync(out)).toBe(false);
 
     const cache = await dirs.make();
-    const saved = process.env.SAEKIT_CACHE;
-    process.env.SAEKIT_CACHE = cache;
+    const saved = process.env.HF_HUB_CACHE;
+    process.env.HF_HUB_CACHE = cache;
     try {
       expectError(await run(...actsArgs('nobody/no-model', out, ['--offline'])), 'nobody/no-model', 'offline');
       expect(await readdir(cache)).toEqual([]);
     } finally {
-      if (saved === undefined) delete process.env.SAEKIT_CACHE;
-      else process.env.SAEKIT_CACHE = saved;
+      if (saved === undefined) delete process.env.HF_HUB_CACHE;
+      else process.env.HF_HUB_CACHE = saved;
     }
     expect(existsSync(out)).toBe(false);
   });

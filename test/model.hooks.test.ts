@@ -5,7 +5,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import onnxProto from 'onnx-proto';
@@ -27,6 +26,7 @@ import { expectReject, expectThrow } from './helpers/expectError.js';
 import { randomWeights, rng, tempDirs } from './helpers/formatsFixtures.js';
 import { gpt2ForwardF64 } from './helpers/gpt2Reference.js';
 import { freshSeed } from './helpers/testData.js';
+import { startHubServer, type HubServer } from './helpers/hubServer.js';
 
 const { onnx } = onnxProto;
 const seed = freshSeed('model.hooks.test');
@@ -336,52 +336,41 @@ describe('activation dumps', () => {
   });
 });
 
-describe('hub download', () => {
-  let server: Server;
-  let endpoint: string;
+describe('models from the hub', () => {
+  let hub: HubServer;
   let modelDir: string;
-  let requests: string[] = [];
   const saved = { HF_ENDPOINT: process.env.HF_ENDPOINT, HF_HUB_OFFLINE: process.env.HF_HUB_OFFLINE };
 
   beforeAll(async () => {
     ({ dir: modelDir } = await makeModel({ layers: 1, dModel: 16, heads: 2, vocabSize: 300 }));
-    server = createServer((req, res) => {
-      requests.push(req.url ?? '');
-      const m = /^\/org\/tiny\/resolve\/main\/(.+)$/.exec(req.url ?? '');
-      const file = m ? join(modelDir, decodeURIComponent(m[1]!)) : '';
-      if (!m || !existsSync(file)) {
-        res.writeHead(404).end('not found');
-        return;
-      }
-      res.writeHead(200);
-      createReadStream(file).pipe(res);
-    });
-    await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
-    const addr = server.address() as { port: number };
-    endpoint = `http://127.0.0.1:${addr.port}`;
-    process.env.HF_ENDPOINT = endpoint;
+    hub = await startHubServer();
+    const files = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'onnx/model.onnx'];
+    hub.addRepo('org/tiny', await Promise.all(files.map(async (path) => ({ path, data: new Uint8Array(await readFile(join(modelDir, path))) }))));
+    process.env.HF_ENDPOINT = hub.url;
     delete process.env.HF_HUB_OFFLINE;
   });
   afterAll(async () => {
-    await new Promise((ok) => server.close(ok));
+    await hub.close();
     for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k];
       else process.env[k] = v;
   });
 
-  it('downloads an id into the cache once, then works offline; 404 and offline misses are clear errors', async () => {
+  it('a hub id is fetched once into the hub cache, then works offline; 404 and offline misses are clear errors', async () => {
     const cacheDir = await dirs.make();
     const dir = await resolveModelDir('org/tiny', { cacheDir });
+    expect(dir).toBe(join(cacheDir, 'models--org--tiny', 'snapshots', hub.commit));
     expect(await readFile(join(dir, 'onnx', 'model.onnx'))).toEqual(await readFile(join(modelDir, 'onnx', 'model.onnx')));
-    expect(requests).toHaveLength(4);
-    requests = [];
+    const served = hub.bytesServed;
     expect(await resolveModelDir('org/tiny', { cacheDir, offline: true })).toBe(dir);
     expect(await resolveModelDir('org/tiny', { cacheDir })).toBe(dir);
-    expect(requests).toHaveLength(0);
+    expect(hub.bytesServed).toBe(served); // nothing downloaded twice
     const m = await LanguageModel.load('org/tiny', { cacheDir, offline: true });
     expect(m.dModel).toBe(16);
+    // The hooked copy sits beside the original in the snapshot folder; a second load reuses it.
+    await m.forward(padBatch([[1, 2, 3]], 0), { hooks: ['blocks.0.hook_resid_post'] });
     await m.dispose();
+    expect((await readdir(join(dir, 'onnx'))).filter((f) => f.includes('.saekit-') && f.endsWith('.onnx'))).toHaveLength(1);
     await expectReject(() => resolveModelDir('org/missing', { cacheDir }), FormatError, 'org/missing', '404');
     await expectReject(() => resolveModelDir('org/other', { cacheDir, offline: true }), FormatError, 'org/other', 'offline');
-    expect((await readdir(join(cacheDir, 'models', 'org'))).sort()).toEqual(['tiny']);
   });
 });
