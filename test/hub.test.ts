@@ -133,6 +133,8 @@ beforeEach(async () => {
   server.slow(0);
   server.relativeRedirects = false;
   server.ignoreRanges = false;
+  server.resolveHeaders = {};
+  server.treePageSize = Infinity;
   cache = await tempDir('saekit-hub-');
 });
 
@@ -507,5 +509,84 @@ describe('environment', () => {
     process.env.HF_HUB_CACHE = cache;
     const p = await hubFile(REPO, 'cfg.json', { endpoint: server.url });
     expect(p).toBe(join(root(), 'snapshots', server.commit, 'cfg.json'));
+  });
+});
+
+describe('the hub stand-in itself', () => {
+  it('serves byte ranges, 416 past the end, and 404s with X-Error-Code', async () => {
+    const cdn = `${server.url}/cdn/${sha256(WEIGHTS)}`;
+    const r = await fetch(cdn, { headers: { range: 'bytes=10-19' } });
+    expect(r.status).toBe(206);
+    expect(r.headers.get('content-range')).toBe(`bytes 10-19/${WEIGHTS.length}`);
+    expect(Buffer.from(await r.arrayBuffer()).equals(WEIGHTS.subarray(10, 20))).toBe(true);
+    const tail = await fetch(cdn, { headers: { range: `bytes=${WEIGHTS.length - 5}-` } });
+    expect(tail.status).toBe(206);
+    expect((await tail.arrayBuffer()).byteLength).toBe(5);
+    const past = await fetch(cdn, { headers: { range: `bytes=${WEIGHTS.length}-` } });
+    expect(past.status).toBe(416);
+    expect(past.headers.get('content-range')).toBe(`bytes */${WEIGHTS.length}`);
+    await past.arrayBuffer();
+    const missing = await fetch(resolveUrl('x', 'acme/missing'), { method: 'HEAD' });
+    expect([missing.status, missing.headers.get('x-error-code')]).toEqual([404, 'RepoNotFound']);
+    const entry = await fetch(resolveUrl('x'), { method: 'HEAD' });
+    expect([entry.status, entry.headers.get('x-error-code')]).toEqual([404, 'EntryNotFound']);
+    const lfs = await fetch(resolveUrl('weights.bin'), { method: 'HEAD', redirect: 'manual' });
+    expect(lfs.status).toBe(302);
+    expect(lfs.headers.get('x-linked-etag')).toBe(`"${sha256(WEIGHTS)}"`);
+    expect(lfs.headers.get('x-linked-size')).toBe(String(WEIGHTS.length));
+    expect(lfs.headers.get('x-repo-commit')).toBe(server.commit);
+  });
+});
+
+describe('hubFile: headers from a broken hub', () => {
+  it('a response without X-Repo-Commit is a FormatError', async () => {
+    server.resolveHeaders = { 'X-Repo-Commit': null };
+    await expectReject(() => hubFile(REPO, 'cfg.json', opts()), FormatError, resolveUrl('cfg.json'), 'X-Repo-Commit');
+  });
+
+  it('a size that does not match the bytes is rejected and discarded', async () => {
+    server.resolveHeaders = { 'X-Linked-Size': String(WEIGHTS.length - 1) };
+    await expectReject(() => hubFile(REPO, 'weights.bin', opts()), FormatError, 'weights.bin', 'bytes');
+    expect(await readdir(join(root(), 'blobs'))).toEqual([]);
+    expect(existsSync(join(root(), 'snapshots'))).toBe(false);
+  });
+});
+
+// Known gaps in src/hub/hub.ts, written as the behaviour huggingface_hub has. `it.fails` keeps
+// the suite green while they stand; when one is fixed its test starts failing: drop the `.fails`.
+describe('hubFile: known gaps (expected to fail until fixed)', () => {
+  it('a revision with slashes (refs/pr/1) gets refs/refs/pr/1', async () => {
+    server.revisions.add('refs/pr/1');
+    const p = await hubFile(REPO, 'cfg.json', opts({ revision: 'refs/pr/1' }));
+    expect(p).toBe(join(root(), 'snapshots', server.commit, 'cfg.json'));
+    expect((await readFile(join(root(), 'refs', 'refs', 'pr', '1'), 'utf8')).trim()).toBe(server.commit);
+  });
+
+  it('X-Repo-Commit / ETag from the server cannot put files outside the cache', async () => {
+    server.resolveHeaders = { 'X-Repo-Commit': '../../../escaped-commit', ETag: '"../../../escaped-blob"' };
+    const outer = dirname(cache);
+    const before = new Set(await readdir(outer));
+    const nested = join(cache, 'deep', 'er'); // keep any escape inside our temp dir
+    let err: unknown;
+    try {
+      await hubFile(REPO, 'cfg.json', opts({ cacheDir: nested }));
+    } catch (e) {
+      err = e;
+    }
+    expect(await readdir(cache)).toEqual(['deep']);
+    expect(await readdir(join(cache, 'deep'))).toEqual(['er']);
+    expect(err).toBeInstanceOf(FormatError);
+    expect([...(await readdir(outer))].filter((n) => !before.has(n))).toEqual([]);
+  });
+
+  it('a renamed repository (307 with a relative Location on HEAD) is followed', async () => {
+    server.renameRepo('acme/old-name', REPO);
+    const p = await hubFile('acme/old-name', 'cfg.json', opts());
+    await expectBytes(p, CFG);
+  });
+
+  it('hubListFiles follows the Link header of a paged tree listing', async () => {
+    server.treePageSize = 2;
+    expect((await hubListFiles(REPO, '', opts())).length).toBe(5);
   });
 });

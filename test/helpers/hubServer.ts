@@ -8,8 +8,11 @@
 //     regular file -> 200 with the bytes, ETag "<git blob sha1>", X-Repo-Commit
 //   GET /cdn/<sha256>                 -> the bytes, Accept-Ranges, Range bytes=a- / a-b (206, 416)
 //   GET /api/models/{repo}/tree/{revision}/{dir}  -> JSON listing of dir's direct children
+//                                        (paged with Link: <...?cursor=N>; rel="next" when
+//                                        treePageSize is set)
 //   unknown repo / file / revision    -> 404 with X-Error-Code RepoNotFound / EntryNotFound /
 //                                        RevisionNotFound
+//   renamed repo (renameRepo)         -> 307 with a relative Location under the new name
 // Bodies are streamed in 16 KiB chunks so faults (a cut connection, a flipped byte) and latency
 // can be injected per file.
 import { createHash, randomBytes } from 'node:crypto';
@@ -49,6 +52,12 @@ export interface HubServer {
   ignoreRanges: boolean;
   /** Revision names (branches, tags, refs/pr/N) that resolve to `commit`; the commit itself always does. */
   revisions: Set<string>;
+  /** Headers set on (string) or removed from (null) every resolve response, to mimic a broken or hostile hub. */
+  resolveHeaders: Record<string, string | null>;
+  /** Entries per page of the tree API; further pages are linked with Link: <...?cursor=N>; rel="next" (as the hub). */
+  treePageSize: number;
+  /** A renamed repository: resolve URLs under OLD answer 307 with a relative Location under NEW (as the hub). */
+  renameRepo(oldName: string, newName: string): void;
   /** Fault injection for the next GET of a file's content: cut the connection after N bytes. */
   cutNext(path: string, afterBytes: number): void;
   /** Fault injection for the next GET of a file's content: flip one byte. */
@@ -102,6 +111,7 @@ export async function startHubServer(): Promise<HubServer> {
   const repos = new Map<string, Map<string, StoredFile>>();
   const faults = new Map<string, Fault[]>(); // by file path
   const sockets = new Set<Socket>();
+  const renamed = new Map<string, string>();
   let latency = 0;
 
   const hub: HubServer = {
@@ -112,6 +122,11 @@ export async function startHubServer(): Promise<HubServer> {
     relativeRedirects: false,
     ignoreRanges: false,
     revisions: new Set(['main']),
+    resolveHeaders: {},
+    treePageSize: Infinity,
+    renameRepo(oldName, newName) {
+      renamed.set(oldName, newName);
+    },
     addRepo(repo, files) {
       const m = repos.get(repo) ?? new Map<string, StoredFile>();
       for (const f of files) {
@@ -177,6 +192,15 @@ export async function startHubServer(): Promise<HubServer> {
       if (segs.length > n && segs[n] === marker) return { repo: segs.slice(0, n).join('/'), rest: segs.slice(n + 1) };
     }
     return undefined;
+  }
+
+  function withOverrides(headers: Record<string, string | number>): Record<string, string | number> {
+    const out = { ...headers };
+    for (const [k, v] of Object.entries(hub.resolveHeaders)) {
+      for (const key of Object.keys(out)) if (key.toLowerCase() === k.toLowerCase()) delete out[key];
+      if (v !== null) out[k] = v;
+    }
+    return out;
   }
 
   function revisionOk(rev: string): boolean {
@@ -308,8 +332,12 @@ export async function startHubServer(): Promise<HubServer> {
         }
       }
       if (!exists) return notFound(res, 'EntryNotFound', `${dir} does not exist on "${rev}"`);
-      const body = JSON.stringify(out);
-      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+      const cursor = Number(new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1)).get('cursor') ?? 0);
+      const page = out.slice(cursor, cursor + hub.treePageSize);
+      const body = JSON.stringify(page);
+      const headers: Record<string, string | number> = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) };
+      if (cursor + page.length < out.length) headers.Link = `<${hub.url}${pathname}?cursor=${cursor + page.length}>; rel="next"`;
+      res.writeHead(200, headers);
       res.end(method === 'HEAD' ? undefined : body);
       return;
     }
@@ -317,6 +345,13 @@ export async function startHubServer(): Promise<HubServer> {
     // Resolve: /{repo}/resolve/{revision}/{path...}
     const found = findRepo(segs, 'resolve');
     if (!found) return notFound(res, 'RepoNotFound', 'Repository not found');
+    const newName = renamed.get(found.repo);
+    if (newName !== undefined) {
+      const loc = '/' + newName + pathname.slice(1 + found.repo.length);
+      res.writeHead(307, { Location: loc, 'Content-Type': 'text/plain', 'Content-Length': 0 });
+      res.end();
+      return;
+    }
     const files = repos.get(found.repo);
     if (!files) return notFound(res, 'RepoNotFound', 'Repository not found');
     const [rev, ...pathSegs] = found.rest;
@@ -329,7 +364,7 @@ export async function startHubServer(): Promise<HubServer> {
       const sig = `X-Amz-Signature=${randomBytes(8).toString('hex')}&response-content-disposition=attachment`;
       const loc = `${hub.relativeRedirects ? '' : hub.url}/cdn/${file.sha256}?${sig}`;
       const body = `Found. Redirecting to ${loc}`;
-      res.writeHead(302, {
+      res.writeHead(302, withOverrides({
         Location: loc,
         'X-Repo-Commit': commit,
         'X-Linked-Etag': `"${file.sha256}"`,
@@ -337,11 +372,11 @@ export async function startHubServer(): Promise<HubServer> {
         ETag: `W/"${gitBlobOid(Buffer.from(body)).slice(0, 24)}"`,
         'Content-Type': 'text/plain; charset=utf-8',
         'Content-Length': Buffer.byteLength(body),
-      });
+      }));
       res.end(method === 'HEAD' ? undefined : body);
       return;
     }
-    return sendContent(req, res, file, { ETag: `"${file.gitOid}"`, 'X-Repo-Commit': commit });
+    return sendContent(req, res, file, withOverrides({ ETag: `"${file.gitOid}"`, 'X-Repo-Commit': commit }));
   }
 
   const server = createServer((req, res) => {
