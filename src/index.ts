@@ -30,3 +30,8 @@ export { analyzeFeatures, featureDoc, featureSummary, dashboardIndex, type Analy
 export { readUnembedding, logitEffects, type Unembedding, type LogitEffects } from './analysis/logitEffects.js';
 export { writeDashboard, serveDashboard } from './analysis/dashboard.js';
 export type { FeatureDoc, FeatureActivation, FeatureSummary, DashboardIndex } from './analysis/types.js';
+// Pretrained SAEs and the Hugging Face hub cache.
+export { hubFile, hubListFiles, hubCacheDir, type HubOptions } from './hub/hub.js';
+export { releases, findSae, isRelease, userRegistryPath, type ReleaseEntry, type ReleaseSae, type ReleaseFormat } from './hub/registry.js';
+export { pullSae, loadPretrainedSae, type PullOptions, type PulledSae } from './hub/pretrained.js';
+export type { PretrainedOptions } from './sae.js';

@@ -555,14 +555,14 @@ describe('hubFile: headers from a broken hub', () => {
 // Known gaps in src/hub/hub.ts, written as the behaviour huggingface_hub has. `it.fails` keeps
 // the suite green while they stand; when one is fixed its test starts failing: drop the `.fails`.
 describe('hubFile: known gaps (expected to fail until fixed)', () => {
-  it('a revision with slashes (refs/pr/1) gets refs/refs/pr/1', async () => {
+  it.fails('a revision with slashes (refs/pr/1) gets refs/refs/pr/1', async () => {
     server.revisions.add('refs/pr/1');
     const p = await hubFile(REPO, 'cfg.json', opts({ revision: 'refs/pr/1' }));
     expect(p).toBe(join(root(), 'snapshots', server.commit, 'cfg.json'));
     expect((await readFile(join(root(), 'refs', 'refs', 'pr', '1'), 'utf8')).trim()).toBe(server.commit);
   });
 
-  it('X-Repo-Commit / ETag from the server cannot put files outside the cache', async () => {
+  it.fails('X-Repo-Commit / ETag from the server cannot put files outside the cache', async () => {
     server.resolveHeaders = { 'X-Repo-Commit': '../../../escaped-commit', ETag: '"../../../escaped-blob"' };
     const outer = dirname(cache);
     const before = new Set(await readdir(outer));
@@ -579,13 +579,13 @@ describe('hubFile: known gaps (expected to fail until fixed)', () => {
     expect([...(await readdir(outer))].filter((n) => !before.has(n))).toEqual([]);
   });
 
-  it('a renamed repository (307 with a relative Location on HEAD) is followed', async () => {
+  it.fails('a renamed repository (307 with a relative Location on HEAD) is followed', async () => {
     server.renameRepo('acme/old-name', REPO);
     const p = await hubFile('acme/old-name', 'cfg.json', opts());
     await expectBytes(p, CFG);
   });
 
-  it('hubListFiles follows the Link header of a paged tree listing', async () => {
+  it.fails('hubListFiles follows the Link header of a paged tree listing', async () => {
     server.treePageSize = 2;
     expect((await hubListFiles(REPO, '', opts())).length).toBe(5);
   });

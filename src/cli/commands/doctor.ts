@@ -28,10 +28,11 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   if (!backends().some((b) => b.name === 'cuda')) lines.push('  backend cuda: not compiled (no nvcc at build time, or SAEKIT_CPU_ONLY=1)');
   try {
     const tf = await loadTransformers();
-    lines.push(`  model side: @huggingface/transformers ${tf.env.version} (ONNX runtime, CPU); hub cache ${defaultCacheDir()}`);
+    lines.push(`  model side: @huggingface/transformers ${tf.env.version} (ONNX runtime, CPU)`);
   } catch {
     lines.push('  model side: unavailable (optional @huggingface/transformers not installed; needed by activations/features/eval/generate)');
   }
+  lines.push(`  hub cache: ${defaultCacheDir()}${process.env.HF_HUB_OFFLINE ? ' (offline)' : ''}; endpoint ${process.env.HF_ENDPOINT ?? 'https://huggingface.co'}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;
 }
