@@ -81,13 +81,23 @@ export async function hubFile(repo: string, path: string, o: HubOptions = {}): P
   }
   const url = `${hubEndpoint(o)}/${repo}/resolve/${encodeURIComponent(revision)}/${encodePath(path)}`;
   const headers: Record<string, string> = o.token ?? process.env.HF_TOKEN ? { authorization: `Bearer ${o.token ?? process.env.HF_TOKEN}` } : {};
+  // HEAD without following redirects: an LFS file answers 302 to its storage URL with the
+  // blob's id and size; a renamed repository answers 307 to its new name (no blob headers),
+  // which is followed.
   let head: Response;
-  try {
-    head = await fetch(url, { method: 'HEAD', redirect: 'manual', headers });
-  } catch (e) {
-    // Unreachable hub: a cached copy still serves (as huggingface_hub does).
-    if (cached) return cached;
-    throw new FormatError(url, `cannot reach the hub (${causeOf(e)}); set HF_HUB_OFFLINE=1 to use the cache only`);
+  let at = url;
+  for (let hops = 0; ; hops++) {
+    try {
+      head = await fetch(at, { method: 'HEAD', redirect: 'manual', headers });
+    } catch (e) {
+      // Unreachable hub: a cached copy still serves (as huggingface_hub does).
+      if (cached) return cached;
+      throw new FormatError(at, `cannot reach the hub (${causeOf(e)}); set HF_HUB_OFFLINE=1 to use the cache only`);
+    }
+    const moved = head.status >= 300 && head.status < 400 && !head.headers.get('x-linked-etag') && !head.headers.get('x-repo-commit');
+    if (!moved) break;
+    if (hops >= 5 || !head.headers.get('location')) throw new FormatError(at, `HTTP ${head.status}: too many redirects`);
+    at = new URL(head.headers.get('location')!, at).href;
   }
   if (head.status === 404 || head.status === 401 || head.status === 403) {
     const code = head.headers.get('x-error-code');
@@ -98,9 +108,12 @@ export async function hubFile(repo: string, path: string, o: HubOptions = {}): P
   const linkedEtag = unquote(head.headers.get('x-linked-etag'));
   const etag = linkedEtag ?? unquote(head.headers.get('etag'));
   if (!commit || !etag) throw new FormatError(url, 'the hub answered without X-Repo-Commit / ETag headers');
+  // Both become file names in the cache: only a hex commit and a plain blob id are accepted.
+  if (!/^[0-9a-f]{40}$/.test(commit)) throw new FormatError(url, `the hub answered with a malformed X-Repo-Commit ${JSON.stringify(commit)}`);
+  if (!/^[\w.-]+$/.test(etag) || etag.startsWith('.')) throw new FormatError(url, `the hub answered with a malformed blob id (ETag) ${JSON.stringify(etag)}`);
   const size = Number(head.headers.get('x-linked-size') ?? head.headers.get('content-length') ?? NaN);
   const location = head.status >= 300 && head.status < 400 ? head.headers.get('location') : null;
-  const source = location ? new URL(location, url).href : url;
+  const source = location ? new URL(location, at).href : at;
   const sha256 = linkedEtag && /^[0-9a-f]{64}$/.test(linkedEtag) ? linkedEtag : undefined;
 
   const blob = join(root, 'blobs', etag);
@@ -108,8 +121,11 @@ export async function hubFile(repo: string, path: string, o: HubOptions = {}): P
   const link = join(root, 'snapshots', commit, path);
   await mkdir(dirname(link), { recursive: true });
   await linkTo(link, blob);
-  await mkdir(join(root, 'refs'), { recursive: true });
-  if (revision !== commit) await writeAtomic(join(root, 'refs', revision), commit);
+  if (revision !== commit) {
+    // Revisions such as refs/pr/1 nest, as in huggingface_hub's layout.
+    await mkdir(dirname(join(root, 'refs', revision)), { recursive: true });
+    await writeAtomic(join(root, 'refs', revision), commit);
+  }
   return link;
 }
 
@@ -118,17 +134,24 @@ export async function hubListFiles(repo: string, dir: string, o: HubOptions = {}
   checkRepo(repo);
   if (dir !== '') checkPath(dir);
   if (hubOffline(o)) throw new FormatError(`${repo}/${dir}`, 'listing a hub folder needs the network, and offline mode is on');
-  const url = `${hubEndpoint(o)}/api/models/${repo}/tree/${encodeURIComponent(o.revision ?? 'main')}/${encodePath(dir)}`;
-  let res: Response;
-  try {
-    res = await fetch(url, { headers: o.token ?? process.env.HF_TOKEN ? { authorization: `Bearer ${o.token ?? process.env.HF_TOKEN}` } : {} });
-  } catch (e) {
-    throw new FormatError(url, `cannot reach the hub (${causeOf(e)})`);
+  let url: string | undefined = `${hubEndpoint(o)}/api/models/${repo}/tree/${encodeURIComponent(o.revision ?? 'main')}/${encodePath(dir)}`;
+  const out: { type: 'file' | 'directory'; path: string; size: number }[] = [];
+  // Long listings come in pages linked by `Link: <...>; rel="next"`.
+  for (let page = 0; url !== undefined && page < 10_000; page++) {
+    let res: Response;
+    try {
+      res = await fetch(url, { headers: o.token ?? process.env.HF_TOKEN ? { authorization: `Bearer ${o.token ?? process.env.HF_TOKEN}` } : {} });
+    } catch (e) {
+      throw new FormatError(url, `cannot reach the hub (${causeOf(e)})`);
+    }
+    if (!res.ok) throw new FormatError(url, `HTTP ${res.status}`);
+    const list = (await res.json()) as { type: string; path: string; size?: number }[];
+    if (!Array.isArray(list)) throw new FormatError(url, 'the tree listing is not a JSON array');
+    for (const e of list) out.push({ type: e.type === 'directory' ? 'directory' : 'file', path: e.path, size: e.size ?? 0 });
+    const next = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get('link') ?? '');
+    url = next ? new URL(next[1]!, url).href : undefined;
   }
-  if (!res.ok) throw new FormatError(url, `HTTP ${res.status}`);
-  const list = (await res.json()) as { type: string; path: string; size?: number }[];
-  if (!Array.isArray(list)) throw new FormatError(url, 'the tree listing is not a JSON array');
-  return list.map((e) => ({ type: e.type === 'directory' ? 'directory' : 'file', path: e.path, size: e.size ?? 0 }));
+  return out;
 }
 
 /** snapshots/<refs[revision]>/<path> when present. */
@@ -173,11 +196,16 @@ async function downloadBlob(source: string, blob: string, job: BlobJob): Promise
       try {
         const total = Number.isFinite(job.size) ? job.size : have + Number(res.headers.get('content-length') ?? 0);
         for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-          await fh.write(chunk);
+          try {
+            await fh.write(chunk);
+          } catch (e) {
+            throw new FormatError(partial, `cannot write the download of ${job.file} (${(e as Error).message})`);
+          }
           have += chunk.length;
           job.o.onProgress?.({ file: job.file, bytes: have, total });
         }
       } catch (e) {
+        if (e instanceof FormatError) throw e;
         // The partial file stays for the next call to resume.
         throw new FormatError(source, `download of ${job.file} was cut at ${have} bytes (${causeOf(e)}); run again to resume`);
       } finally {
@@ -219,14 +247,19 @@ async function fetchBody(url: string, from: number, headers: Record<string, stri
  * file unchanged) for STALEMS is taken over, so a killed downloader cannot block forever.
  */
 async function takeLock(lock: string, partial: string, staleMs: number): Promise<() => Promise<void>> {
+  const token = `${process.pid}-${Math.random().toString(16).slice(2)}`;
   let lastSize = -1;
   let lastChange = Date.now();
   for (;;) {
     try {
       const fh = await open(lock, 'wx');
-      await fh.writeFile(String(process.pid));
+      await fh.writeFile(token);
       await fh.close();
-      return () => unlink(lock).catch(() => undefined);
+      // Released only while it is still ours: a waiter may have taken over a lock it judged stale.
+      return async () => {
+        const owner = await readFile(lock, 'utf8').catch(() => '');
+        if (owner === token) await unlink(lock).catch(() => undefined);
+      };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
@@ -235,7 +268,10 @@ async function takeLock(lock: string, partial: string, staleMs: number): Promise
       lastSize = size;
       lastChange = Date.now();
     } else if (Date.now() - lastChange > staleMs) {
-      await unlink(lock).catch(() => undefined);
+      // Take over a stale lock by renaming it away: of several waiters only one rename succeeds.
+      const away = `${lock}.stale-${token}`;
+      if (await rename(lock, away).then(() => true, () => false)) await unlink(away).catch(() => undefined);
+      lastChange = Date.now();
       continue;
     }
     await new Promise((r) => setTimeout(r, 50));

@@ -64,6 +64,8 @@ export interface HubServer {
   corruptNext(path: string): void;
   /** Latency per content chunk (ms), to make concurrent downloads overlap. */
   slow(ms: number): void;
+  /** Holds every file-content body (headers go out) until the returned function is called. */
+  hold(): () => void;
   close(): Promise<void>;
 }
 
@@ -113,6 +115,7 @@ export async function startHubServer(): Promise<HubServer> {
   const sockets = new Set<Socket>();
   const renamed = new Map<string, string>();
   let latency = 0;
+  let gate: Promise<void> = Promise.resolve();
 
   const hub: HubServer = {
     url: '',
@@ -149,6 +152,14 @@ export async function startHubServer(): Promise<HubServer> {
     },
     slow(ms) {
       latency = ms;
+    },
+    hold() {
+      let release!: () => void;
+      gate = new Promise<void>((r) => (release = r));
+      return () => {
+        gate = Promise.resolve();
+        release();
+      };
     },
     close: () =>
       new Promise<void>((resolve, reject) => {
@@ -253,6 +264,7 @@ export async function startHubServer(): Promise<HubServer> {
       body[i] = body[i]! ^ 0xff;
     }
     const limit = fault?.kind === 'cut' ? Math.min(fault.afterBytes, body.length) : body.length;
+    await gate;
     let sent = 0;
     while (sent < limit) {
       if (latency > 0) await sleep(latency);
