@@ -198,5 +198,8 @@ describe('CLI', () => {
     expect(bad.code).toBe(1);
     expect(bad.err).toContain('nope');
     expect((await run('pull', '--registry', registry)).code).toBe(2);
+    const info = await run('info', 'tiny-res', '--id', 'blocks.0.hook_resid_pre', '--registry', registry);
+    expect(info.code, info.err).toBe(0);
+    expect(JSON.parse(info.out)).toMatchObject({ dIn: 32, dSae: 64, hookName: 'blocks.0.hook_resid_pre' });
   });
 });

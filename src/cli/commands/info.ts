@@ -1,15 +1,25 @@
+import { existsSync } from 'node:fs';
 import { UsageError } from '../../errors.js';
+import { pullSae } from '../../hub/pretrained.js';
+import { isRelease } from '../../hub/registry.js';
 import { readSaeDir } from '../../formats/saeDir.js';
 import { cpuVariant } from '../../system.js';
 import { parse } from '../args.js';
 
-export const infoUsage = 'saekit info DIR';
+export const infoUsage = 'saekit info DIR | saekit info RELEASE --id ID [--registry FILE]';
 
 /** Prints the SAE's normalized config as JSON (weights are read to validate them). */
 export async function infoCommand(argv: string[]): Promise<number> {
-  const { positionals } = parse(argv, {}, true);
+  const { values, positionals } = parse(argv, { id: { type: 'string' }, registry: { type: 'string' }, offline: { type: 'boolean' } }, true);
   if (positionals.length !== 1) throw new UsageError(`usage: ${infoUsage}`);
-  const w = await readSaeDir(positionals[0]!);
+  const name = positionals[0]!;
+  const registry = values.registry as string | undefined;
+  // A pretrained release is pulled (or found in the cache) first.
+  const dir =
+    !existsSync(name) && isRelease(name, registry)
+      ? (await pullSae(name, values.id as string | undefined, { ...(registry !== undefined && { registry }), ...(values.offline === true && { offline: true }) })).dir
+      : name;
+  const w = await readSaeDir(dir);
   const c = w.config;
   const weightBytes = 4 * (w.W_enc.length + w.W_dec.length + w.b_enc.length + w.b_dec.length + (w.threshold?.length ?? 0));
   // The exact screened encode (topk, AVX512-BF16 CPUs) keeps two more copies of W_enc once
