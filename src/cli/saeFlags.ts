@@ -48,6 +48,6 @@ export async function loadSaeFromFlags(values: Record<string, unknown>, idFlag =
       bar.stop();
     }
   }
-  if (sae === undefined) throw new UsageError(`missing --sae DIR (or --release RELEASE --${idFlag} ID)`);
+  if (sae === undefined) throw new UsageError(`missing required flag --sae DIR (or --release RELEASE --${idFlag} ID)`);
   return { sae: await loadSae(sae, { device }), label: sae, dir: sae };
 }
