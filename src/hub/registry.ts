@@ -21,8 +21,6 @@ export interface ReleaseSae {
   d_sae?: number;
   /** Gemma Scope "canonical": the average_l0_<n> subfolder of PATH whose n is nearest this. */
   canonical_l0?: number;
-  /** Norm scaling factor applied to inputs, for releases that publish one. */
-  norm_scaling_factor?: number;
 }
 
 export interface ReleaseEntry {
