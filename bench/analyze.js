@@ -93,6 +93,25 @@ try {
     ana.push(res.seconds);
     encInside.push(res.encodeSeconds);
   }
+  // The statistics alone, pass after pass over the same codes: the cost per firing token falls
+  // as each feature's top-N heap and reservoir fill (fewer contexts to cut, pages touched).
+  const { FeatureStats } = await import('../dist/index.js');
+  const chunks = [];
+  {
+    const files = JSON.parse(await (await import('node:fs/promises')).readFile(join(dump, 'manifest.json'), 'utf8')).activations;
+    const st = await SafetensorsReader.open(join(dump, files[0]));
+    const n = Math.min(st.tensors.get('activations').shape[0], 64 * ctx);
+    chunks.push({ codes: await sae.encode(await st.readRowsFloat32('activations', 0, n)), ids: (await st.readTensor('token_ids')).subarray(0, n) });
+    await st.close();
+  }
+  const stats = new FeatureStats({ dSae: 24576 });
+  const perPass = [];
+  for (let pass = 0; pass < 24; pass++) {
+    const t0 = performance.now();
+    for (const c of chunks) stats.add(c.codes, c.ids, ctx, stats.rowsSeen);
+    const events = chunks.reduce((a, c) => a + c.codes.indices.length, 0);
+    perPass.push({ tokens: stats.tokensSeen, ns: ((performance.now() - t0) * 1e6) / events });
+  }
   sae.dispose();
   console.log(`\nfeature analysis at d_in 768, d_sae 24576, k 32, ${rows} tokens (context ${ctx}), ${flags.reps} alternating reps (medians)`);
   console.log('| pass | tokens/s | seconds |');
@@ -100,6 +119,11 @@ try {
   console.log(`| encode only (read + sae.encode) | ${Math.round(rows / median(enc))} | ${median(enc).toFixed(2)} |`);
   console.log(`| analysis (read + encode + statistics) | ${Math.round(rows / median(ana))} | ${median(ana).toFixed(2)} |`);
   console.log(`analysis / encode tokens/s: ${(median(enc) / median(ana)).toFixed(3)}; encode share inside the analysis: ${encInside.map((e, i) => ((100 * e) / ana[i]).toFixed(0)).join(', ')}%`);
+
+  console.log(`\nstatistics alone, ns per firing token, by tokens seen so far: ${perPass.filter((_, i) => [0, 1, 3, 7, 15, 23].includes(i)).map((p) => `${p.tokens}: ${p.ns.toFixed(0)}`).join(', ')}`);
+  const encodeUsPerRow = (1e6 * median(enc)) / rows;
+  const steady = perPass[perPass.length - 1].ns;
+  console.log(`projected analysis / encode once the statistics are warm (${steady.toFixed(0)} ns x 32 firing tokens per row vs ${encodeUsPerRow.toFixed(1)} us encode per row): ${(encodeUsPerRow / (encodeUsPerRow + (32 * steady) / 1000)).toFixed(2)}`);
 
   // Peak RSS at two dump sizes, each in a fresh process.
   const sizes = [rows, 4 * rows];

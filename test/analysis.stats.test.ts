@@ -175,6 +175,25 @@ describe('feature statistics', () => {
     expectThrow(() => a.merge(new FeatureStats({ ...opts, topN: 4 })), ValidationError, 'different options');
   });
 
+  it('the reservoir is a uniform sample of the firing tokens (Algorithm L, checked over many seeds)', () => {
+    // One feature firing on all 400 rows; R = 10. Over 400 seeds every row should be kept
+    // with probability R/n = 1/40: count inclusions per block of 40 rows (expected 400 each).
+    const rows = 400;
+    const c: SparseCodes = { rows, dSae: 1, indptr: Uint32Array.from({ length: rows + 1 }, (_, i) => i), indices: new Int32Array(rows), values: Float32Array.from({ length: rows }, (_, i) => 1 + (i % 7)) };
+    const ids = new Int32Array(rows);
+    const blocks = new Array(10).fill(0);
+    for (let t = 0; t < 400; t++) {
+      const st = new FeatureStats({ dSae: 1, topN: 2, reservoir: 10, contextLeft: 0, contextRight: 0, seed: seed + t * 7919 });
+      st.add(c, ids, 8, 0);
+      const kept = st.samples(0).map((e) => e.row);
+      expect(new Set(kept).size).toBe(10);
+      for (const r of kept) blocks[Math.floor(r / 40)]++;
+    }
+    // Chi-square with 9 degrees of freedom: > 27.9 happens with probability 0.001 under uniformity.
+    const chi = blocks.reduce((acc, b) => acc + (b - 400) ** 2 / 400, 0);
+    expect(chi, `inclusions per block ${blocks}`).toBeLessThan(27.9);
+  });
+
   it('rejects bad input with clear errors', () => {
     const s = new FeatureStats(opts);
     expectThrow(() => s.add(sliceCodes(codes, 0, 10), tokens.subarray(0, 10), ctx, 0), ValidationError, 'whole windows of 9');

@@ -128,7 +128,7 @@ export interface DocOptions {
 
 /** The dashboard document of feature F. */
 export function featureDoc(stats: FeatureStats, f: number, o: DocOptions): FeatureDoc {
-  const count = stats.count[f]!;
+  const count = stats.countOf(f);
   const seen = Math.max(1, stats.tokensSeen);
   const toActivation = (e: StoredExample, bin: string): FeatureActivation => ({
     tokens: e.tokenIds.map(o.tokenText),
@@ -165,8 +165,8 @@ export function featureDoc(stats: FeatureStats, f: number, o: DocOptions): Featu
     log10_density: Math.log10(count / seen + 1e-10),
     count,
     tokens_seen: stats.tokensSeen,
-    max_act: stats.max[f]!,
-    mean_act: count > 0 ? stats.sum[f]! / count : 0,
+    max_act: stats.maxOf(f),
+    mean_act: count > 0 ? stats.sumOf(f) / count : 0,
     freq_hist_data_bar_heights: heights,
     freq_hist_data_bar_values: centers,
     logits_hist_data_bar_heights: L && hb > 0 ? Array.from(L.histHeights.subarray(f * hb, (f + 1) * hb)) : [],
@@ -200,9 +200,9 @@ export function dashboardIndex(stats: FeatureStats, o: DocOptions & { sae: strin
     const k = o.logits?.k ?? 0;
     features.push({
       id: f,
-      frac_nonzero: stats.count[f]! / Math.max(1, stats.tokensSeen),
-      max_act: stats.max[f]!,
-      mean_act: stats.count[f]! > 0 ? stats.sum[f]! / stats.count[f]! : 0,
+      frac_nonzero: stats.countOf(f) / Math.max(1, stats.tokensSeen),
+      max_act: stats.maxOf(f),
+      mean_act: stats.countOf(f) > 0 ? stats.sumOf(f) / stats.countOf(f) : 0,
       top_token: top ? o.tokenText(top.tokenIds[top.at]!) : '',
       pos_str: o.logits ? Array.from(o.logits.posIds.subarray(f * k, f * k + Math.min(3, k)), o.tokenText) : [],
     });

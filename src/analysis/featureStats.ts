@@ -1,7 +1,8 @@
 // Streaming per-feature statistics over sparse codes, in memory that does not grow with the
 // corpus: for every latent its firing count, sum and max of activations, a histogram of
 // nonzero activations, the top-N max-activating tokens with their contexts, and a uniform
-// reservoir of firing tokens (with contexts) from which activation-quantile samples are drawn.
+// reservoir of firing tokens (with contexts; Algorithm L: random draws only at replacements)
+// from which activation-quantile samples are drawn.
 //
 // Codes arrive as whole context windows (rows r .. r + windowLength of one model window), so a
 // context (the tokens before and after the activating one, and the feature's value at each)
@@ -58,9 +59,15 @@ export class FeatureStats {
   tokensSeen = 0;
   /** Rows added, ignored ones included: where the next add() continues the row numbering. */
   rowsSeen = 0;
-  readonly count: Float64Array;
-  readonly sum: Float64Array;
-  readonly max: Float32Array;
+  /**
+   * The per-event hot state of feature f in one 32-byte record: [count, sum, max, topMin].
+   * topMin is the smallest value the full top-N heap holds (-Infinity until it is full), so
+   * most firing tokens are turned away without touching the heap.
+   */
+  private readonly rec: Float64Array;
+  /** Algorithm L state per feature: W and the count at which the next reservoir replacement happens. */
+  private readonly resW: Float64Array;
+  private readonly resNext: Float64Array;
   readonly hist: Int32Array;
   // Top-N per feature as a min-heap (slot 0 = smallest kept), with the contexts in fixed slots.
   private readonly topSize: Int32Array;
@@ -106,9 +113,10 @@ export class FeatureStats {
     this.edges = new Float64Array(nBins + 1);
     for (let i = 0; i <= nBins; i++) this.edges[i] = opt.histMin * 10 ** ((i * decades) / nBins);
     const d = this.dSae;
-    this.count = new Float64Array(d);
-    this.sum = new Float64Array(d);
-    this.max = new Float32Array(d);
+    this.rec = new Float64Array(d * 4);
+    for (let f = 0; f < d; f++) this.rec[4 * f + 3] = -Infinity;
+    this.resW = new Float64Array(d);
+    this.resNext = new Float64Array(d);
     this.hist = new Int32Array(d * nBins);
     this.topSize = new Int32Array(d);
     this.topValue = new Float32Array(d * this.topN);
@@ -124,6 +132,33 @@ export class FeatureStats {
 
   get nBins(): number {
     return this.edges.length - 1;
+  }
+
+  /** Tokens feature F fired on. */
+  countOf(f: number): number {
+    return this.rec[4 * f]!;
+  }
+
+  /** Sum of F's activations (float64). */
+  sumOf(f: number): number {
+    return this.rec[4 * f + 1]!;
+  }
+
+  maxOf(f: number): number {
+    return this.rec[4 * f + 2]!;
+  }
+
+  /** Every feature's count, as a new array. */
+  get count(): Float64Array {
+    return Float64Array.from({ length: this.dSae }, (_, f) => this.rec[4 * f]!);
+  }
+
+  get sum(): Float64Array {
+    return Float64Array.from({ length: this.dSae }, (_, f) => this.rec[4 * f + 1]!);
+  }
+
+  get max(): Float32Array {
+    return Float32Array.from({ length: this.dSae }, (_, f) => this.rec[4 * f + 2]!);
   }
 
   /** Histogram bin of a positive value: the last edge <= value (clamped to the first/last bin). */
@@ -154,6 +189,8 @@ export class FeatureStats {
     }
     const { indptr, indices, values } = codes;
     let counted = 0;
+    const nb = this.nBins;
+    const R = this.reservoirSize;
     for (let r = 0; r < rows; r++) {
       // Ignored tokens (BOS: its residual stream is the same in every window) are neither
       // counted nor chosen, but still show in other tokens' contexts.
@@ -163,18 +200,30 @@ export class FeatureStats {
         const v = values[i]!;
         if (!(v > 0)) continue; // codes hold nonzeros; a negative value (standard SAEs cannot) is not "firing"
         const f = indices[i]!;
-        const n = ++this.count[f]!;
-        this.sum[f]! += v;
-        if (v > this.max[f]!) this.max[f] = v;
-        this.hist[f * this.nBins + this.binOf(v)]!++;
-        const slot = this.offerTop(f, v, firstRow + r);
-        if (slot >= 0) this.cutInto(this.topCtx, slot, codes, tokenIds, windowLength, r, f);
-        // Algorithm R: the n-th firing token replaces a random slot with probability R/n.
-        let j = n - 1;
-        if (n > this.reservoirSize) j = Math.floor(this.random() * n);
-        else this.resSize[f] = n;
-        if (j < this.reservoirSize) {
-          const rs = f * this.reservoirSize + j;
+        const o = 4 * f;
+        const rec = this.rec;
+        const n = rec[o]! + 1;
+        rec[o] = n;
+        rec[o + 1]! += v;
+        if (v > rec[o + 2]!) rec[o + 2] = v;
+        this.hist[f * nb + this.binOf(v)]!++;
+        if (v >= rec[o + 3]!) {
+          const slot = this.offerTop(f, v, firstRow + r);
+          if (slot >= 0) this.cutInto(this.topCtx, slot, codes, tokenIds, windowLength, r, f);
+        }
+        // Reservoir by Algorithm L: the first R fill it, then only the tokens at the drawn
+        // skips replace a random slot (no random number per token).
+        let j = -1;
+        if (n <= R) {
+          j = n - 1;
+          this.resSize[f] = n;
+          if (n === R) this.reskip(f, n, Math.exp(Math.log(this.uniform()) / R));
+        } else if (n === this.resNext[f]) {
+          j = Math.floor(this.random() * R);
+          this.reskip(f, n, this.resW[f]! * Math.exp(Math.log(this.uniform()) / R));
+        }
+        if (j >= 0) {
+          const rs = f * R + j;
           this.resValue[rs] = v;
           this.resRow[rs] = firstRow + r;
           this.cutInto(this.resCtx, rs, codes, tokenIds, windowLength, r, f);
@@ -225,11 +274,11 @@ export class FeatureStats {
     const same = (['dSae', 'topN', 'left', 'right', 'reservoirSize'] as const).every((k) => this[k] === other[k]) && this.edges.every((e, i) => e === other.edges[i]);
     if (!same) throw new ValidationError('Cannot merge feature statistics made with different options');
     for (let f = 0; f < this.dSae; f++) {
-      const nA = this.count[f]!;
-      const nB = other.count[f]!;
-      this.count[f] = nA + nB;
-      this.sum[f]! += other.sum[f]!;
-      if (other.max[f]! > this.max[f]!) this.max[f] = other.max[f]!;
+      const nA = this.rec[4 * f]!;
+      const nB = other.rec[4 * f]!;
+      this.rec[4 * f] = nA + nB;
+      this.rec[4 * f + 1]! += other.rec[4 * f + 1]!;
+      if (other.rec[4 * f + 2]! > this.rec[4 * f + 2]!) this.rec[4 * f + 2] = other.rec[4 * f + 2]!;
       for (let s = 0; s < other.topSize[f]!; s++) {
         const pos = f * this.topN + s;
         const ex = other.topCtx.get(other.topSlot[pos]!);
@@ -237,6 +286,10 @@ export class FeatureStats {
         if (slot >= 0) this.topCtx.put(slot, ex);
       }
       this.mergeReservoir(f, nA, other, nB);
+      // Algorithm L goes on from W ~ its mean R/(n+1) after n tokens (exact in distribution
+      // only for an unmerged stream; close for large n).
+      const n = nA + nB;
+      if (n >= this.reservoirSize) this.reskip(f, n, Math.min(0.999999, this.reservoirSize / (n + 1)));
     }
     for (let i = 0; i < this.hist.length; i++) this.hist[i]! += other.hist[i]!;
     this.tokensSeen += other.tokensSeen;
@@ -250,9 +303,9 @@ export class FeatureStats {
     await writeSafetensors(
       path,
       {
-        count: { dtype: 'F64', shape: [this.dSae], data: this.count },
-        sum: { dtype: 'F64', shape: [this.dSae], data: this.sum },
-        max: { dtype: 'F32', shape: [this.dSae], data: this.max },
+        rec: { dtype: 'F64', shape: [this.dSae, 4], data: this.rec },
+        res_w: { dtype: 'F64', shape: [this.dSae], data: this.resW },
+        res_next: { dtype: 'F64', shape: [this.dSae], data: this.resNext },
         hist: { dtype: 'I32', shape: [this.dSae, this.nBins], data: this.hist },
         top_size: { dtype: 'I32', shape: [this.dSae], data: this.topSize },
         top_value: { dtype: 'F32', shape: [this.topValue.length], data: this.topValue },
@@ -268,7 +321,7 @@ export class FeatureStats {
         res_values: { dtype: 'F32', shape: [r.values.length], data: r.values },
         res_meta: { dtype: 'I32', shape: [r.meta.length], data: r.meta },
       },
-      { saekit_feature_stats: JSON.stringify({ version: 1, options: this.options, tokensSeen: this.tokensSeen, rowsSeen: this.rowsSeen, rng: this.rngState }) },
+      { saekit_feature_stats: JSON.stringify({ version: 2, options: this.options, tokensSeen: this.tokensSeen, rowsSeen: this.rowsSeen, rng: this.rngState }) },
     );
   }
 
@@ -288,7 +341,7 @@ export class FeatureStats {
         into.set(a);
       };
       for (const [name, arr] of [
-        ['count', s.count], ['sum', s.sum], ['max', s.max], ['hist', s.hist], ['top_size', s.topSize], ['top_value', s.topValue], ['top_row', s.topRow], ['top_slot', s.topSlot],
+        ['rec', s.rec], ['res_w', s.resW], ['res_next', s.resNext], ['hist', s.hist], ['top_size', s.topSize], ['top_value', s.topValue], ['top_row', s.topRow], ['top_slot', s.topSlot],
         ['top_tokens', s.topCtx.tokens], ['top_values', s.topCtx.values], ['top_meta', s.topCtx.meta], ['res_size', s.resSize], ['res_value', s.resValue],
         ['res_row', s.resRow], ['res_tokens', s.resCtx.tokens], ['res_values', s.resCtx.values], ['res_meta', s.resCtx.meta],
       ] as const) {
@@ -341,6 +394,7 @@ export class FeatureStats {
         this.swapTop(pos, parent);
         pos = parent;
       }
+      if (size + 1 === this.topN) this.rec[4 * f + 3] = this.topValue[base]!;
       return slot;
     }
     const minV = this.topValue[base]!;
@@ -359,6 +413,7 @@ export class FeatureStats {
       this.swapTop(base + pos, base + m);
       pos = m;
     }
+    this.rec[4 * f + 3] = this.topValue[base]!;
     return slot;
   }
 
@@ -395,6 +450,17 @@ export class FeatureStats {
     }
     store.meta[2 * slot] = to - from + 1;
     store.meta[2 * slot + 1] = r - from;
+  }
+
+  /** Algorithm L: the count at which F's next replacement happens, from W after N tokens. */
+  private reskip(f: number, n: number, w: number): void {
+    this.resW[f] = w;
+    this.resNext[f] = n + Math.floor(Math.log(this.uniform()) / Math.log1p(-w)) + 1;
+  }
+
+  /** A uniform number in (0, 1): never 0, so its log is finite. */
+  private uniform(): number {
+    return this.random() || 2 ** -33;
   }
 
   /** mulberry32, seeded: reservoirs are reproducible run to run. */

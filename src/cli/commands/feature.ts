@@ -40,14 +40,14 @@ export async function featureCommand(argv: string[]): Promise<number> {
         },
       );
       const s = r.stats;
-      const count = s.count[id]!;
+      const count = s.countOf(id);
       const say = (line: string) => process.stdout.write(`${line}\n`);
       say(
         `feature ${id} of ${saeDir} at ${hook}: fired on ${count} of ${s.tokensSeen} tokens (${((100 * count) / s.tokensSeen).toFixed(3)}%), ` +
-          `max ${s.max[id]!.toFixed(3)}, mean ${(count > 0 ? s.sum[id]! / count : 0).toFixed(3)}`,
+          `max ${s.maxOf(id).toFixed(3)}, mean ${(count > 0 ? s.sumOf(id) / count : 0).toFixed(3)}`,
       );
       const color = process.stdout.isTTY === true && !process.env.NO_COLOR;
-      const max = s.max[id]! || 1;
+      const max = s.maxOf(id) || 1;
       for (const [i, e] of s.top(id).entries()) {
         const parts = e.tokenIds.map((tid, j) => {
           const t = JSON.stringify(model.tokenText(tid)).slice(1, -1);
