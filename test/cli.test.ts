@@ -205,13 +205,15 @@ describe('saekit info, doctor, demo', () => {
     expect(fvu).toBeGreaterThan(0);
     expect(fvu).toBeLessThan(0.9);
     expect((await readdir(keep)).sort()).toEqual([
-      'activations.npy', 'acts', 'codes.safetensors', 'corpus.txt', 'ground_truth.npy', 'model_sae', 'reconstruction.npy', 'sae', 'tiny-gpt2', 'trained_sae',
+      'activations.npy', 'acts', 'codes.safetensors', 'corpus.txt', 'dashboard', 'ground_truth.npy', 'model_sae', 'reconstruction.npy', 'sae', 'tiny-gpt2', 'trained_sae',
     ]);
     // The model part: a dump, features per token of the seed sentence, spliced metrics.
     expect(r.out).toMatch(/activations: 64000 tokens of blocks\.1\.hook_resid_pre/);
     expect(r.out).toMatch(/" kingdom" +\d+:\d+\.\d\d/);
     const ce = /CE clean ([0-9.]+), with SAE ([0-9.]+), zero-ablated ([0-9.]+)/.exec(r.out)!;
     for (const v of ce.slice(1)) expect(Number.isFinite(Number(v))).toBe(true);
+    expect(r.out).toMatch(/dashboard of all 512 features/);
+    expect((await readdir(join(keep, 'dashboard', 'features'))).length).toBe(512);
     // The training part: known features recovered by the trained decoder.
     const recovered = Number(/recovered (\d+) of 256 true features/.exec(r.out)![1]);
     expect(recovered).toBeGreaterThanOrEqual(230);

@@ -5,7 +5,8 @@
 //    (a decoder row with cosine similarity > 0.9);
 // 2. the seed workflow on a language model: a small random GPT-2 (ONNX, GPT-2's tokenizer)
 //    is generated, a synthetic corpus run through it to dump activations, an SAE trained on
-//    them, then the features of a sentence read off and the SAE spliced into the model
+//    them, the features of a sentence read off, a feature dashboard built, and the SAE
+//    spliced into the model
 //    (skipped, with a note, when the optional @huggingface/transformers is not installed);
 // 3. inference at GPT-2-small shape: a generated SAE and a dump built from its own features are
 //    saved in the formats users have (SAELens directory, .npy) and run through the real
@@ -32,6 +33,9 @@ import { LanguageModel, loadTransformers } from '../../model/languageModel.js';
 import { evaluateSpliced } from '../../model/splice.js';
 import { syntheticText } from '../../model/syntheticText.js';
 import { writeTinyGpt2 } from '../../model/tinyGpt2.js';
+import { analyzeFeatures, dashboardIndex, featureDoc } from '../../analysis/analyze.js';
+import { writeDashboard } from '../../analysis/dashboard.js';
+import { logitEffects, readUnembedding } from '../../analysis/logitEffects.js';
 
 export const demoUsage = 'saekit demo [--train-tokens N (0 skips training)] [--no-model] [--rows N] [--d-in N] [--d-sae N] [--k N] [--dir DIR (keep the files)] [--device D] [--threads N]';
 
@@ -67,7 +71,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const say = (s: string) => process.stdout.write(`${s}\n`);
   try {
     if (trainTokens > 0) await trainingDemo(dir, trainTokens, say);
-    if (values['no-model'] !== true) await modelDemo(dir, say);
+    if (values['no-model'] !== true) await modelDemo(dir, say, keep ? '' : ' (kept with --dir DIR)');
     say(`saekit demo: topk SAE d_in ${dIn}, d_sae ${dSae}, k ${k}; ${rows} activation rows (${threads()} threads, ${cpuVariant().current} kernels)`);
     let t = performance.now();
     const weights = syntheticSae({ dIn, dSae, architecture: 'topk', k, seed: 1 });
@@ -144,7 +148,7 @@ async function trainingDemo(dir: string, tokens: number, say: (s: string) => voi
 }
 
 /** Part 2: model -> activations -> SAE -> features -> spliced evaluation, all generated here. */
-async function modelDemo(dir: string, say: (s: string) => void): Promise<void> {
+async function modelDemo(dir: string, say: (s: string) => void, keepHint: string): Promise<void> {
   try {
     await loadTransformers();
     await gpt2TokenizerFiles();
@@ -185,6 +189,15 @@ async function modelDemo(dir: string, say: (s: string) => void): Promise<void> {
         `  spliced at ${hook}: CE clean ${m.ce_loss_clean.toFixed(3)}, with SAE ${m.ce_loss_with_sae.toFixed(3)}, zero-ablated ${m.ce_loss_with_ablation.toFixed(3)}, ` +
           `KL ${m.kl_div_with_sae.toExponential(2)} (random weights: the model predicts little, so these only show the pipeline)`,
       );
+      // Step 4 of the workflow: what the features mean, as a dashboard.
+      const stats = await analyzeFeatures(sae, { kind: 'dump', dir: acts, tokens: 32_000 }, { ignoreTokens: new Set([model.tokenizer.bosId!]) });
+      const logits = await logitEffects((await readSaeDir(saeDir)).W_dec, sae.dSae, await readUnembedding(join(modelDir, 'onnx', 'model.onnx')));
+      const docOpts = { modelId: 'tiny-gpt2', hook, tokenText: (id: number) => model.tokenText(id), logits };
+      const dash = join(dir, 'dashboard');
+      await writeDashboard(dash, dashboardIndex(stats.stats, { ...docOpts, sae: saeDir }), (function* () {
+        for (let f = 0; f < sae.dSae; f++) yield featureDoc(stats.stats, f, docOpts);
+      })());
+      say(`  dashboard of all ${sae.dSae} features (statistics over ${stats.tokens} tokens, logit effects) -> ${join(dash, 'index.html')}${keepHint}`);
     } finally {
       sae.dispose();
     }
