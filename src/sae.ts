@@ -4,23 +4,17 @@ import { addon, type AddonSae, type NativeFailure, type ScreenStats } from './ad
 import { type SparseCodes, validateCodes } from './codes.js';
 import { NativeError, NonFiniteInputError, ValidationError, expected } from './errors.js';
 import { existsSync } from 'node:fs';
+import type { HubOptions } from './hub/hub.js';
 import { readSaeDir } from './formats/saeDir.js';
 import { type Device, resolveDevice } from './system.js';
 import type { SaeConfig, SaeWeights } from './types.js';
 
 /** For loadSae(release, { id }): which SAE of the release, and how to fetch it. */
-export interface PretrainedOptions {
+export interface PretrainedOptions extends HubOptions {
   /** The SAE id within the release (SAELens' sae_id). */
   id?: string;
   /** A release registry JSON file (default $SAEKIT_RELEASES or ~/.config/saekit/releases.json). */
   registry?: string;
-  /** Hub options: endpoint, cache folder, revision, offline, token, progress. */
-  endpoint?: string;
-  cacheDir?: string;
-  revision?: string;
-  offline?: boolean;
-  token?: string;
-  onProgress?: (p: { file: string; bytes: number; total: number }) => void;
 }
 
 export interface LoadOptions {

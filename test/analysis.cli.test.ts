@@ -8,15 +8,15 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { PNG } from 'pngjs';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DashboardIndex, FeatureDoc } from '../src/analysis/types.js';
-import { main } from '../src/cli/main.js';
 import { padBatch, readCorpus, tokenWindows } from '../src/model/corpus.js';
 import { LanguageModel } from '../src/model/languageModel.js';
 import { syntheticText } from '../src/model/syntheticText.js';
 import { loadSae } from '../src/sae.js';
 import { tempDirs } from './helpers/formatsFixtures.js';
 import { freshSeed } from './helpers/testData.js';
+import { runCli } from './helpers/cli.js';
 
 const seed = freshSeed('analysis.cli.test');
 const dirs = tempDirs();
@@ -27,18 +27,7 @@ let corpus: string;
 const HOOK = 'blocks.1.hook_resid_pre';
 const D_SAE = 128;
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((out += String(s)), true));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((err += String(s)), true));
-  try {
-    return { code: await main(argv), out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
+const run = runCli;
 
 beforeAll(async () => {
   root = await dirs.make();

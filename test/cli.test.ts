@@ -4,13 +4,14 @@
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { NpyReader, SafetensorsReader, saveSaeLens, writeNpy, writeSafetensors, f32ToF16Array } from '../src/formats/index.js';
 import { Rng, syntheticActivations, syntheticSae } from '../src/synthetic.js';
 import type { SaeWeights } from '../src/types.js';
 import { compareCodes, referenceDecode, referenceEncode } from './helpers/reference.js';
 import type { SparseCodes } from '../src/codes.js';
+import { runCli } from './helpers/cli.js';
 
 let dir: string;
 const seed = (Date.now() ^ (Math.random() * 2 ** 31)) >>> 0;
@@ -23,19 +24,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((out += String(s)), true));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((err += String(s)), true));
-  try {
-    const code = await main(argv);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
+const run = runCli;
 
 async function readCodes(path: string): Promise<SparseCodes> {
   const st = await SafetensorsReader.open(path);

@@ -5,8 +5,7 @@
 // R --id ID "text"`) runs with the model fetched from the hub as well.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { main } from '../src/cli/main.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ValidationError, FormatError } from '../src/errors.js';
 import { saveSaeLens, writeNpz } from '../src/formats/index.js';
 import { findSae, releases } from '../src/hub/registry.js';
@@ -17,6 +16,7 @@ import { expectReject, expectThrow } from './helpers/expectError.js';
 import { randomWeights, rng, tempDirs } from './helpers/formatsFixtures.js';
 import { startHubServer, type HubServer } from './helpers/hubServer.js';
 import { freshSeed } from './helpers/testData.js';
+import { runCli } from './helpers/cli.js';
 
 const seed = freshSeed('hub.pretrained.test');
 const dirs = tempDirs();
@@ -29,18 +29,7 @@ async function filesOf(dir: string, names: string[], prefix: string) {
   return Promise.all(names.map(async (n) => ({ path: `${prefix}/${n}`, data: new Uint8Array(await readFile(join(dir, n))) })));
 }
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((out += String(s)), true));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((err += String(s)), true));
-  try {
-    return { code: await main(argv), out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
+const run = runCli;
 
 beforeAll(async () => {
   const root = await dirs.make();

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { SafetensorsReader, saveSaeLens } from '../src/formats/index.js';
 import { padBatch } from '../src/model/corpus.js';
@@ -15,6 +15,7 @@ import { syntheticText } from '../src/model/syntheticText.js';
 import { loadSae } from '../src/sae.js';
 import { randomWeights, tempDirs } from './helpers/formatsFixtures.js';
 import { freshSeed } from './helpers/testData.js';
+import { runCli } from './helpers/cli.js';
 
 const seed = freshSeed('model.cli.test');
 const dirs = tempDirs();
@@ -34,19 +35,7 @@ let corpusCustom: string;
 let ACTS: string;
 let SAE: string;
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const o = vi.spyOn(process.stdout, 'write').mockImplementation((s) => ((out += String(s)), true));
-  const e = vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((err += String(s)), true));
-  try {
-    const code = await main(argv);
-    return { code, out, err };
-  } finally {
-    o.mockRestore();
-    e.mockRestore();
-  }
-}
+const run = runCli;
 
 /** Exit 1 with exactly one stderr line holding every part. */
 function expectError(r: { code: number; err: string }, ...parts: string[]): void {
