@@ -70,21 +70,39 @@ export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: Spliced
     const spliced = await model.forwardSpliced(batch, o.hook, xHat);
     const zero = await model.forwardSpliced(batch, o.hook, new Float32Array(x.length));
     const clean = logits as Float32Array;
-    const lpClean = new Float64Array(V);
-    const lpOther = new Float64Array(V);
+    const pClean = new Float64Array(V);
     for (let p = 0; p < batch.batch * batch.length; p++) {
       if (batch.mask[p] === 0n) continue;
-      logSoftmax(clean, p * V, V, lpClean);
+      // Clean distribution once: p = softmax(clean) and sum p log p. For each other run only
+      // its log-sum-exp and sum p * logit are needed: KL(p || q) = sum p log p - sum p L_q + lse_q.
+      const off = p * V;
+      const lseClean = logSumExp(clean, off, V);
+      let plogp = 0;
+      for (let v = 0; v < V; v++) {
+        const lp = clean[off + v]! - lseClean;
+        const pv = Math.exp(lp);
+        pClean[v] = pv;
+        plogp += pv * lp;
+      }
       const t = p % batch.length;
       const target = t + 1 < batch.length && batch.mask[p + 1] !== 0n ? Number(batch.ids[p + 1]) : -1;
       if (target >= 0) {
-        ce.clean -= lpClean[target]!;
+        ce.clean += lseClean - clean[off + target]!;
         ce.n++;
       }
       for (const [which, L] of [['sae', spliced], ['zero', zero]] as const) {
-        logSoftmax(L, p * V, V, lpOther);
-        if (target >= 0) ce[which] -= lpOther[target]!;
-        kl[which] += klDivergence(lpClean, lpOther);
+        let max = -Infinity;
+        for (let v = 0; v < V; v++) if (L[off + v]! > max) max = L[off + v]!;
+        let sum = 0;
+        let pL = 0;
+        for (let v = 0; v < V; v++) {
+          const l = L[off + v]!;
+          sum += Math.exp(l - max);
+          pL += pClean[v]! * l;
+        }
+        const lse = max + Math.log(sum);
+        if (target >= 0) ce[which] += lse - L[off + target]!;
+        kl[which] += plogp - pL + lse;
       }
       kl.n++;
       for (let j = 0; j < d; j++) {
@@ -124,24 +142,13 @@ export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: Spliced
   };
 }
 
-/** log softmax of L[off .. off+V) into OUT, in float64 with the max subtracted. */
-export function logSoftmax(L: Float32Array, off: number, V: number, out: Float64Array): void {
+/** log(sum(exp(L[off .. off+V)))), in float64 with the max subtracted. */
+export function logSumExp(L: Float32Array, off: number, V: number): number {
   let max = -Infinity;
   for (let v = 0; v < V; v++) if (L[off + v]! > max) max = L[off + v]!;
   let sum = 0;
   for (let v = 0; v < V; v++) sum += Math.exp(L[off + v]! - max);
-  const lse = max + Math.log(sum);
-  for (let v = 0; v < V; v++) out[v] = L[off + v]! - lse;
-}
-
-/** KL(p || q) from log-probabilities. */
-export function klDivergence(logP: Float64Array, logQ: Float64Array): number {
-  let s = 0;
-  for (let v = 0; v < logP.length; v++) {
-    const lp = logP[v]!;
-    if (lp > -745) s += Math.exp(lp) * (lp - logQ[v]!);
-  }
-  return s;
+  return max + Math.log(sum);
 }
 
 /** An edit of one feature's value at every position the hook sees. */
