@@ -1,0 +1,24 @@
+// The CUDA kernel source run under CPU emulation (native/cuda/emu/cuda_emu.h): the executable
+// built with the addon runs each kernel at small, awkward shapes against float64 references
+// and the emulation's warp intrinsics against scalar code. This is how CI (no GPU) tests the
+// GPU kernels; the same source is compiled by nvcc into the addon wherever nvcc exists.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { freshSeed } from './helpers/testData.js';
+
+const exe = ['build/saekit_kernel_emu', 'build/Release/saekit_kernel_emu'].map((p) => join(process.cwd(), p)).find((p) => existsSync(p));
+
+describe('CUDA kernels under CPU emulation', () => {
+  it('sparse decode and the warp intrinsics match their references', () => {
+    expect(exe, 'build/saekit_kernel_emu is missing: npm install (cmake-js) builds it with the addon').toBeDefined();
+    const seed = freshSeed('cuda.emu.test');
+    const r = spawnSync(exe!, [String(seed)], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines.filter((l) => l.startsWith('ok ')).length).toBeGreaterThanOrEqual(8);
+    expect(lines.some((l) => l.startsWith('FAIL'))).toBe(false);
+    expect(lines.at(-1)).toBe('all passed');
+  });
+});
