@@ -11,13 +11,14 @@ import { freshSeed } from './helpers/testData.js';
 const exe = ['build/saekit_kernel_emu', 'build/Release/saekit_kernel_emu'].map((p) => join(process.cwd(), p)).find((p) => existsSync(p));
 
 describe('CUDA kernels under CPU emulation', () => {
-  it('sparse decode and the warp intrinsics match their references', () => {
+  it('sparse decode, fp32 top-k encode and the warp intrinsics match their references', () => {
     expect(exe, 'build/saekit_kernel_emu is missing: npm install (cmake-js) builds it with the addon').toBeDefined();
     const seed = freshSeed('cuda.emu.test');
     const r = spawnSync(exe!, [String(seed)], { encoding: 'utf8', timeout: 60_000 });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
     const lines = r.stdout.trim().split('\n');
-    expect(lines.filter((l) => l.startsWith('ok ')).length).toBeGreaterThanOrEqual(8);
+    expect(lines.filter((l) => l.startsWith('ok ')).length).toBeGreaterThanOrEqual(13);
+    expect(lines.filter((l) => l.includes('encode_topk_f32')).length).toBe(5);
     expect(lines.some((l) => l.startsWith('FAIL'))).toBe(false);
     expect(lines.at(-1)).toBe('all passed');
   });

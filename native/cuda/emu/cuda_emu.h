@@ -109,6 +109,9 @@ void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
 #define blockDim (::saekit::emu::tls.blockDim)
 #define gridDim (::saekit::emu::tls.gridDim)
 inline void __syncthreads() { ::saekit::emu::syncthreads(); }
+inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) { ::saekit::emu::tls.warp_barrier->arrive_and_wait(); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+using std::fmaf;
 template <class T>
 T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask, int width = 32) {
   const unsigned lane = ::saekit::emu::tls.lane;
@@ -122,9 +125,13 @@ T __shfl_sync(unsigned /*mask*/, T v, int src_lane, int width = 32) {
   return ::saekit::emu::warp_exchange(v, base + static_cast<unsigned>(src_lane) % static_cast<unsigned>(width));
 }
 inline unsigned __ballot_sync(unsigned /*mask*/, int predicate) {
-  // Each lane contributes one bit; the OR of all lanes is what everyone reads back.
+  // Each lane publishes its bit, all wait, each reads all 32, all wait again.
+  auto& t = ::saekit::emu::tls;
+  t.warp_slots[t.lane] = predicate ? 1u : 0u;
+  t.warp_barrier->arrive_and_wait();
   unsigned bits = 0;
-  for (unsigned src = 0; src < 32; ++src) bits |= (::saekit::emu::warp_exchange(predicate ? 1u : 0u, src) & 1u) << src;
+  for (unsigned l = 0; l < 32; ++l) bits |= static_cast<unsigned>(t.warp_slots[l] & 1u) << l;
+  t.warp_barrier->arrive_and_wait();
   return bits;
 }
 struct float4 {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../kernels/decode.cuh"
+#include "../kernels/encode_topk.cuh"
 
 namespace {
 
@@ -106,6 +107,72 @@ void test_decode(std::mt19937& rng, int rows, int d_in, int d_sae, int max_nnz, 
                 std::to_string(max_nnz) + " grid " + std::to_string(grid) + " block " + std::to_string(block) + ": worst error " + fmt(worst));
 }
 
+// Top-k encode vs a float64 reference: the chosen set may differ from the reference's only
+// between values within fp32 rounding of the k-th value; values match to fp32 accuracy;
+// indices ascend; zeros (ReLU) are dropped.
+void test_encode_topk(std::mt19937& rng, int rows, int d_in, int d_sae, int k, int grid, bool ties) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(rows) * d_in), W(static_cast<size_t>(d_in) * d_sae), be(d_sae), bd(d_in);
+  for (auto& v : x) v = normal(rng);
+  for (auto& v : W) v = normal(rng) * 0.2f;
+  for (auto& v : be) v = normal(rng) * 0.1f;
+  for (auto& v : bd) v = normal(rng) * 0.1f;
+  if (ties) {
+    // Many identical latents: duplicated W_enc columns and biases (exact ties at every rank).
+    for (int j = 1; j < d_sae; j += 2)
+      for (int i = 0; i < d_in; ++i) W[static_cast<size_t>(i) * d_sae + j] = W[static_cast<size_t>(i) * d_sae + j - 1];
+    for (int j = 1; j < d_sae; j += 2) be[j] = be[j - 1];
+  }
+  std::vector<int32_t> oi(static_cast<size_t>(rows) * k, -7), oc(rows, -7);
+  std::vector<float> ov(static_cast<size_t>(rows) * k, std::nanf(""));
+  saekit::emu::launch(saekit::emu::dim3(grid), saekit::emu::dim3(32 * saekit::cuda::ENCODE_WARPS_PER_BLOCK), saekit::cuda::encode_topk_f32_kernel, x.data(), W.data(),
+                      be.data(), bd.data(), 1, rows, d_in, d_sae, k, oi.data(), ov.data(), oc.data());
+  bool ok = true;
+  std::string why;
+  for (int r = 0; r < rows && ok; ++r) {
+    std::vector<double> pre(d_sae);
+    double scale = 0;
+    for (int j = 0; j < d_sae; ++j) {
+      double acc = be[j], mag = std::fabs(be[j]);
+      for (int i = 0; i < d_in; ++i) {
+        const double xi = static_cast<double>(x[static_cast<size_t>(r) * d_in + i]) - bd[i];
+        acc += xi * W[static_cast<size_t>(i) * d_sae + j];
+        mag += std::fabs(xi * W[static_cast<size_t>(i) * d_sae + j]);
+      }
+      pre[j] = acc;
+      scale = std::max(scale, mag);
+    }
+    const double tol = 4e-7 * (d_in + 2) * scale;
+    std::vector<double> sorted(pre);
+    std::sort(sorted.begin(), sorted.end(), std::greater<double>());
+    const double kth = sorted[k - 1];
+    const int n = oc[r];
+    std::vector<bool> chosen(d_sae, false);
+    for (int e = 0; e < n; ++e) {
+      const int j = oi[static_cast<size_t>(r) * k + e];
+      const float v = ov[static_cast<size_t>(r) * k + e];
+      if (j < 0 || j >= d_sae || (e > 0 && oi[static_cast<size_t>(r) * k + e - 1] >= j)) { ok = false; why = "indices not ascending/in range"; break; }
+      if (!(v > 0) || std::fabs(v - pre[j]) > tol) { ok = false; why = "value " + fmt(v) + " vs " + fmt(pre[j]); break; }
+      if (pre[j] < kth - tol) { ok = false; why = "latent " + std::to_string(j) + " below the k-th value"; break; }
+      chosen[j] = true;
+    }
+    // Every latent clearly above the k-th value and positive must be there.
+    for (int j = 0; j < d_sae && ok; ++j)
+      if (!chosen[j] && pre[j] > kth + tol && pre[j] > tol) { ok = false; why = "missed latent " + std::to_string(j); }
+    // The kept count: positive values among the top k (up to ties at zero).
+    int positives = 0;
+    for (int t = 0; t < k; ++t) positives += sorted[t] > tol;
+    if (ok && (n < positives || n > k)) { ok = false; why = "count " + std::to_string(n) + " vs about " + std::to_string(positives); }
+    // Exact ties: of equal values at the boundary the lower index wins.
+    if (ok && ties) {
+      for (int j = 1; j < d_sae; j += 2)
+        if (chosen[j] && !chosen[j - 1] && pre[j - 1] > tol) { ok = false; why = "tie broken toward the higher index " + std::to_string(j); }
+    }
+  }
+  check(ok, "encode_topk_f32 rows " + std::to_string(rows) + " d_in " + std::to_string(d_in) + " d_sae " + std::to_string(d_sae) + " k " + std::to_string(k) +
+                " grid " + std::to_string(grid) + (ties ? " (exact ties)" : "") + (ok ? "" : ": " + why));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -122,6 +189,13 @@ int main(int argc, char** argv) {
   test_decode(rng, 6, 96, 300, 150, 4, 32);
   test_decode(rng, 4, 130, 200, 0, 4, 64);
   test_decode(rng, 9, 2051, 70, 70, 4, 96);
+  // Encode: 1 row, odd d_in, d_sae not a multiple of 32, k = 1, k = d_sae, rows > warps in
+  // the grid (grid-stride), and exact ties at the k-th value.
+  test_encode_topk(rng, 1, 64, 96, 8, 1, false);
+  test_encode_topk(rng, 7, 33, 70, 1, 1, false);
+  test_encode_topk(rng, 5, 17, 45, 45, 2, false);
+  test_encode_topk(rng, 13, 50, 200, 32, 2, false);
+  test_encode_topk(rng, 6, 24, 64, 9, 1, true);
   std::printf("%s\n", failures == 0 ? "all passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }
