@@ -11,14 +11,15 @@ import { freshSeed } from './helpers/testData.js';
 const exe = ['build/saekit_kernel_emu', 'build/Release/saekit_kernel_emu'].map((p) => join(process.cwd(), p)).find((p) => existsSync(p));
 
 describe('CUDA kernels under CPU emulation', () => {
-  it('sparse decode, fp32 top-k encode and the warp intrinsics match their references', () => {
+  it('sparse decode, fp32 top-k / standard / jumprelu encode and the warp intrinsics match their references', () => {
     expect(exe, 'build/saekit_kernel_emu is missing: npm install (cmake-js) builds it with the addon').toBeDefined();
     const seed = freshSeed('cuda.emu.test');
     const r = spawnSync(exe!, [String(seed)], { encoding: 'utf8', timeout: 60_000 });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
     const lines = r.stdout.trim().split('\n');
-    expect(lines.filter((l) => l.startsWith('ok ')).length).toBeGreaterThanOrEqual(13);
+    expect(lines.filter((l) => l.startsWith('ok ')).length).toBeGreaterThanOrEqual(17);
     expect(lines.filter((l) => l.includes('encode_topk_f32')).length).toBe(5);
+    expect(lines.filter((l) => /encode_(standard|jumprelu)_f32/.test(l)).length).toBe(4);
     expect(lines.some((l) => l.startsWith('FAIL'))).toBe(false);
     expect(lines.at(-1)).toBe('all passed');
   });

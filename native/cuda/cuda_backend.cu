@@ -10,6 +10,7 @@
 
 #include "../backend.h"
 #include "kernels/decode.cuh"       // compiled for sm_80/sm_90 here and run under emulation in CI
+#include "kernels/encode_threshold.cuh"
 #include "kernels/encode_topk.cuh"  // (the backend does not launch them yet)
 #include "../error.h"
 

@@ -111,6 +111,7 @@ void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
 inline void __syncthreads() { ::saekit::emu::syncthreads(); }
 inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) { ::saekit::emu::tls.warp_barrier->arrive_and_wait(); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
 using std::fmaf;
 template <class T>
 T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask, int width = 32) {

@@ -11,7 +11,10 @@
 #include <vector>
 
 #include "../kernels/decode.cuh"
+#include "../kernels/encode_threshold.cuh"
 #include "../kernels/encode_topk.cuh"
+
+using saekit::emu::dim3;
 
 namespace {
 
@@ -173,6 +176,57 @@ void test_encode_topk(std::mt19937& rng, int rows, int d_in, int d_sae, int k, i
                 " grid " + std::to_string(grid) + (ties ? " (exact ties)" : "") + (ok ? "" : ": " + why));
 }
 
+// Standard / jumprelu encode, count-then-fill, vs float64: every latent kept or dropped as the
+// reference says, except within fp32 rounding of the cut (0 or the threshold).
+void test_encode_threshold(std::mt19937& rng, int rows, int d_in, int d_sae, bool jump, int grid) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(rows) * d_in), W(static_cast<size_t>(d_in) * d_sae), be(d_sae), bd(d_in), th(d_sae);
+  for (auto& v : x) v = normal(rng);
+  for (auto& v : W) v = normal(rng) * 0.2f;
+  for (auto& v : be) v = normal(rng) * 0.3f - 0.2f;
+  for (auto& v : bd) v = normal(rng) * 0.1f;
+  for (auto& v : th) v = std::fabs(normal(rng)) * 0.5f;
+  const dim3 block(32 * saekit::cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK);
+  std::vector<int32_t> count(rows, -1);
+  saekit::emu::launch(dim3(grid), block, saekit::cuda::encode_threshold_f32_kernel, x.data(), W.data(), be.data(), bd.data(),
+                      jump ? static_cast<const float*>(th.data()) : static_cast<const float*>(nullptr), 1, rows, d_in, d_sae,
+                      static_cast<const uint32_t*>(nullptr), count.data(), static_cast<int32_t*>(nullptr), static_cast<float*>(nullptr));
+  std::vector<uint32_t> indptr(rows + 1, 0);
+  for (int r = 0; r < rows; ++r) indptr[r + 1] = indptr[r] + static_cast<uint32_t>(count[r]);
+  std::vector<int32_t> idx(indptr[rows], -7);
+  std::vector<float> val(indptr[rows], std::nanf(""));
+  saekit::emu::launch(dim3(grid), block, saekit::cuda::encode_threshold_f32_kernel, x.data(), W.data(), be.data(), bd.data(),
+                      jump ? static_cast<const float*>(th.data()) : static_cast<const float*>(nullptr), 1, rows, d_in, d_sae,
+                      static_cast<const uint32_t*>(indptr.data()), static_cast<int32_t*>(nullptr), idx.data(), val.data());
+  bool ok = true;
+  std::string why;
+  for (int r = 0; r < rows && ok; ++r) {
+    std::vector<int> got(idx.begin() + indptr[r], idx.begin() + indptr[r + 1]);
+    for (size_t e = 1; e < got.size(); ++e)
+      if (got[e - 1] >= got[e]) { ok = false; why = "indices not ascending"; }
+    size_t e = 0;
+    for (int j = 0; j < d_sae && ok; ++j) {
+      double acc = be[j], mag = std::fabs(be[j]);
+      for (int i = 0; i < d_in; ++i) {
+        const double xi = static_cast<double>(x[static_cast<size_t>(r) * d_in + i]) - bd[i];
+        acc += xi * W[static_cast<size_t>(i) * d_sae + j];
+        mag += std::fabs(xi * W[static_cast<size_t>(i) * d_sae + j]);
+      }
+      const double cut = jump ? std::max(0.0, static_cast<double>(th[j])) : 0.0;
+      const double tol = 4e-7 * (d_in + 2) * mag;
+      const bool present = e < got.size() && got[e] == j;
+      if (present) {
+        if (std::fabs(val[indptr[r] + e] - acc) > tol) { ok = false; why = "value of latent " + std::to_string(j); }
+        ++e;
+      }
+      if (present && acc < cut - tol) { ok = false; why = "kept latent " + std::to_string(j) + " below the cut"; }
+      if (!present && acc > cut + tol) { ok = false; why = "dropped latent " + std::to_string(j) + " above the cut"; }
+    }
+  }
+  check(ok, std::string("encode_") + (jump ? "jumprelu" : "standard") + "_f32 rows " + std::to_string(rows) + " d_in " + std::to_string(d_in) + " d_sae " +
+                std::to_string(d_sae) + " grid " + std::to_string(grid) + " (count then fill)" + (ok ? "" : ": " + why));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -196,6 +250,10 @@ int main(int argc, char** argv) {
   test_encode_topk(rng, 5, 17, 45, 45, 2, false);
   test_encode_topk(rng, 13, 50, 200, 32, 2, false);
   test_encode_topk(rng, 6, 24, 64, 9, 1, true);
+  test_encode_threshold(rng, 1, 40, 70, false, 1);
+  test_encode_threshold(rng, 9, 33, 100, false, 2);
+  test_encode_threshold(rng, 9, 33, 100, true, 2);
+  test_encode_threshold(rng, 3, 7, 32, true, 1);
   std::printf("%s\n", failures == 0 ? "all passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }
