@@ -1,6 +1,8 @@
 // The CUDA kernel source run under CPU emulation (native/cuda/emu/cuda_emu.h): the executable
-// built with the addon runs each kernel at small, awkward shapes against float64 references
-// and the emulation's warp intrinsics against scalar code. This is how CI (no GPU) tests the
+// built with the addon runs each kernel at small, awkward shapes against float64 references,
+// the emulation's warp intrinsics against scalar code, and the CUDA backend's model (the same
+// host code the addon's CUDA backend runs) through the backend interface against the CPU
+// backend, every architecture. This is how CI (no GPU) tests the
 // GPU kernels; the same source is compiled by nvcc into the addon wherever nvcc exists.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -11,15 +13,17 @@ import { freshSeed } from './helpers/testData.js';
 const exe = ['build/saekit_kernel_emu', 'build/Release/saekit_kernel_emu'].map((p) => join(process.cwd(), p)).find((p) => existsSync(p));
 
 describe('CUDA kernels under CPU emulation', () => {
-  it('sparse decode, fp32 top-k / standard / jumprelu encode and the warp intrinsics match their references', () => {
+  it('the kernels match float64 references and the emulated CUDA model matches the CPU backend', () => {
     expect(exe, 'build/saekit_kernel_emu is missing: npm install (cmake-js) builds it with the addon').toBeDefined();
     const seed = freshSeed('cuda.emu.test');
     const r = spawnSync(exe!, [String(seed)], { encoding: 'utf8', timeout: 60_000 });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
     const lines = r.stdout.trim().split('\n');
-    expect(lines.filter((l) => l.startsWith('ok ')).length).toBeGreaterThanOrEqual(17);
+    expect(lines.filter((l) => l.startsWith('ok ')).length).toBeGreaterThanOrEqual(23);
     expect(lines.filter((l) => l.includes('encode_topk_f32')).length).toBe(5);
     expect(lines.filter((l) => /encode_(standard|jumprelu)_f32/.test(l)).length).toBe(4);
+    // The CUDA backend's model (host logic + kernels, emulated) against the CPU backend.
+    expect(lines.filter((l) => l.includes('CudaModel vs CPU backend')).length).toBe(6);
     expect(lines.some((l) => l.startsWith('FAIL'))).toBe(false);
     expect(lines.at(-1)).toBe('all passed');
   });

@@ -20,8 +20,12 @@
 #include <vector>
 
 #include "../backend.h"
+#include "parity.h"
 
 using namespace saekit;
+using parity::Case;
+using parity::Weights;
+using parity::random_weights;
 
 namespace {
 
@@ -31,68 +35,6 @@ int failures = 0;
 void line(const std::string& s) {
   std::printf("%s\n", s.c_str());
   report << s << "\n";
-}
-
-struct Case {
-  const char* name;
-  Activation act;
-  int64_t rows, d_in, d_sae, k;
-};
-
-struct Weights {
-  std::vector<float> W_enc, b_enc, W_dec, b_dec, threshold;
-};
-
-Weights random_weights(std::mt19937& rng, const Case& c) {
-  std::normal_distribution<float> n(0.f, 1.f);
-  Weights w;
-  w.W_enc.resize(c.d_in * c.d_sae);
-  w.W_dec.resize(c.d_sae * c.d_in);
-  w.b_enc.resize(c.d_sae);
-  w.b_dec.resize(c.d_in);
-  w.threshold.resize(c.d_sae);
-  const float s = 1.f / std::sqrt(static_cast<float>(c.d_in));
-  for (auto& v : w.W_enc) v = n(rng) * s;
-  for (auto& v : w.W_dec) v = n(rng) * s;
-  for (auto& v : w.b_enc) v = n(rng) * 0.1f - 0.05f;
-  for (auto& v : w.b_dec) v = n(rng) * 0.1f;
-  for (auto& v : w.threshold) v = std::fabs(n(rng)) * 0.3f;
-  return w;
-}
-
-/** Per row: the two codes agree except between values within TOL of the row's cut. */
-bool same_codes(const SparseCodes& a, const SparseCodes& b, int64_t rows, float tol, std::string* why) {
-  for (int64_t r = 0; r < rows; ++r) {
-    std::vector<std::pair<int, float>> ra, rb;
-    for (uint32_t e = a.indptr[r]; e < a.indptr[r + 1]; ++e) ra.push_back({a.indices[e], a.values[e]});
-    for (uint32_t e = b.indptr[r]; e < b.indptr[r + 1]; ++e) rb.push_back({b.indices[e], b.values[e]});
-    float cut = INFINITY;
-    for (auto& p : ra) cut = std::min(cut, p.second);
-    for (auto& p : rb) cut = std::min(cut, p.second);
-    size_t i = 0, j = 0;
-    while (i < ra.size() || j < rb.size()) {
-      if (i < ra.size() && j < rb.size() && ra[i].first == rb[j].first) {
-        if (std::fabs(ra[i].second - rb[j].second) > tol) {
-          *why = "row " + std::to_string(r) + " latent " + std::to_string(ra[i].first) + " values differ";
-          return false;
-        }
-        ++i, ++j;
-      } else if (j >= rb.size() || (i < ra.size() && ra[i].first < rb[j].first)) {
-        if (ra[i].second > cut + tol && ra[i].second > tol) {
-          *why = "row " + std::to_string(r) + " latent " + std::to_string(ra[i].first) + " only on the CPU";
-          return false;
-        }
-        ++i;
-      } else {
-        if (rb[j].second > cut + tol && rb[j].second > tol) {
-          *why = "row " + std::to_string(r) + " latent " + std::to_string(rb[j].first) + " only on the GPU";
-          return false;
-        }
-        ++j;
-      }
-    }
-  }
-  return true;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
@@ -114,47 +56,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::mt19937 rng(seed);
-  const Case cases[] = {
-      {"topk 1 row", Activation::TopK, 1, 64, 96, 8},          {"topk odd, k=1", Activation::TopK, 7, 33, 70, 1},
-      {"topk k=d_sae", Activation::TopK, 5, 17, 45, 45},      {"topk gpt2-ish", Activation::TopK, 300, 768, 4096, 32},
-      {"standard odd", Activation::Standard, 9, 33, 100, 0},  {"jumprelu odd", Activation::JumpReLU, 9, 33, 100, 0},
-      {"jumprelu wide", Activation::JumpReLU, 64, 256, 2048, 0},
-  };
+  std::vector<Case> cases = parity::small_cases();
+  cases.push_back({"topk gpt2-ish", Activation::TopK, 300, 768, 4096, 32});
+  cases.push_back({"jumprelu wide", Activation::JumpReLU, 64, 256, 2048, 0});
   line("");
   line("## parity with the CPU backend");
   for (const Case& c : cases) {
-    Weights w = random_weights(rng, c);
-    SaeSpec spec;
-    spec.d_in = c.d_in;
-    spec.d_sae = c.d_sae;
-    spec.k = c.k;
-    spec.activation = c.act;
-    SaeWeightsView view{w.W_enc.data(), false, w.b_enc.data(), w.W_dec.data(), w.b_dec.data(), c.act == Activation::JumpReLU ? w.threshold.data() : nullptr};
-    std::normal_distribution<float> n(0.f, 1.f);
-    std::vector<float> x(c.rows * c.d_in);
-    for (auto& v : x) v = n(rng);
     std::string why;
-    bool ok = true;
-    try {
-      auto cpu_model = cpu_backend().load(spec, view);
-      auto gpu_model = gpu->load(spec, view);
-      SparseCodes a, b;
-      cpu_model->encode(x.data(), c.rows, &a);
-      b.indptr.assign(1, 0);
-      gpu_model->encode(x.data(), c.rows, &b);
-      ok = same_codes(a, b, c.rows, 1e-4f, &why);
-      if (ok) {
-        std::vector<float> ya(c.rows * c.d_in, NAN), yb(c.rows * c.d_in, NAN);
-        SparseCodesView v{c.rows, a.indptr.data(), a.indices.data(), a.values.data(), nullptr, nullptr};
-        cpu_model->decode(v, ya.data());
-        gpu_model->decode(v, yb.data());
-        for (size_t i = 0; i < ya.size() && ok; ++i)
-          if (!(std::fabs(ya[i] - yb[i]) <= 1e-4f * (1.f + std::fabs(ya[i])))) ok = false, why = "decode differs at " + std::to_string(i);
-      }
-    } catch (const std::exception& e) {
-      ok = false;
-      why = e.what();
-    }
+    const bool ok = parity::check_case(c, rng, [&](const SaeSpec& s, const SaeWeightsView& v) { return gpu->load(s, v); }, &why);
     if (!ok) ++failures;
     line(std::string(ok ? "- ok   " : "- FAIL ") + c.name + " (rows " + std::to_string(c.rows) + ", d_in " + std::to_string(c.d_in) + ", d_sae " +
          std::to_string(c.d_sae) + (c.k ? ", k " + std::to_string(c.k) : "") + ")" + (ok ? "" : ": " + why));

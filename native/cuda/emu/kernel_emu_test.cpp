@@ -1,5 +1,5 @@
-// Runs the CUDA kernels under CPU emulation (cuda_emu.h) against float64 references, at small
-// and awkward shapes: the CI check of the GPU kernel source on a machine without a GPU. Also
+// Runs the CUDA kernels under CPU emulation (cuda_emu.h) against float64 references, and the
+// CUDA backend's model against the CPU backend, at small and awkward shapes: the CI check of the GPU kernel source on a machine without a GPU. Also
 // checks the emulation's own warp intrinsics on a test kernel. Prints one line per case and
 // exits 1 on the first mismatch. Seeded from argv[1] (fresh seed per run from the test).
 #include <algorithm>
@@ -10,9 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "../kernels/decode.cuh"
-#include "../kernels/encode_threshold.cuh"
-#include "../kernels/encode_topk.cuh"
+#include "../cuda_model.h"
+#include "../parity.h"
 
 using saekit::emu::dim3;
 
@@ -227,6 +226,17 @@ void test_encode_threshold(std::mt19937& rng, int rows, int d_in, int d_sae, boo
                 std::to_string(d_sae) + " grid " + std::to_string(grid) + " (count then fill)" + (ok ? "" : ": " + why));
 }
 
+// The CUDA backend's model itself (cuda_model.h: uploads, chunking, launches, CSR assembly),
+// emulated, through the backend interface against the CPU backend.
+void test_model_parity(std::mt19937& rng) {
+  for (const auto& c : saekit::parity::small_cases()) {
+    std::string why;
+    const bool ok = saekit::parity::check_case(
+        c, rng, [](const saekit::SaeSpec& s, const saekit::SaeWeightsView& v) { return std::unique_ptr<saekit::BackendModel>(new saekit::CudaModel(s, v)); }, &why);
+    check(ok, std::string("CudaModel vs CPU backend: ") + c.name + (ok ? "" : ": " + why));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -254,6 +264,7 @@ int main(int argc, char** argv) {
   test_encode_threshold(rng, 9, 33, 100, false, 2);
   test_encode_threshold(rng, 9, 33, 100, true, 2);
   test_encode_threshold(rng, 3, 7, 32, true, 1);
+  test_model_parity(rng);
   std::printf("%s\n", failures == 0 ? "all passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

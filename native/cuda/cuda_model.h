@@ -1,0 +1,197 @@
+// The CUDA backend's model: weights on the device, the fp32 baseline kernels launched per
+// chunk of rows, CSR assembled on the host. A header so that the same code is compiled by nvcc
+// into the addon (cuda_backend.cu) and by g++ against the CPU emulation (emu/), where CI runs
+// it through the backend interface against the CPU backend.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "../backend.h"
+#include "../error.h"
+#include "kernels/decode.cuh"
+#include "kernels/encode_threshold.cuh"
+#include "kernels/encode_topk.cuh"
+
+#if defined(__CUDACC__)
+#define SAEKIT_LAUNCH(kernel, grid, block, ...) kernel<<<(grid), (block)>>>(__VA_ARGS__)
+#else
+#define SAEKIT_LAUNCH(kernel, grid, block, ...) ::saekit::emu::launch(::saekit::emu::dim3(grid), ::saekit::emu::dim3(block), kernel, __VA_ARGS__)
+#endif
+
+namespace saekit {
+namespace {
+
+#define SAEKIT_CUDA_CHECK(call)                                                                                       \
+  do {                                                                                                                \
+    cudaError_t err_ = (call);                                                                                        \
+    if (err_ != cudaSuccess) {                                                                                        \
+      cudaGetLastError();                                                                                             \
+      ::saekit::fail(std::string("CUDA error: ") + #call + " failed with " + cudaGetErrorName(err_) + " (" + cudaGetErrorString(err_) + ")", \
+                     __FILE__, __LINE__);                                                                             \
+    }                                                                                                                 \
+  } while (0)
+
+/** A device allocation freed with its owner. */
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t n) { resize(n); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (ptr_) cudaFree(ptr_);
+  }
+  void resize(size_t n) {
+    if (n <= cap_) return;
+    if (ptr_) cudaFree(ptr_);
+    ptr_ = nullptr;
+    cap_ = 0;
+    SAEKIT_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(n, 1) * sizeof(T)));
+    cap_ = n;
+  }
+  void upload(const T* host, size_t n) {
+    resize(n);
+    if (n) SAEKIT_CUDA_CHECK(cudaMemcpy(ptr_, host, n * sizeof(T), cudaMemcpyHostToDevice));
+  }
+  void download(T* host, size_t n) const {
+    if (n) SAEKIT_CUDA_CHECK(cudaMemcpy(host, ptr_, n * sizeof(T), cudaMemcpyDeviceToHost));
+  }
+  T* get() const { return ptr_; }
+  size_t bytes() const { return cap_ * sizeof(T); }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t cap_ = 0;
+};
+
+/**
+ * The SAE on the GPU with the fp32 baseline kernels (kernels/*.cuh, tested under CPU emulation):
+ * weights uploaded once, inputs processed in chunks of rows so any batch fits the card.
+ * Synchronous copies for now; pinned buffers and copy/compute overlap come with the tensor-core
+ * kernels.
+ */
+class CudaModel final : public BackendModel {
+ public:
+  CudaModel(const SaeSpec& spec, const SaeWeightsView& w) : spec_(spec) {
+    if (spec.normalization != Normalization::None) throw Error("CUDA backend: per-row input normalization is not implemented yet; use device 'cpu'");
+    if (spec.activation == Activation::TopK && (spec.k < 1 || spec.k > cuda::ENCODE_TOPK_MAX_K || spec.k > spec.d_sae)) {
+      throw Error("CUDA backend: top-k with k = " + std::to_string(spec.k) + " is not supported (1 <= k <= " + std::to_string(cuda::ENCODE_TOPK_MAX_K) + ")");
+    }
+    SAEKIT_CUDA_CHECK(cudaSetDevice(0));
+    const size_t din = static_cast<size_t>(spec.d_in), dsae = static_cast<size_t>(spec.d_sae);
+    if (w.enc_transposed) {
+      std::vector<float> t(din * dsae);
+      for (size_t j = 0; j < dsae; ++j)
+        for (size_t i = 0; i < din; ++i) t[i * dsae + j] = w.W_enc[j * din + i];
+      W_enc_.upload(t.data(), t.size());
+    } else {
+      W_enc_.upload(w.W_enc, din * dsae);
+    }
+    b_enc_.upload(w.b_enc, dsae);
+    W_dec_.upload(w.W_dec, dsae * din);
+    b_dec_.upload(w.b_dec, din);
+    if (spec.activation == Activation::JumpReLU) threshold_.upload(w.threshold, dsae);
+  }
+
+  void encode(const float* x, int64_t rows, SparseCodes* out) override {
+    const int64_t din = spec_.d_in;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < din; ++i)
+        if (!std::isfinite(x[r * din + i])) throw InputError("non-finite input", r, i);
+    out->indptr.assign(static_cast<size_t>(rows) + 1, 0);
+    out->indices.clear();
+    out->values.clear();
+    out->row_scale.clear();
+    out->row_shift.clear();
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t{1} << 26) / std::max<int64_t>(din, 1)));
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int n = static_cast<int>(std::min(chunk, rows - r0));
+      x_.upload(x + r0 * din, static_cast<size_t>(n) * din);
+      if (spec_.activation == Activation::TopK) encode_topk(n, r0, out);
+      else encode_threshold(n, r0, out);
+    }
+  }
+
+  void decode(const SparseCodesView& c, float* out) override {
+    const int64_t din = spec_.d_in;
+    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(c.rows, (int64_t{1} << 26) / std::max<int64_t>(din, 1)));
+    for (int64_t r0 = 0; r0 < c.rows; r0 += chunk) {
+      const int64_t n = std::min(chunk, c.rows - r0);
+      const uint32_t base = c.indptr[r0];
+      std::vector<uint32_t> ip(static_cast<size_t>(n) + 1);
+      for (int64_t r = 0; r <= n; ++r) ip[r] = c.indptr[r0 + r] - base;
+      indptr_.upload(ip.data(), ip.size());
+      idx_.upload(c.indices + base, ip[n]);
+      val_.upload(c.values + base, ip[n]);
+      y_.resize(static_cast<size_t>(n) * din);
+      SAEKIT_LAUNCH(cuda::sparse_decode_kernel, static_cast<unsigned>(std::min<int64_t>(n, 65535)), 128, W_dec_.get(), b_dec_.get(), indptr_.get(), idx_.get(),
+                                                                                          val_.get(), static_cast<int>(n), static_cast<int>(din), y_.get());
+      SAEKIT_CUDA_CHECK(cudaGetLastError());
+      y_.download(out + r0 * din, static_cast<size_t>(n) * din);
+    }
+  }
+
+  int64_t bytes() const override {
+    return static_cast<int64_t>(W_enc_.bytes() + b_enc_.bytes() + W_dec_.bytes() + b_dec_.bytes() + threshold_.bytes());
+  }
+
+ private:
+  void encode_topk(int n, int64_t r0, SparseCodes* out) {
+    const int k = static_cast<int>(spec_.k);
+    oi_.resize(static_cast<size_t>(n) * k);
+    ov_.resize(static_cast<size_t>(n) * k);
+    oc_.resize(n);
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + cuda::ENCODE_WARPS_PER_BLOCK - 1) / cuda::ENCODE_WARPS_PER_BLOCK, 65535));
+    SAEKIT_LAUNCH(cuda::encode_topk_f32_kernel, grid, 32 * cuda::ENCODE_WARPS_PER_BLOCK, x_.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), spec_.apply_b_dec_to_input ? 1 : 0, n,
+                                                                              static_cast<int>(spec_.d_in), static_cast<int>(spec_.d_sae), k, oi_.get(), ov_.get(), oc_.get());
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    std::vector<int32_t> idx(static_cast<size_t>(n) * k), cnt(n);
+    std::vector<float> val(static_cast<size_t>(n) * k);
+    oi_.download(idx.data(), idx.size());
+    ov_.download(val.data(), val.size());
+    oc_.download(cnt.data(), cnt.size());
+    for (int r = 0; r < n; ++r) {
+      for (int e = 0; e < cnt[r]; ++e) {
+        out->indices.push_back(idx[static_cast<size_t>(r) * k + e]);
+        out->values.push_back(val[static_cast<size_t>(r) * k + e]);
+      }
+      out->indptr[r0 + r + 1] = static_cast<uint32_t>(out->indices.size());
+    }
+  }
+
+  void encode_threshold(int n, int64_t r0, SparseCodes* out) {
+    const float* th = spec_.activation == Activation::JumpReLU ? threshold_.get() : nullptr;
+    const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK - 1) / cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK, 65535));
+    const unsigned block = 32 * cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK;
+    const int din = static_cast<int>(spec_.d_in), dsae = static_cast<int>(spec_.d_sae), apply = spec_.apply_b_dec_to_input ? 1 : 0;
+    oc_.resize(n);
+    SAEKIT_LAUNCH(cuda::encode_threshold_f32_kernel, grid, block, x_.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, nullptr, oc_.get(), nullptr, nullptr);
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    std::vector<int32_t> cnt(n);
+    oc_.download(cnt.data(), cnt.size());
+    std::vector<uint32_t> ip(static_cast<size_t>(n) + 1, 0);
+    for (int r = 0; r < n; ++r) ip[r + 1] = ip[r] + static_cast<uint32_t>(cnt[r]);
+    indptr_.upload(ip.data(), ip.size());
+    oi_.resize(ip[n]);
+    ov_.resize(ip[n]);
+    SAEKIT_LAUNCH(cuda::encode_threshold_f32_kernel, grid, block, x_.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, indptr_.get(), nullptr, oi_.get(), ov_.get());
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    const size_t base = out->indices.size();
+    out->indices.resize(base + ip[n]);
+    out->values.resize(base + ip[n]);
+    oi_.download(out->indices.data() + base, ip[n]);
+    ov_.download(out->values.data() + base, ip[n]);
+    for (int r = 0; r < n; ++r) out->indptr[r0 + r + 1] = static_cast<uint32_t>(base + ip[r + 1]);
+  }
+
+  SaeSpec spec_;
+  DeviceBuffer<float> W_enc_, b_enc_, W_dec_, b_dec_, threshold_, x_, y_, ov_, val_;
+  DeviceBuffer<int32_t> oi_, oc_, idx_;
+  DeviceBuffer<uint32_t> indptr_;
+};
+
+}  // namespace
+}  // namespace saekit
