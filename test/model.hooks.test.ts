@@ -111,6 +111,64 @@ describe('hook points', () => {
     });
   }
 
+  it('a merged decoder (one If on use_cache_branch, as optimum exports) is inlined: hooks still equal the float64 forward', async () => {
+    const { dir, w } = await makeModel({ layers: 2, dModel: 32, heads: 4, vocabSize: 600, withPast: true });
+    const file = join(dir, 'onnx', 'model.onnx');
+    const plain = decodeOnnx(await readFile(file), file);
+    const g = plain.graph!;
+    // The with-past graph becomes the then-branch (outputs renamed inside it), the else-branch
+    // a copy; initializers stay in the outer scope; a bool input picks the branch.
+    const branch = (tag: string) =>
+      onnx.GraphProto.create({
+        name: `${tag}_branch`,
+        node: [
+          ...(g.node ?? []),
+          ...(g.output ?? []).map((o, i) => onnx.NodeProto.create({ name: `/${tag}/out_${i}`, opType: 'Identity', input: [o.name as string], output: [`${tag}::${o.name}`] })),
+        ],
+        output: (g.output ?? []).map((o) => onnx.ValueInfoProto.create({ ...o, name: `${tag}::${o.name}` })),
+      });
+    const merged = onnx.ModelProto.create({
+      ...plain,
+      graph: onnx.GraphProto.create({
+        name: 'merged',
+        input: [
+          ...(g.input ?? []),
+          onnx.ValueInfoProto.create({ name: 'use_cache_branch', type: onnx.TypeProto.create({ tensorType: onnx.TypeProto.Tensor.create({ elemType: onnx.TensorProto.DataType.BOOL, shape: onnx.TensorShapeProto.create({ dim: [] }) }) }) }),
+        ],
+        output: g.output,
+        initializer: g.initializer,
+        node: [
+          onnx.NodeProto.create({
+            name: 'optimum::if',
+            opType: 'If',
+            input: ['use_cache_branch'],
+            output: (g.output ?? []).map((o) => o.name as string),
+            attribute: [
+              onnx.AttributeProto.create({ name: 'then_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch('then') }),
+              onnx.AttributeProto.create({ name: 'else_branch', type: onnx.AttributeProto.AttributeType.GRAPH, g: branch('else') }),
+            ],
+          }),
+        ],
+      }),
+    });
+    await writeFile(file, onnx.ModelProto.encode(merged).finish());
+    const m = await LanguageModel.load(dir);
+    try {
+      expect(m.layers).toBe(2);
+      const ids = [[3, 1, 4, 1, 5, 9, 2]];
+      const batch = padBatch(ids, 0);
+      const ref = gpt2ForwardF64(w, ids);
+      expect([...m.hookNames].sort()).toEqual([0, 1].flatMap((l) => KINDS.map((k) => `blocks.${l}.hook_${k}`)).sort());
+      const got = await m.forward(batch, { hooks: ['blocks.1.hook_resid_pre', 'blocks.0.hook_mlp_out', 'blocks.1.hook_attn_out'], logits: true });
+      expectClose(got.hooks.get('blocks.1.hook_attn_out')!, ref.attnOut[1]!, batch.mask, 32, 'merged: blocks.1.hook_attn_out');
+      expectClose(got.hooks.get('blocks.1.hook_resid_pre')!, ref.residPre[1]!, batch.mask, 32, 'merged: blocks.1.hook_resid_pre');
+      expectClose(got.hooks.get('blocks.0.hook_mlp_out')!, ref.mlpOut[0]!, batch.mask, 32, 'merged: blocks.0.hook_mlp_out');
+      expectClose(got.logits!, ref.logits, batch.mask, 600, 'merged: logits');
+    } finally {
+      await m.dispose();
+    }
+  });
+
   it('edited graphs compute only what their outputs need', async () => {
     const { dir } = await makeModel({ layers: 3, dModel: 32, heads: 2, vocabSize: 500 });
     const file = join(dir, 'onnx', 'model.onnx');

@@ -88,14 +88,8 @@ export function encodeOnnx(model: OnnxModel): Uint8Array {
  * with-past and without-past branches) or when no supported naming is found.
  */
 export function findHooks(model: OnnxModel, file: string): { family: string; layers: number; hooks: Map<string, string> } {
+  inlineMergedDecoder(model, file);
   const graph = model.graph as Graph;
-  if (nodes(graph).some((n) => n.opType === 'If')) {
-    throw new FormatError(
-      file,
-      'merged decoder (an If node switches between the with-past and without-past graphs) is not supported: ' +
-        'use the non-merged export (e.g. onnx/decoder_model.onnx via --onnx-file decoder_model, or an optimum export without --monolith merging)',
-    );
-  }
   const producers = producerMap(graph);
   const initializers = new Set((graph.initializer ?? []).map((t) => t.name as string));
   const constant = (tensor: string): boolean => {
@@ -136,6 +130,46 @@ export function findHooks(model: OnnxModel, file: string): { family: string; lay
   );
 }
 
+/**
+ * Merged decoders (optimum's `decoder_model_merged`) wrap the whole model in one `If` on a
+ * `use_cache_branch` input: the then-branch runs with past key/values, the else-branch
+ * without. saekit always runs whole windows, and the with-past branch does that with empty
+ * past tensors, so the then-branch is inlined as the main graph (its outputs renamed to the
+ * If's through Identity nodes, its initializers joined to the outer ones). Anything else with
+ * an If at the top is refused clearly.
+ */
+export function inlineMergedDecoder(model: OnnxModel, file: string): void {
+  const graph = model.graph as Graph;
+  const ifs = nodes(graph).filter((n) => n.opType === 'If');
+  if (ifs.length === 0) return;
+  const node = ifs[0]!;
+  const outputs = new Set((graph.output ?? []).map((o) => o.name as string));
+  const branch = (node.attribute ?? []).find((a) => a.name === 'then_branch')?.g as Graph | undefined;
+  if (ifs.length > 1 || !branch || !outs(node).every((o) => outputs.has(o))) {
+    throw new FormatError(
+      file,
+      'has If nodes that are not a merged decoder (one If producing the outputs): not supported; ' +
+        'use a non-merged export (e.g. --onnx-file decoder_model)',
+    );
+  }
+  // Branch tensors may reuse the If's output names (a scope of their own inside the If):
+  // inlined, they are renamed so each name keeps one producer.
+  const taken = new Set(outs(node));
+  const rename = (t: string) => (taken.has(t) ? `saekit.branch.${t}` : t);
+  for (const n of nodes(branch)) {
+    n.input = ins(n).map(rename);
+    n.output = outs(n).map(rename);
+  }
+  const renamed = outs(node).map((o, i) =>
+    onnx.NodeProto.create({ name: `/saekit/unmerge/Identity_${i}`, opType: 'Identity', input: [rename((branch.output ?? [])[i]!.name as string)], output: [o] }),
+  );
+  graph.node = [...nodes(graph).filter((n) => n !== node), ...nodes(branch), ...renamed];
+  graph.initializer = [...(graph.initializer ?? []), ...(branch.initializer ?? [])];
+  const cond = ins(node)[0];
+  const stillUsed = nodes(graph).some((n) => ins(n).includes(cond ?? ''));
+  if (!stillUsed) graph.input = (graph.input ?? []).filter((i) => i.name !== cond);
+}
+
 /** The single non-constant tensor produced outside SCOPE and consumed inside it, if exactly one. */
 function flowInto(graph: Graph, scope: string, producers: Map<string, Node>, constant: (t: string) => boolean): string | undefined {
   const found = new Set<string>();
@@ -155,7 +189,17 @@ function flowInto(graph: Graph, scope: string, producers: Map<string, Node>, con
 function flowOutOf(graph: Graph, scope: string): string | undefined {
   const inside = new Set<string>();
   for (const n of nodes(graph)) if ((n.name as string).startsWith(scope)) for (const o of outs(n)) inside.add(o);
+  // Graph outputs and whatever reaches them only through Identity renames (present.* of a
+  // merged decoder's inlined branch) are outputs, not the sublayer's result.
   const graphOutputs = new Set((graph.output ?? []).map((o) => o.name as string));
+  const producers = producerMap(graph);
+  for (const pending = [...graphOutputs]; pending.length > 0; ) {
+    const p = producers.get(pending.pop() as string);
+    if (p?.opType === 'Identity' && !graphOutputs.has(ins(p)[0]!)) {
+      graphOutputs.add(ins(p)[0]!);
+      pending.push(ins(p)[0]!);
+    }
+  }
   const found = new Set<string>();
   for (const n of nodes(graph)) {
     if ((n.name as string).startsWith(scope)) continue;
@@ -190,7 +234,7 @@ export interface GraphEdit {
  * else, and a spliced graph does not recompute what the override replaces.
  */
 export function editGraph(model: OnnxModel, file: string, edit: GraphEdit): OnnxModel {
-  const { hooks, layers } = findHooks(model, file);
+  const { hooks, layers } = findHooks(model, file); // inlines a merged decoder first
   const graph = model.graph as Graph;
   const tensorOf = (name: string): string => {
     const hp = parseHookName(name);
