@@ -19,7 +19,8 @@ describe('CUDA kernels under CPU emulation', () => {
     const r = spawnSync(exe!, [String(seed)], { encoding: 'utf8', timeout: 60_000 });
     expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
     const lines = r.stdout.trim().split('\n');
-    expect(lines.filter((l) => l.startsWith('ok ')).length).toBeGreaterThanOrEqual(23);
+    expect(lines.filter((l) => l.startsWith('ok ')).length).toBeGreaterThanOrEqual(27);
+    expect(lines.filter((l) => l.includes('mma m16n8k16')).length).toBe(2);
     expect(lines.filter((l) => l.includes('encode_topk_f32')).length).toBe(5);
     expect(lines.filter((l) => /encode_(standard|jumprelu)_f32/.test(l)).length).toBe(4);
     // The CUDA backend's model (host logic + kernels, emulated) against the CPU backend.

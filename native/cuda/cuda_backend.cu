@@ -14,6 +14,8 @@
 
 #include "../backend.h"
 #include "cuda_model.h"
+#include "cuda_probes.h"
+#include "kernels/mma.cuh"  // the tensor-core probe kernel: compiled here so nvcc checks the mma PTX
 #include "../error.h"
 
 namespace saekit {
@@ -82,6 +84,44 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+bool cuda_mma_probe(std::string* detail) {
+  const int K = 48, N = 40;
+  std::vector<uint16_t> X(16 * K), W(static_cast<size_t>(K) * N);
+  uint32_t state = 12345u;
+  auto next = [&] {
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(state >> 8) / 16777216.0f * 2.f - 1.f;
+  };
+  for (auto& v : X) v = cuda::bf16_bits(next());
+  for (auto& v : W) v = cuda::bf16_bits(next());
+  try {
+    DeviceBuffer<uint16_t> dX, dW;
+    DeviceBuffer<float> dOut(16 * N);
+    dX.upload(X.data(), X.size());
+    dW.upload(W.data(), W.size());
+    cuda::mma_tile_probe_kernel<<<1, 32>>>(dX.get(), dW.get(), dOut.get(), K, N);
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    std::vector<float> out(16 * N);
+    dOut.download(out.data(), out.size());
+    double worst = 0;
+    for (int r = 0; r < 16; ++r)
+      for (int n = 0; n < N; ++n) {
+        double ref = 0, mag = 0;
+        for (int k = 0; k < K; ++k) {
+          const double p = static_cast<double>(cuda::bf16_to_float(X[r * K + k])) * cuda::bf16_to_float(W[static_cast<size_t>(k) * N + n]);
+          ref += p;
+          mag += std::fabs(p);
+        }
+        worst = std::max(worst, std::fabs(out[r * N + n] - ref) / (1e-30 + mag));
+      }
+    *detail = "mma.m16n8k16 bf16 probe: worst relative error " + std::to_string(worst);
+    return worst <= 2e-6 * K;
+  } catch (const std::exception& e) {
+    *detail = std::string("mma probe failed: ") + e.what();
+    return false;
+  }
+}
 
 Backend* cuda_backend() {
   static CudaBackend backend;

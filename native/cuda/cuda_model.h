@@ -68,7 +68,7 @@ class DeviceBuffer {
 };
 
 /**
- * The SAE on the GPU with the fp32 baseline kernels (kernels/*.cuh, tested under CPU emulation):
+ * The SAE on the GPU with the fp32 baseline kernels (kernels/, tested under CPU emulation):
  * weights uploaded once, inputs processed in chunks of rows so any batch fits the card.
  * Synchronous copies for now; pinned buffers and copy/compute overlap come with the tensor-core
  * kernels.

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../backend.h"
+#include "cuda_probes.h"
 #include "parity.h"
 
 using namespace saekit;
@@ -56,6 +57,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::mt19937 rng(seed);
+  {
+    std::string detail;
+    const bool ok = cuda_mma_probe(&detail);
+    if (!ok) ++failures;
+    line("");
+    line(std::string(ok ? "- ok   " : "- FAIL ") + detail + " (the fragment layout the CPU emulation assumes)");
+  }
   std::vector<Case> cases = parity::small_cases();
   cases.push_back({"topk gpt2-ish", Activation::TopK, 300, 768, 4096, 32});
   cases.push_back({"jumprelu wide", Activation::JumpReLU, 64, 256, 2048, 0});

@@ -38,6 +38,8 @@ struct ThreadState {
   std::barrier<>* warp_barrier = nullptr;
   /** This warp's exchange slots (32 x 8 bytes) for shuffles and votes. */
   uint64_t* warp_slots = nullptr;
+  /** This warp's matrix-fragment exchange area (32 lanes x 8 registers) for mma. */
+  uint32_t* warp_frags = nullptr;
   unsigned lane = 0;
 };
 
@@ -76,6 +78,7 @@ void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
         std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
         for (unsigned w = 0; w < nwarps; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
         std::vector<uint64_t> slots(nwarps * 32);
+        std::vector<uint32_t> frags(nwarps * 32 * 8);
         std::vector<std::thread> threads;
         threads.reserve(nthreads);
         for (unsigned t = 0; t < nthreads; ++t) {
@@ -88,6 +91,7 @@ void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
             s.block_barrier = &block_barrier;
             s.warp_barrier = warp_barriers[t / 32].get();
             s.warp_slots = &slots[(t / 32) * 32];
+            s.warp_frags = &frags[(t / 32) * 32 * 8];
             s.lane = t % 32;
             kernel(args...);
           });

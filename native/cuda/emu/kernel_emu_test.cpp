@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../cuda_model.h"
+#include "../kernels/mma.cuh"
 #include "../parity.h"
 
 using saekit::emu::dim3;
@@ -237,6 +238,33 @@ void test_model_parity(std::mt19937& rng) {
   }
 }
 
+void test_mma(std::mt19937& rng, int K, int N) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<uint16_t> X(16 * K), W(static_cast<size_t>(K) * N);
+  for (auto& v : X) v = saekit::cuda::bf16_bits(normal(rng));
+  for (auto& v : W) v = saekit::cuda::bf16_bits(normal(rng));
+  std::vector<float> out(16 * N, std::nanf(""));
+  saekit::emu::launch(dim3(1), dim3(32), saekit::cuda::mma_tile_probe_kernel, X.data(), W.data(), out.data(), K, N);
+  double worst = 0;
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < N; ++n) {
+      double ref = 0, mag = 0;
+      for (int k = 0; k < K; ++k) {
+        const double p = static_cast<double>(saekit::cuda::bf16_to_float(X[r * K + k])) * saekit::cuda::bf16_to_float(W[static_cast<size_t>(k) * N + n]);
+        ref += p;
+        mag += std::fabs(p);
+      }
+      const double got = out[r * N + n];
+      const double err = std::isfinite(got) ? std::fabs(got - ref) / (1e-30 + mag) : INFINITY;
+      worst = std::max(worst, err);
+    }
+  check(worst <= 2e-6 * K, "mma m16n8k16 bf16 (emulated fragments) 16 x " + std::to_string(K) + " x " + std::to_string(N) + ": worst error " + fmt(worst));
+  // bf16 rounding is to nearest even: 1 + 2^-8 is halfway between two bf16 values.
+  const bool rne = saekit::cuda::bf16_bits(1.0f + 1.0f / 256) == saekit::cuda::bf16_bits(1.0f) &&
+                   saekit::cuda::bf16_bits(1.0f + 3.0f / 256) == saekit::cuda::bf16_bits(1.0f + 4.0f / 256);
+  check(rne, "bf16 conversion rounds to nearest even");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -265,6 +293,8 @@ int main(int argc, char** argv) {
   test_encode_threshold(rng, 9, 33, 100, true, 2);
   test_encode_threshold(rng, 3, 7, 32, true, 1);
   test_model_parity(rng);
+  test_mma(rng, 16, 8);
+  test_mma(rng, 48, 40);
   std::printf("%s\n", failures == 0 ? "all passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }
