@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "compat.h"
+#include "preactivation.cuh"
 
 namespace saekit::cuda {
 
@@ -36,12 +37,7 @@ __global__ void encode_threshold_f32_kernel(const float* __restrict__ x, const f
       float pre = 0.f;
       bool keep = false;
       if (j < d_sae) {
-        float acc = 0.f;
-        for (int i = 0; i < d_in; ++i) {
-          const float xi = apply_b_dec ? xr[i] - b_dec[i] : xr[i];
-          acc = fmaf(xi, W_enc[static_cast<int64_t>(i) * d_sae + j], acc);
-        }
-        pre = acc + b_enc[j];
+        pre = preactivation_f32(xr, W_enc, b_enc, b_dec, apply_b_dec, d_in, d_sae, j);
         keep = pre > 0.f && (threshold == nullptr || pre > threshold[j]);
       }
       const unsigned kept = __ballot_sync(0xffffffffu, keep);

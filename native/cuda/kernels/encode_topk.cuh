@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "compat.h"
+#include "preactivation.cuh"
 
 namespace saekit::cuda {
 
@@ -43,14 +44,7 @@ __global__ void encode_topk_f32_kernel(const float* __restrict__ x, const float*
     for (int base = 0; base < d_sae; base += 32) {
       const int j = base + lane;
       float pre = -INFINITY;
-      if (j < d_sae) {
-        float acc = 0.f;
-        for (int i = 0; i < d_in; ++i) {
-          const float xi = apply_b_dec ? xr[i] - b_dec[i] : xr[i];
-          acc = fmaf(xi, W_enc[static_cast<int64_t>(i) * d_sae + j], acc);
-        }
-        pre = acc + b_enc[j];
-      }
+      if (j < d_sae) pre = preactivation_f32(xr, W_enc, b_enc, b_dec, apply_b_dec, d_in, d_sae, j);
       // A lane is a candidate when its value beats the current k-th (strictly: an equal value
       // at a higher latent index never displaces a lower one).
       const float kth = filled == k ? vals[k - 1] : -INFINITY;
