@@ -15,7 +15,8 @@
 #include "../backend.h"
 #include "cuda_model.h"
 #include "cuda_probes.h"
-#include "kernels/mma.cuh"  // the tensor-core probe kernel: compiled here so nvcc checks the mma PTX
+#include "kernels/encode_screened.cuh"  // tensor-core screened top-k: compiled here, run under emulation in CI (not launched yet)
+#include "kernels/mma.cuh"             // the tensor-core probe kernel: compiled here so nvcc checks the mma PTX
 #include "../error.h"
 
 namespace saekit {

@@ -12,6 +12,7 @@
 
 #include "../cuda_model.h"
 #include "../kernels/mma.cuh"
+#include "../kernels/encode_screened.cuh"
 #include "../parity.h"
 
 using saekit::emu::dim3;
@@ -265,6 +266,76 @@ void test_mma(std::mt19937& rng, int K, int N) {
   check(rne, "bf16 conversion rounds to nearest even");
 }
 
+// The screened (bf16 mma + bound + fp32 rescoring) top-k must give exactly what the fp32
+// baseline kernel gives (both rescore with the same fp32 pre-activation), candidates per row
+// must stay few, and a tiny candidate cap must fall back (overflow) and still be exact.
+void test_encode_screened(std::mt19937& rng, int rows, int d_in, int d_sae, int k, int cap, bool ties, bool near_ties = false) {
+  using namespace saekit::cuda;
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(rows) * d_in), W(static_cast<size_t>(d_in) * d_sae), be(d_sae), bd(d_in);
+  for (auto& v : x) v = normal(rng);
+  const float ws = 1.f / std::sqrt(static_cast<float>(d_in));
+  for (auto& v : W) v = normal(rng) * ws;
+  for (auto& v : be) v = normal(rng) * 0.1f;
+  for (auto& v : bd) v = normal(rng) * 0.1f;
+  if (ties) {
+    for (int j = 1; j < d_sae; j += 2) {
+      for (int i = 0; i < d_in; ++i) W[static_cast<size_t>(i) * d_sae + j] = W[static_cast<size_t>(i) * d_sae + j - 1];
+      be[j] = be[j - 1];
+    }
+  }
+  if (near_ties) {
+    // Pairs of latents closer than bf16 can tell apart: the screen alone cannot order them, so
+    // only the bound keeps the right one among the candidates.
+    std::uniform_real_distribution<float> u(-1.f, 1.f);
+    for (int j = 1; j < d_sae; j += 2) {
+      for (int i = 0; i < d_in; ++i) W[static_cast<size_t>(i) * d_sae + j] = W[static_cast<size_t>(i) * d_sae + j - 1] * (1.f + 1e-3f * u(rng));
+      be[j] = be[j - 1];
+    }
+  }
+  const int rows16 = (rows + 15) / 16 * 16, Kp = (d_in + 15) / 16 * 16, Np = (d_sae + 7) / 8 * 8;
+  std::vector<uint16_t> Wb(static_cast<size_t>(Kp) * Np, 0), xb(static_cast<size_t>(rows16) * Kp);
+  std::vector<float> werr(d_sae), wtil(d_sae), rnorm(rows16), rerr(rows16);
+  for (int j = 0; j < d_sae; ++j) {
+    double e2 = 0, t2 = 0;
+    for (int i = 0; i < d_in; ++i) {
+      const float w = W[static_cast<size_t>(i) * d_sae + j];
+      const uint16_t b = bf16_bits(w);
+      Wb[static_cast<size_t>(i) * Np + j] = b;
+      e2 += (static_cast<double>(w) - bf16_to_float(b)) * (static_cast<double>(w) - bf16_to_float(b));
+      t2 += static_cast<double>(bf16_to_float(b)) * bf16_to_float(b);
+    }
+    werr[j] = static_cast<float>(std::sqrt(e2)) * 1.0001f;
+    wtil[j] = static_cast<float>(std::sqrt(t2)) * 1.0001f;
+  }
+  saekit::emu::launch(dim3(2), dim3(64), screen_prep_rows_kernel, x.data(), bd.data(), 1, rows, rows16, d_in, Kp, xb.data(), rnorm.data(), rerr.data());
+  std::vector<int32_t> cand(static_cast<size_t>(rows16) * cap, -1), ncand(rows16, 0);
+  saekit::emu::launch(dim3(2), dim3(32), screen_candidates_kernel, static_cast<const uint16_t*>(xb.data()), static_cast<const uint16_t*>(Wb.data()),
+                      static_cast<const float*>(be.data()), static_cast<const float*>(rnorm.data()), static_cast<const float*>(rerr.data()),
+                      static_cast<const float*>(werr.data()), static_cast<const float*>(wtil.data()), rows16, d_in, Kp, d_sae, Np, k, cap, cand.data(), ncand.data());
+  std::vector<int32_t> si(static_cast<size_t>(rows) * k, -7), sc(rows, -7), fi(static_cast<size_t>(rows) * k, -7), fc(rows, -7);
+  std::vector<float> sv(static_cast<size_t>(rows) * k, std::nanf("")), fv(static_cast<size_t>(rows) * k, std::nanf(""));
+  saekit::emu::launch(dim3(3), dim3(32), screen_rescore_kernel, static_cast<const float*>(x.data()), static_cast<const float*>(W.data()),
+                      static_cast<const float*>(be.data()), static_cast<const float*>(bd.data()), 1, rows, d_in, d_sae, k, cap,
+                      static_cast<const int32_t*>(cand.data()), static_cast<const int32_t*>(ncand.data()), si.data(), sv.data(), sc.data());
+  saekit::emu::launch(dim3(2), dim3(32 * ENCODE_WARPS_PER_BLOCK), encode_topk_f32_kernel, x.data(), W.data(), be.data(), bd.data(), 1, rows, d_in, d_sae, k,
+                      fi.data(), fv.data(), fc.data());
+  bool same = true;
+  long total = 0;
+  int overflow = 0;
+  for (int r = 0; r < rows; ++r) {
+    if (ncand[r] > cap) ++overflow;
+    else total += ncand[r];
+    same = same && sc[r] == fc[r];
+    for (int e = 0; same && e < fc[r]; ++e)
+      same = si[static_cast<size_t>(r) * k + e] == fi[static_cast<size_t>(r) * k + e] && sv[static_cast<size_t>(r) * k + e] == fv[static_cast<size_t>(r) * k + e];
+  }
+  const int screened = rows - overflow;
+  check(same, "encode_screened_bf16 rows " + std::to_string(rows) + " d_in " + std::to_string(d_in) + " d_sae " + std::to_string(d_sae) + " k " +
+                  std::to_string(k) + " cap " + std::to_string(cap) + (ties ? " (exact ties)" : "") + (near_ties ? " (near ties below bf16 resolution)" : "") + ": identical to the fp32 kernel; candidates/row " +
+                  (screened ? fmt(static_cast<double>(total) / screened) : std::string("-")) + ", overflow rows " + std::to_string(overflow));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -295,6 +366,12 @@ int main(int argc, char** argv) {
   test_model_parity(rng);
   test_mma(rng, 16, 8);
   test_mma(rng, 48, 40);
+  test_encode_screened(rng, 20, 64, 300, 16, 128, false);
+  test_encode_screened(rng, 7, 33, 70, 1, 64, false);
+  test_encode_screened(rng, 5, 50, 45, 45, 64, false);
+  test_encode_screened(rng, 17, 40, 96, 8, 128, true);
+  test_encode_screened(rng, 9, 64, 200, 12, 4, false);
+  test_encode_screened(rng, 48, 64, 256, 16, 128, false, true);
   std::printf("%s\n", failures == 0 ? "all passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }
