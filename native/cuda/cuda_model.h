@@ -5,6 +5,7 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "../error.h"
 #include "kernels/decode.cuh"
 #include "kernels/encode_threshold.cuh"
+#include "kernels/encode_screened.cuh"
 #include "kernels/encode_topk.cuh"
 
 #if defined(__CUDACC__)
@@ -94,6 +96,7 @@ class CudaModel final : public BackendModel {
     W_dec_.upload(w.W_dec, dsae * din);
     b_dec_.upload(w.b_dec, din);
     if (spec.activation == Activation::JumpReLU) threshold_.upload(w.threshold, dsae);
+    if (spec.activation == Activation::TopK && spec.k <= cuda::SCREEN_MAX_K && screening_enabled()) prepare_screen(w, din, dsae);
   }
 
   void encode(const float* x, int64_t rows, SparseCodes* out) override {
@@ -135,19 +138,84 @@ class CudaModel final : public BackendModel {
   }
 
   int64_t bytes() const override {
-    return static_cast<int64_t>(W_enc_.bytes() + b_enc_.bytes() + W_dec_.bytes() + b_dec_.bytes() + threshold_.bytes());
+    return static_cast<int64_t>(W_enc_.bytes() + b_enc_.bytes() + W_dec_.bytes() + b_dec_.bytes() + threshold_.bytes() + Wb_.bytes() + werr_.bytes() +
+                                wtil_.bytes());
   }
 
  private:
+  /** SAEKIT_SCREEN=0 turns the tensor-core screen off (fp32 kernel), as on the CPU. */
+  static bool screening_enabled() {
+    const char* v = std::getenv("SAEKIT_SCREEN");
+    return v == nullptr || std::string(v) != "0";
+  }
+
+  /** The bf16 copy of W_enc for the screen ([Kp, Np], zero padded) and its per-latent norms. */
+  void prepare_screen(const SaeWeightsView& w, size_t din, size_t dsae) {
+    Kp_ = static_cast<int>((din + 15) / 16 * 16);
+    Np_ = static_cast<int>((dsae + 7) / 8 * 8);
+    std::vector<uint16_t> wb(static_cast<size_t>(Kp_) * Np_, 0);
+    std::vector<float> werr(dsae), wtil(dsae);
+    for (size_t j = 0; j < dsae; ++j) {
+      double e2 = 0, t2 = 0;
+      for (size_t i = 0; i < din; ++i) {
+        const float v = w.enc_transposed ? w.W_enc[j * din + i] : w.W_enc[i * dsae + j];
+        const uint16_t b = cuda::bf16_bits(v);
+        wb[i * Np_ + j] = b;
+        const double d = static_cast<double>(v) - cuda::bf16_to_float(b);
+        e2 += d * d;
+        t2 += static_cast<double>(cuda::bf16_to_float(b)) * cuda::bf16_to_float(b);
+      }
+      // Rounded up a little: the bound must not shrink in the cast to float.
+      werr[j] = static_cast<float>(std::sqrt(e2)) * 1.0001f;
+      wtil[j] = static_cast<float>(std::sqrt(t2)) * 1.0001f;
+    }
+    Wb_.upload(wb.data(), wb.size());
+    werr_.upload(werr.data(), werr.size());
+    wtil_.upload(wtil.data(), wtil.size());
+    screened_ = true;
+  }
+
+  /** Exact top-k through the tensor-core screen (kernels/encode_screened.cuh). */
+  void encode_topk_screened(int n, int k) {
+    const int rows16 = (n + 15) / 16 * 16;
+    const int cap = std::max(4 * k, 256);
+    const int din = static_cast<int>(spec_.d_in), dsae = static_cast<int>(spec_.d_sae), apply = spec_.apply_b_dec_to_input ? 1 : 0;
+    xb_.resize(static_cast<size_t>(rows16) * Kp_);
+    rnorm_.resize(rows16);
+    rerr_.resize(rows16);
+    cand_.resize(static_cast<size_t>(rows16) * cap);
+    ncand_.resize(rows16);
+    SAEKIT_CUDA_CHECK(cudaMemset(ncand_.get(), 0, static_cast<size_t>(rows16) * sizeof(int32_t)));
+    SAEKIT_LAUNCH(cuda::screen_prep_rows_kernel, static_cast<unsigned>(std::min(65535, (rows16 + 3) / 4)), 128, x_.get(), b_dec_.get(), apply, n, rows16, din, Kp_,
+                  xb_.get(), rnorm_.get(), rerr_.get());
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    SAEKIT_LAUNCH(cuda::screen_candidates_kernel, static_cast<unsigned>(std::min(65535, rows16 / 16)), 32, xb_.get(), Wb_.get(), b_enc_.get(), rnorm_.get(),
+                  rerr_.get(), werr_.get(), wtil_.get(), rows16, din, Kp_, dsae, Np_, k, cap, cand_.get(), ncand_.get());
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    SAEKIT_LAUNCH(cuda::screen_rescore_kernel, static_cast<unsigned>(std::min(65535, n)), 32, x_.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), apply, n, din,
+                  dsae, k, cap, cand_.get(), ncand_.get(), oi_.get(), ov_.get(), oc_.get());
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+  }
+
   void encode_topk(int n, int64_t r0, SparseCodes* out) {
     const int k = static_cast<int>(spec_.k);
     oi_.resize(static_cast<size_t>(n) * k);
     ov_.resize(static_cast<size_t>(n) * k);
     oc_.resize(n);
+    if (screened_) {
+      encode_topk_screened(n, k);
+      collect_topk(n, k, r0, out);
+      return;
+    }
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + cuda::ENCODE_WARPS_PER_BLOCK - 1) / cuda::ENCODE_WARPS_PER_BLOCK, 65535));
     SAEKIT_LAUNCH(cuda::encode_topk_f32_kernel, grid, 32 * cuda::ENCODE_WARPS_PER_BLOCK, x_.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), spec_.apply_b_dec_to_input ? 1 : 0, n,
                                                                               static_cast<int>(spec_.d_in), static_cast<int>(spec_.d_sae), k, oi_.get(), ov_.get(), oc_.get());
     SAEKIT_CUDA_CHECK(cudaGetLastError());
+    collect_topk(n, k, r0, out);
+  }
+
+  /** The [n, k] slot outputs of a top-k kernel appended to OUT's CSR. */
+  void collect_topk(int n, int k, int64_t r0, SparseCodes* out) {
     std::vector<int32_t> idx(static_cast<size_t>(n) * k), cnt(n);
     std::vector<float> val(static_cast<size_t>(n) * k);
     oi_.download(idx.data(), idx.size());
@@ -191,6 +259,12 @@ class CudaModel final : public BackendModel {
   DeviceBuffer<float> W_enc_, b_enc_, W_dec_, b_dec_, threshold_, x_, y_, ov_, val_;
   DeviceBuffer<int32_t> oi_, oc_, idx_;
   DeviceBuffer<uint32_t> indptr_;
+  // The tensor-core screen (topk, k <= SCREEN_MAX_K): bf16 W_enc, per-latent norms, scratch.
+  bool screened_ = false;
+  int Kp_ = 0, Np_ = 0;
+  DeviceBuffer<uint16_t> Wb_, xb_;
+  DeviceBuffer<float> werr_, wtil_, rnorm_, rerr_;
+  DeviceBuffer<int32_t> cand_, ncand_;
 };
 
 }  // namespace

@@ -161,6 +161,10 @@ static inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, c
   std::memcpy(dst, src, bytes);
   return cudaSuccess;
 }
+static inline cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
 static inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 static inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 static inline const char* cudaGetErrorName(cudaError_t e) { return e == cudaSuccess ? "cudaSuccess" : "cudaErrorMemoryAllocation"; }
