@@ -20,6 +20,7 @@
 #include "compat.h"
 #include "mma.cuh"
 #include "preactivation.cuh"
+#include "warp_topk.cuh"
 
 namespace saekit::cuda {
 
@@ -162,53 +163,9 @@ __global__ void screen_rescore_kernel(const float* __restrict__ x, const float* 
       const int c = base + lane;
       const int j = c < total ? (all ? c : cand[static_cast<int64_t>(row) * cap + c]) : -1;
       const float pre = j >= 0 ? preactivation_f32(xr, W_enc, b_enc, b_dec, apply_b_dec, d_in, d_sae, j) : -INFINITY;
-      const float kth = filled == k ? vals[k - 1] : -INFINITY;
-      unsigned pending = __ballot_sync(0xffffffffu, j >= 0 && (filled < k || pre > kth));
-      while (pending != 0) {
-        const int src = __ffs(static_cast<int>(pending)) - 1;
-        const float v = __shfl_sync(0xffffffffu, pre, src);
-        const int jj = __shfl_sync(0xffffffffu, j, src);
-        if (lane == 0) {
-          int p = filled < k ? filled : k - 1;
-          while (p > 0 && vals[p - 1] < v) {
-            vals[p] = vals[p - 1];
-            idx[p] = idx[p - 1];
-            --p;
-          }
-          vals[p] = v;
-          idx[p] = jj;
-        }
-        __syncwarp();
-        if (filled < k) ++filled;
-        pending &= pending - 1;
-        const float kth2 = filled == k ? vals[k - 1] : -INFINITY;
-        pending &= __ballot_sync(0xffffffffu, j >= 0 && (filled < k || pre > kth2));
-      }
+      warp_topk_merge(pre, j, vals, idx, k, filled);
     }
-    if (lane == 0) {
-      for (int a = 1; a < filled; ++a) {
-        const int ia = idx[a];
-        const float va = vals[a];
-        int b = a;
-        while (b > 0 && idx[b - 1] > ia) {
-          idx[b] = idx[b - 1];
-          vals[b] = vals[b - 1];
-          --b;
-        }
-        idx[b] = ia;
-        vals[b] = va;
-      }
-      int kept = 0;
-      for (int a = 0; a < filled; ++a) {
-        if (vals[a] > 0.f) {
-          out_indices[static_cast<int64_t>(row) * k + kept] = idx[a];
-          out_values[static_cast<int64_t>(row) * k + kept] = vals[a];
-          ++kept;
-        }
-      }
-      out_count[row] = kept;
-    }
-    __syncwarp();
+    warp_topk_emit(vals, idx, filled, k, row, out_indices, out_values, out_count);
   }
 }
 

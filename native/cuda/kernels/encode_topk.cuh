@@ -17,6 +17,7 @@
 
 #include "compat.h"
 #include "preactivation.cuh"
+#include "warp_topk.cuh"
 
 namespace saekit::cuda {
 
@@ -42,61 +43,11 @@ __global__ void encode_topk_f32_kernel(const float* __restrict__ x, const float*
     const float* xr = x + static_cast<int64_t>(row) * d_in;
     int filled = 0;  // same in every lane: updated identically after each ballot
     for (int base = 0; base < d_sae; base += 32) {
-      const int j = base + lane;
-      float pre = -INFINITY;
-      if (j < d_sae) pre = preactivation_f32(xr, W_enc, b_enc, b_dec, apply_b_dec, d_in, d_sae, j);
-      // A lane is a candidate when its value beats the current k-th (strictly: an equal value
-      // at a higher latent index never displaces a lower one).
-      const float kth = filled == k ? vals[k - 1] : -INFINITY;
-      unsigned pending = __ballot_sync(0xffffffffu, j < d_sae && (filled < k || pre > kth));
-      while (pending != 0) {
-        const int src = __ffs(static_cast<int>(pending)) - 1;  // lowest lane = lowest latent index
-        const float v = __shfl_sync(0xffffffffu, pre, src);
-        if (lane == 0) {
-          // Insert before the first strictly smaller value: equal values keep index order.
-          int p = filled < k ? filled : k - 1;
-          while (p > 0 && vals[p - 1] < v) {
-            vals[p] = vals[p - 1];
-            idx[p] = idx[p - 1];
-            --p;
-          }
-          vals[p] = v;  // a candidate always belongs: it beat the k-th value (or the list was short)
-          idx[p] = base + src;
-        }
-        __syncwarp();
-        if (filled < k) ++filled;
-        pending &= pending - 1;
-        // Later candidates of this tile must still beat the new k-th value.
-        const float kth2 = filled == k ? vals[k - 1] : -INFINITY;
-        const bool still = filled < k || pre > kth2;
-        pending &= __ballot_sync(0xffffffffu, j < d_sae && still);
-      }
+      const int j = base + lane < d_sae ? base + lane : -1;
+      const float pre = j >= 0 ? preactivation_f32(xr, W_enc, b_enc, b_dec, apply_b_dec, d_in, d_sae, j) : -INFINITY;
+      warp_topk_merge(pre, j, vals, idx, k, filled);
     }
-    // Ascending latent order, ReLU, zeros dropped: lane 0 sorts the k slots by index.
-    if (lane == 0) {
-      for (int a = 1; a < k; ++a) {
-        const int ia = idx[a];
-        const float va = vals[a];
-        int b = a;
-        while (b > 0 && idx[b - 1] > ia) {
-          idx[b] = idx[b - 1];
-          vals[b] = vals[b - 1];
-          --b;
-        }
-        idx[b] = ia;
-        vals[b] = va;
-      }
-      int kept = 0;
-      for (int a = 0; a < k; ++a) {
-        if (vals[a] > 0.f) {
-          out_indices[static_cast<int64_t>(row) * k + kept] = idx[a];
-          out_values[static_cast<int64_t>(row) * k + kept] = vals[a];
-          ++kept;
-        }
-      }
-      out_count[row] = kept;
-    }
-    __syncwarp();
+    warp_topk_emit(vals, idx, filled, k, row, out_indices, out_values, out_count);
   }
 }
 
