@@ -10,6 +10,7 @@
 //
 // The graph is built node by node with onnx-proto (protobufjs): no Python, no torch.
 
+import { Rng } from '../synthetic.js';
 import { mkdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import onnxProto from 'onnx-proto';
@@ -100,36 +101,6 @@ const IR_VERSION = 8;
 // ---------------------------------------------------------------------------------------------
 // Weights
 
-/** mulberry32: a tiny 32-bit PRNG, enough to make reproducible test weights without a dependency. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Standard normals by Box-Muller over mulberry32. */
-function gaussian(seed: number): () => number {
-  const u = mulberry32(seed);
-  let spare: number | undefined;
-  return () => {
-    if (spare !== undefined) {
-      const s = spare;
-      spare = undefined;
-      return s;
-    }
-    const u1 = 1 - u(); // (0, 1]: log stays finite
-    const u2 = u();
-    const r = Math.sqrt(-2 * Math.log(u1));
-    spare = r * Math.sin(2 * Math.PI * u2);
-    return r * Math.cos(2 * Math.PI * u2);
-  };
-}
-
 function positiveInt(v: unknown, name: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
     throw new ValidationError(`Expected a positive integer for ${name} but received ${String(v)}`);
@@ -167,7 +138,8 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 export function makeGpt2Weights(opts?: TinyGpt2Options): Gpt2Weights {
   const o = resolveOptions(opts);
   const { layers, dModel: d, vocabSize: V, nPositions: P } = o;
-  const g = gaussian(o.seed);
+  const rng = new Rng(o.seed);
+  const g = () => rng.normal();
   const normal = (n: number, std: number, mean = 0): Float32Array => {
     const a = new Float32Array(n);
     for (let i = 0; i < n; i++) a[i] = mean + std * g();
