@@ -16,7 +16,7 @@ export { GroundTruth, featureRecovery, writeGroundTruthNpy, type GroundTruthOpti
 export { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from './train/checkpoint.js';
 // The model side (needs the optional peer dependency @huggingface/transformers at run time).
 export { LanguageModel, loadTransformers, type LanguageModelOptions, type TokenBatch, type ForwardResult } from './model/languageModel.js';
-export { resolveModelDir, defaultCacheDir, type ModelSourceOptions } from './model/modelSource.js';
+export { resolveModelDir, type ModelSourceOptions } from './model/modelSource.js';
 export { findHooks, editGraph, parseHookName, HOOK_KINDS, type HookKind, type HookPoint, type GraphEdit } from './model/onnxGraph.js';
 export { dumpActivations, readActivationsManifest, type ActivationsManifest, type DumpActivationsOptions, type DumpResult } from './model/activations.js';
 export { evaluateSpliced, generate, intervene, editCodes, parseIntervention, type Intervention, type SplicedMetrics, type SplicedEvalOptions, type GenerateOptions } from './model/splice.js';

@@ -5,7 +5,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { FormatError, ValidationError } from '../errors.js';
-import { hubCacheDir, hubFile } from '../hub/hub.js';
+import { hubFile } from '../hub/hub.js';
 
 export interface ModelSourceOptions {
   /** The ONNX file under onnx/, without extension (default "model"). */
@@ -22,10 +22,6 @@ export interface ModelSourceOptions {
 /** The files a decoder needs, relative to the model folder. */
 export function requiredFiles(onnxFile = 'model'): string[] {
   return ['config.json', 'tokenizer.json', 'tokenizer_config.json', `onnx/${onnxFile}.onnx`];
-}
-
-export function defaultCacheDir(): string {
-  return hubCacheDir();
 }
 
 export function isOffline(opts: ModelSourceOptions = {}): boolean {

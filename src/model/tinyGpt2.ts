@@ -10,12 +10,12 @@
 //
 // The graph is built node by node with onnx-proto (protobufjs): no Python, no torch.
 
-import { Rng } from '../synthetic.js';
 import { mkdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { ValidationError } from '../errors.js';
+import { Rng } from '../synthetic.js';
 import { writeAt, writeFileAtomic } from '../formats/fileIo.js';
 
 const { onnx } = onnxProto;

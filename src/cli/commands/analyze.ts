@@ -8,10 +8,10 @@ import { logitEffects, readUnembedding } from '../../analysis/logitEffects.js';
 import { UsageError } from '../../errors.js';
 import { readSaeDir } from '../../formats/saeDir.js';
 import { readActivationsManifest } from '../../model/activations.js';
-import { LanguageModel } from '../../model/languageModel.js';
+import type { LanguageModel } from '../../model/languageModel.js';
 import { loadSaeFromFlags, saeSourceFlags } from '../saeFlags.js';
 import { applyThreads, commonFlags, deviceFlag, num, parse, required } from '../args.js';
-import { modelFlags, saeContextSize, saeHook, saePrependBos } from '../modelFlags.js';
+import { loadModelFromFlags, modelFlags, saeContextSize, saeHook, saePrependBos } from '../modelFlags.js';
 import { progressBar } from '../progress.js';
 
 export const analyzeUsage =
@@ -56,13 +56,9 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
   try {
     const dump = values.activations !== undefined ? await readActivationsManifest(values.activations as string) : undefined;
     if (values.activations !== undefined && !dump) throw new UsageError(`${values.activations} is not a dump from saekit activations (no manifest.json)`);
-    // The model gives token strings and the unembedding; a dump names the model it came from.
-    const modelName = (values.model as string | undefined) ?? dump?.model ?? entry?.onnx_model?.repo;
-    model = await LanguageModel.load(modelName!, {
-      ...(values['onnx-file'] !== undefined && { onnxFile: values['onnx-file'] as string }),
-      ...(values.offline === true && { offline: true }),
-      ...(values['model-threads'] !== undefined && { threads: num(values, 'model-threads', 'int', 1) }),
-    }).catch((e: unknown) => {
+    // The model gives token strings and the unembedding; a dump names the model it came from,
+    // a release the ONNX export of its model.
+    model = await loadModelFromFlags(values.model === undefined && dump ? { ...values, model: dump.model } : values, entry).catch((e: unknown) => {
       throw dump && values.model === undefined ? new UsageError(`the dump's model ${dump.model} cannot be loaded (${(e as Error).message}); give --model`) : e;
     });
     const hook = dump ? dump.hook_name : saeHook(values, sae, saeDir);

@@ -2,7 +2,7 @@ import { addon } from '../../addon.js';
 import { backends, cpuVariant, threads } from '../../system.js';
 import { parse } from '../args.js';
 import { loadTransformers } from '../../model/languageModel.js';
-import { defaultCacheDir } from '../../model/modelSource.js';
+import { hubCacheDir } from '../../hub/hub.js';
 
 export const doctorUsage = 'saekit doctor';
 
@@ -32,7 +32,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   } catch {
     lines.push('  model side: unavailable (optional @huggingface/transformers not installed; needed by activations/features/eval/generate)');
   }
-  lines.push(`  hub cache: ${defaultCacheDir()}${process.env.HF_HUB_OFFLINE ? ' (offline)' : ''}; endpoint ${process.env.HF_ENDPOINT ?? 'https://huggingface.co'}`);
+  lines.push(`  hub cache: ${hubCacheDir()}${process.env.HF_HUB_OFFLINE ? ' (offline)' : ''}; endpoint ${process.env.HF_ENDPOINT ?? 'https://huggingface.co'}`);
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;
 }
