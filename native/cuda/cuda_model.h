@@ -84,7 +84,10 @@ class CudaModel final : public BackendModel {
     }
     SAEKIT_CUDA_CHECK(cudaSetDevice(0));
     const size_t din = static_cast<size_t>(spec.d_in), dsae = static_cast<size_t>(spec.d_sae);
-    if (w.enc_transposed) {
+    // Screened top-k reads W_enc latent-major (the rescoring) and in bf16 (the screen) only.
+    if (spec.activation == Activation::TopK && spec.k <= cuda::SCREEN_MAX_K && screening_enabled()) {
+      prepare_screen(w);
+    } else if (w.enc_transposed) {
       std::vector<float> t(din * dsae);
       for (size_t j = 0; j < dsae; ++j)
         for (size_t i = 0; i < din; ++i) t[i * dsae + j] = w.W_enc[j * din + i];
@@ -96,7 +99,6 @@ class CudaModel final : public BackendModel {
     W_dec_.upload(w.W_dec, dsae * din);
     b_dec_.upload(w.b_dec, din);
     if (spec.activation == Activation::JumpReLU) threshold_.upload(w.threshold, dsae);
-    if (spec.activation == Activation::TopK && spec.k <= cuda::SCREEN_MAX_K && screening_enabled()) prepare_screen(w, din, dsae);
   }
 
   void encode(const float* x, int64_t rows, SparseCodes* out) override {
@@ -138,8 +140,8 @@ class CudaModel final : public BackendModel {
   }
 
   int64_t bytes() const override {
-    return static_cast<int64_t>(W_enc_.bytes() + b_enc_.bytes() + W_dec_.bytes() + b_dec_.bytes() + threshold_.bytes() + Wb_.bytes() + werr_.bytes() +
-                                wtil_.bytes());
+    return static_cast<int64_t>(W_enc_.bytes() + b_enc_.bytes() + W_dec_.bytes() + b_dec_.bytes() + threshold_.bytes() + Wt_.bytes() + WT_.bytes() +
+                                werr_.bytes() + wtil_.bytes());
   }
 
  private:
@@ -149,51 +151,38 @@ class CudaModel final : public BackendModel {
     return v == nullptr || std::string(v) != "0";
   }
 
-  /** The bf16 copy of W_enc for the screen ([Kp, Np], zero padded) and its per-latent norms. */
-  void prepare_screen(const SaeWeightsView& w, size_t din, size_t dsae) {
-    Kp_ = static_cast<int>((din + 15) / 16 * 16);
-    Np_ = static_cast<int>((dsae + 7) / 8 * 8);
-    std::vector<uint16_t> wb(static_cast<size_t>(Kp_) * Np_, 0);
-    std::vector<float> werr(dsae), wtil(dsae);
-    for (size_t j = 0; j < dsae; ++j) {
-      double e2 = 0, t2 = 0;
-      for (size_t i = 0; i < din; ++i) {
-        const float v = w.enc_transposed ? w.W_enc[j * din + i] : w.W_enc[i * dsae + j];
-        const uint16_t b = cuda::bf16_bits(v);
-        wb[i * Np_ + j] = b;
-        const double d = static_cast<double>(v) - cuda::bf16_to_float(b);
-        e2 += d * d;
-        t2 += static_cast<double>(cuda::bf16_to_float(b)) * cuda::bf16_to_float(b);
-      }
-      // Rounded up a little: the bound must not shrink in the cast to float.
-      werr[j] = static_cast<float>(std::sqrt(e2)) * 1.0001f;
-      wtil[j] = static_cast<float>(std::sqrt(t2)) * 1.0001f;
-    }
-    Wb_.upload(wb.data(), wb.size());
-    werr_.upload(werr.data(), werr.size());
-    wtil_.upload(wtil.data(), wtil.size());
+  /** The screen's copies of W_enc (bf16 [Np, Kp] and fp32 latent-major) and per-latent norms. */
+  void prepare_screen(const SaeWeightsView& w) {
+    const cuda::ScreenWeights p = cuda::screen_pack_weights(w.W_enc, w.enc_transposed, static_cast<int>(spec_.d_in), static_cast<int>(spec_.d_sae));
+    Kp_ = p.Kp;
+    Np_ = p.Np;
+    Wt_.upload(p.Wt.data(), p.Wt.size());
+    WT_.upload(p.WT.data(), p.WT.size());
+    werr_.upload(p.werr.data(), p.werr.size());
+    wtil_.upload(p.wtil.data(), p.wtil.size());
     screened_ = true;
   }
 
   /** Exact top-k through the tensor-core screen (kernels/encode_screened.cuh). */
   void encode_topk_screened(int n, int k) {
-    const int rows16 = (n + 15) / 16 * 16;
-    const int cap = std::max(4 * k, 256);
+    const int rows_pad = (n + cuda::SCREEN_BM - 1) / cuda::SCREEN_BM * cuda::SCREEN_BM;
+    const int cap = cuda::screen_default_cap(k);
     const int din = static_cast<int>(spec_.d_in), dsae = static_cast<int>(spec_.d_sae), apply = spec_.apply_b_dec_to_input ? 1 : 0;
-    xb_.resize(static_cast<size_t>(rows16) * Kp_);
-    rnorm_.resize(rows16);
-    rerr_.resize(rows16);
-    cand_.resize(static_cast<size_t>(rows16) * cap);
-    ncand_.resize(rows16);
-    SAEKIT_CUDA_CHECK(cudaMemset(ncand_.get(), 0, static_cast<size_t>(rows16) * sizeof(int32_t)));
-    SAEKIT_LAUNCH(cuda::screen_prep_rows_kernel, static_cast<unsigned>(std::min(65535, (rows16 + 3) / 4)), 128, x_.get(), b_dec_.get(), apply, n, rows16, din, Kp_,
-                  xb_.get(), rnorm_.get(), rerr_.get());
+    xb_.resize(static_cast<size_t>(rows_pad) * Kp_);
+    rnorm_.resize(rows_pad);
+    rerr_.resize(rows_pad);
+    cand_d_.resize(static_cast<size_t>(rows_pad) * cap);
+    cand_j_.resize(static_cast<size_t>(rows_pad) * cap);
+    ncand_.resize(rows_pad);
+    SAEKIT_LAUNCH(cuda::screen_prep_rows_kernel, static_cast<unsigned>(std::min(65535, (rows_pad + 3) / 4)), 128, x_.get(), b_dec_.get(), apply, n, rows_pad,
+                  din, Kp_, xb_.get(), rnorm_.get(), rerr_.get());
     SAEKIT_CUDA_CHECK(cudaGetLastError());
-    SAEKIT_LAUNCH(cuda::screen_candidates_kernel, static_cast<unsigned>(std::min(65535, rows16 / 16)), 32, xb_.get(), Wb_.get(), b_enc_.get(), rnorm_.get(),
-                  rerr_.get(), werr_.get(), wtil_.get(), rows16, din, Kp_, dsae, Np_, k, cap, cand_.get(), ncand_.get());
+    SAEKIT_LAUNCH(cuda::screen_candidates_kernel, static_cast<unsigned>(std::min(65535, rows_pad / cuda::SCREEN_BM)), cuda::SCREEN_THREADS, xb_.get(), Wt_.get(),
+                  b_enc_.get(), rnorm_.get(), rerr_.get(), werr_.get(), wtil_.get(), n, rows_pad, din, Kp_, dsae, Np_, k, cap, cand_d_.get(), cand_j_.get(),
+                  ncand_.get());
     SAEKIT_CUDA_CHECK(cudaGetLastError());
-    SAEKIT_LAUNCH(cuda::screen_rescore_kernel, static_cast<unsigned>(std::min(65535, n)), 32, x_.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), apply, n, din,
-                  dsae, k, cap, cand_.get(), ncand_.get(), oi_.get(), ov_.get(), oc_.get());
+    SAEKIT_LAUNCH(cuda::screen_rescore_kernel, static_cast<unsigned>(std::min(65535, (n + 3) / 4)), 128, x_.get(), WT_.get(), b_enc_.get(), b_dec_.get(), apply,
+                  n, din, dsae, k, cap, cand_j_.get(), ncand_.get(), oi_.get(), ov_.get(), oc_.get());
     SAEKIT_CUDA_CHECK(cudaGetLastError());
   }
 
@@ -262,9 +251,9 @@ class CudaModel final : public BackendModel {
   // The tensor-core screen (topk, k <= SCREEN_MAX_K): bf16 W_enc, per-latent norms, scratch.
   bool screened_ = false;
   int Kp_ = 0, Np_ = 0;
-  DeviceBuffer<uint16_t> Wb_, xb_;
-  DeviceBuffer<float> werr_, wtil_, rnorm_, rerr_;
-  DeviceBuffer<int32_t> cand_, ncand_;
+  DeviceBuffer<uint16_t> Wt_, xb_;
+  DeviceBuffer<float> WT_, werr_, wtil_, rnorm_, rerr_, cand_d_;
+  DeviceBuffer<int32_t> cand_j_, ncand_;
 };
 
 }  // namespace

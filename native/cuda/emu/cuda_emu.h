@@ -116,6 +116,9 @@ void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
 inline void __syncthreads() { ::saekit::emu::syncthreads(); }
 inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) { ::saekit::emu::tls.warp_barrier->arrive_and_wait(); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
+#define __align__(n) __attribute__((aligned(n)))
+// Shared-memory atomics: the emulated threads of a block are OS threads, so a real atomic.
+inline int atomicAdd(int* address, int value) { return __atomic_fetch_add(address, value, __ATOMIC_RELAXED); }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 using std::fmaf;
 template <class T>
@@ -129,6 +132,16 @@ T __shfl_sync(unsigned /*mask*/, T v, int src_lane, int width = 32) {
   const unsigned lane = ::saekit::emu::tls.lane;
   const unsigned base = lane & ~static_cast<unsigned>(width - 1);
   return ::saekit::emu::warp_exchange(v, base + static_cast<unsigned>(src_lane) % static_cast<unsigned>(width));
+}
+/** redux.sync.add (sm_80+): every lane gets the warp's sum. */
+inline unsigned __reduce_add_sync(unsigned /*mask*/, unsigned value) {
+  auto& t = ::saekit::emu::tls;
+  t.warp_slots[t.lane] = value;
+  t.warp_barrier->arrive_and_wait();
+  unsigned sum = 0;
+  for (unsigned l = 0; l < 32; ++l) sum += static_cast<unsigned>(t.warp_slots[l]);
+  t.warp_barrier->arrive_and_wait();
+  return sum;
 }
 inline unsigned __ballot_sync(unsigned /*mask*/, int predicate) {
   // Each lane publishes its bit, all wait, each reads all 32, all wait again.

@@ -1,23 +1,37 @@
 // Exact top-k encode on the tensor cores: screen every latent with bf16 mma (fp32 accumulate),
 // keep as candidates the latents whose screened score plus an error bound reaches the row's
 // k-th largest lower bound, rescore the candidates in fp32 and take the exact top-k among them
-// (the CPU's screen.h scheme, on a GPU). The bound, per row r and latent j:
-//   |pre - s| <= ||x'|| * ||w_j - w~_j|| + ||x' - x~|| * ||w~_j|| + slack
-// (Cauchy-Schwarz on x'.w - x~.w~ = x'.(w - w~) + (x' - x~).w~; slack covers the fp32
-// accumulation of both sums). T_r = k-th largest (s - bound) <= k-th largest true pre, so every
-// true top-k latent (and every latent tied with the k-th) is a candidate; rescoring applies the
-// lower-index tie rule.
+// (the CPU's screen.h scheme, on a GPU). The bound, per row r and latent j, for the screened
+// dot d = x~.w~_j (x' = x - b_dec, x~ and w~ their bf16 roundings):
+//   |x'.w_j - d| <= ||x'|| ||w_j - w~_j|| + ||x' - x~|| ||w~_j||        (Cauchy-Schwarz)
+//                 + 2 (d_in + 2) 2^-24 ||x~|| ||w~_j||                   (fp32 accumulation)
+// with ||x~|| <= ||x'|| + ||x' - x~||; the factor 2 also covers an accumulator that truncates
+// instead of rounding (the tensor cores' internal order and rounding are not documented), and
+// a 6 u (|d| + |b_j|) term covers the bias add and the interval arithmetic. The norms are
+// computed in fp32 and inflated by 1e-4, far above their own rounding. With low = s - bound,
+// up = s + bound (s = d + b_j): T = k-th largest low <= k-th largest exact value, so every
+// latent of the exact top k (and every latent tied with the k-th) has up >= T. Rescoring
+// applies the lower-index tie rule.
 //
-// Layout: xb [rows16, Kp] bf16 (x' = x - b_dec rounded, rows padded to 16, d_in to Kp = 16m),
-// Wb [Kp, Np] bf16 (W_enc rounded, d_sae padded to Np = 8m, zeros in the padding). One warp
-// per 16-row tile, two passes over the n-tiles: pass 1 keeps each row's k largest lower bounds
-// (shared memory; row owner lanes insert), pass 2 appends candidates (ascending latent) to a
-// per-row list of CAP entries in global memory; a row that overflows is marked and rescored
-// over all latents by the rescoring kernel.
+// Tiling (screen_candidates_kernel): a block owns SCREEN_BM rows and walks every latent tile of
+// SCREEN_BN, k-steps of SCREEN_BK staged in shared memory by cp.async (two stages: the next
+// step's copies fly while the tensor cores work), fragments by ldmatrix, 8 warps in a 4 x 2
+// grid, each a 32 x 64 tile of m16n8k16 mma (64 fp32 accumulators per thread). The dense
+// screened matrix never leaves registers: after each latent tile the epilogue appends, per
+// row, the latents with up >= the row's running threshold to a candidate list in global memory
+// (capacity CAP, > SCREEN_BN); a row whose list cannot take another tile is compacted by one
+// warp: its threshold rises to the k-th largest low among the list (exact: every latent left
+// out had up < an earlier threshold, so its low cannot be among the k largest), and entries
+// with up below it go. A row whose list still cannot take a tile is marked overflowed and
+// rescored over every latent. The running threshold only rises, so the final candidate set is
+// exactly {up >= k-th largest low over all latents}.
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "compat.h"
+#include "cp_async.cuh"
 #include "mma.cuh"
 #include "preactivation.cuh"
 #include "warp_topk.cuh"
@@ -25,14 +39,59 @@
 namespace saekit::cuda {
 
 constexpr int SCREEN_MAX_K = 64;
+constexpr int SCREEN_BM = 128, SCREEN_BN = 128, SCREEN_BK = 32;
+constexpr int SCREEN_WARPS_M = 4, SCREEN_WARPS_N = 2, SCREEN_WARPS = SCREEN_WARPS_M * SCREEN_WARPS_N;
+constexpr int SCREEN_THREADS = 32 * SCREEN_WARPS;
+constexpr int SCREEN_WM = SCREEN_BM / SCREEN_WARPS_M, SCREEN_WN = SCREEN_BN / SCREEN_WARPS_N;  // 32 x 64 per warp
+constexpr int SCREEN_MT = SCREEN_WM / 16, SCREEN_NT = SCREEN_WN / 8;                             // 2 x 8 mma tiles
+// Shared-memory row stride in bf16: 80 bytes keeps rows 16-byte aligned for cp.async and puts
+// the 8 rows an ldmatrix reads in 8 different 16-byte bank groups (no conflicts).
+constexpr int SCREEN_LDS = SCREEN_BK + 8;
+// Candidate list capacity per row: one latent tile plus room for the k kept and near ties.
+constexpr int SCREEN_MAX_CAP = 256;
+inline int screen_default_cap(int k) { return SCREEN_BN + 2 * (k > 32 ? k : 32); }
 
-/** Per row: x' in bf16 (padded), ||x'||, ||x' - x~||. One warp per row; rows16 rows (pad rows zero). */
-__global__ void screen_prep_rows_kernel(const float* __restrict__ x, const float* __restrict__ b_dec, int apply_b_dec, int rows, int rows16, int d_in, int Kp,
-                                        uint16_t* __restrict__ xb, float* __restrict__ rnorm, float* __restrict__ rerr) {
+/** The bf16 screen's copy of W_enc and the per-latent norms its bound needs (host-side packing). */
+struct ScreenWeights {
+  int Kp = 0, Np = 0;             // d_in padded to SCREEN_BK, d_sae padded to SCREEN_BN
+  std::vector<uint16_t> Wt;       // [Np, Kp] bf16, latent-major, zero padded
+  std::vector<float> WT;          // [d_sae, d_in] fp32, latent-major: the rescoring's rows
+  std::vector<float> werr, wtil;  // ||w_j - w~_j||, ||w~_j|| (inflated by 1e-4)
+};
+
+/** W_enc is [d_in, d_sae] row-major, or [d_sae, d_in] when ENC_TRANSPOSED. */
+inline ScreenWeights screen_pack_weights(const float* W_enc, bool enc_transposed, int d_in, int d_sae) {
+  ScreenWeights s;
+  s.Kp = (d_in + SCREEN_BK - 1) / SCREEN_BK * SCREEN_BK;
+  s.Np = (d_sae + SCREEN_BN - 1) / SCREEN_BN * SCREEN_BN;
+  s.Wt.assign(static_cast<size_t>(s.Np) * s.Kp, 0);
+  s.WT.resize(static_cast<size_t>(d_sae) * d_in);
+  s.werr.resize(d_sae);
+  s.wtil.resize(d_sae);
+  for (int j = 0; j < d_sae; ++j) {
+    double e2 = 0, t2 = 0;
+    for (int i = 0; i < d_in; ++i) {
+      const float v = enc_transposed ? W_enc[static_cast<size_t>(j) * d_in + i] : W_enc[static_cast<size_t>(i) * d_sae + j];
+      const uint16_t b = bf16_bits(v);
+      s.Wt[static_cast<size_t>(j) * s.Kp + i] = b;
+      s.WT[static_cast<size_t>(j) * d_in + i] = v;
+      const double q = bf16_to_float(b), d = static_cast<double>(v) - q;
+      e2 += d * d;
+      t2 += q * q;
+    }
+    s.werr[j] = static_cast<float>(std::sqrt(e2) * 1.0001);
+    s.wtil[j] = static_cast<float>(std::sqrt(t2) * 1.0001);
+  }
+  return s;
+}
+
+/** Per row: x' in bf16 (padded with zero rows and columns), ||x'||, ||x' - x~||. One warp per row. */
+__global__ void screen_prep_rows_kernel(const float* __restrict__ x, const float* __restrict__ b_dec, int apply_b_dec, int rows, int rows_pad, int d_in,
+                                        int Kp, uint16_t* __restrict__ xb, float* __restrict__ rnorm, float* __restrict__ rerr) {
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const int warp = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x) / 32;
   const int nwarps = static_cast<int>(gridDim.x * blockDim.x) / 32;
-  for (int r = warp; r < rows16; r += nwarps) {
+  for (int r = warp; r < rows_pad; r += nwarps) {
     float n2 = 0.f, e2 = 0.f;
     for (int i = lane; i < Kp; i += 32) {
       float v = 0.f;
@@ -48,112 +107,200 @@ __global__ void screen_prep_rows_kernel(const float* __restrict__ x, const float
       e2 += __shfl_xor_sync(0xffffffffu, e2, m);
     }
     if (lane == 0) {
-      rnorm[r] = sqrtf(n2);
-      rerr[r] = sqrtf(e2);
+      rnorm[r] = sqrtf(n2) * 1.0001f;
+      rerr[r] = sqrtf(e2) * 1.0001f;
     }
   }
 }
 
+/** The interval [low, up] that holds latent J's exact pre-activation, from its screened dot D (see the top). */
+__device__ __forceinline__ void screen_interval(float d, float b, float werr, float wtil, float xn, float xe, float slack_rel, float* low, float* up) {
+  const float s = d + b;
+  const float bound = xn * werr + xe * wtil + slack_rel * (xn + xe) * wtil + 3.6e-7f * (fabsf(d) + fabsf(b)) + 1e-30f;
+  *low = s - bound;
+  *up = s + bound;
+}
+
+/** A float's bits mapped so that unsigned order is float order (finite values and infinities). */
+__device__ __forceinline__ uint32_t order_key(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float key_value(uint32_t key) {
+  const uint32_t u = (key & 0x80000000u) ? (key & 0x7fffffffu) : ~key;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+
 /**
- * Screening: for each 16-row tile, candidates per row into cand [rows16, cap] with counts in
- * ncand [rows16] (cap + 1 = overflow). werr[j] = ||w_j - w~_j||, wtil[j] = ||w~_j||.
- * blockDim.x = 32 (one warp per block).
+ * One warp compacts one row's candidate list (N entries of screened dot CD and latent CJ):
+ * THR rises to the k-th largest low among the entries (when there are at least K), and the
+ * entries with up >= THR are kept, in order. Returns the new count (same in every lane).
  */
-__global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const uint16_t* __restrict__ Wb, const float* __restrict__ b_enc,
-                                         const float* __restrict__ rnorm, const float* __restrict__ rerr, const float* __restrict__ werr,
-                                         const float* __restrict__ wtil, int rows16, int d_in, int Kp, int d_sae, int Np, int k, int cap,
-                                         int32_t* __restrict__ cand, int32_t* __restrict__ ncand) {
-  __shared__ float s_low[16][SCREEN_MAX_K];
-  __shared__ int s_fill[16];
-  const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4, t = lane % 4;
-  const float slack_rel = 2.f * static_cast<float>(d_in + 2) * 5.97e-8f;  // 2 (d_in + 2) 2^-24
-  for (int tile = static_cast<int>(blockIdx.x); tile * 16 < rows16; tile += static_cast<int>(gridDim.x)) {
-    const int r0 = tile * 16;
-    if (lane < 16) s_fill[lane] = 0;
-    __syncwarp();
-    // Row of output i of this lane: i = 0,1 -> r0 + g; i = 2,3 -> r0 + g + 8.
-    const float xn[2] = {rnorm[r0 + g], rnorm[r0 + g + 8]};
-    const float xe[2] = {rerr[r0 + g], rerr[r0 + g + 8]};
-    for (int pass = 0; pass < 2; ++pass) {
-      float thr[2] = {-INFINITY, -INFINITY};
-      if (pass == 1) {
-        for (int h = 0; h < 2; ++h) {
-          const int rr = g + 8 * h;
-          thr[h] = s_fill[rr] == k ? s_low[rr][k - 1] : -INFINITY;
-        }
-      }
-      for (int n0 = 0; n0 < Np; n0 += 8) {
-        float d[4] = {0.f, 0.f, 0.f, 0.f};
-        for (int k0 = 0; k0 < Kp; k0 += 16) {
-          uint32_t a[4], b[2];
-          load_a_frag(a, xb + static_cast<int64_t>(r0) * Kp + k0, Kp);
-          load_b_frag(b, Wb + static_cast<int64_t>(k0) * Np + n0, Np);
-          mma_bf16_16816(d, a, b);
-        }
-        float low[4], up[4];
-        bool valid[4];
-        for (int i = 0; i < 4; ++i) {
-          const int j = n0 + 2 * t + (i & 1);
-          const int h = i >> 1;
-          valid[i] = j < d_sae;
-          // The last term covers rounding of the bias add and of the screened sum itself.
-          const float bound = valid[i] ? xn[h] * werr[j] + xe[h] * wtil[j] + slack_rel * xn[h] * (wtil[j] + werr[j]) +
-                                             1.2e-7f * (fabsf(d[i]) + fabsf(b_enc[j])) + 1e-30f
-                                       : 0.f;
-          const float s = valid[i] ? d[i] + b_enc[j] : -INFINITY;
-          low[i] = s - bound;
-          up[i] = s + bound;
-        }
-        // Each row's 8 values of this tile sit in lanes 4g..4g+3 (2 each): the row's owner
-        // (t == 0 for row g, t == 1 for row g + 8) gathers them in ascending latent order.
-        for (int h = 0; h < 2; ++h) {
-          for (int src_t = 0; src_t < 4; ++src_t) {
-            for (int e = 0; e < 2; ++e) {
-              const int i = 2 * h + e;
-              const float lo = __shfl_sync(0xffffffffu, low[i], 4 * g + src_t);
-              const float hi = __shfl_sync(0xffffffffu, up[i], 4 * g + src_t);
-              const int ok = __shfl_sync(0xffffffffu, valid[i] ? 1 : 0, 4 * g + src_t);
-              if (t != h || !ok) continue;
-              const int rr = g + 8 * h;
-              const int j = n0 + 2 * src_t + e;
-              if (pass == 0) {
-                // Insert LO among the row's k largest lower bounds (descending).
-                int f = s_fill[rr];
-                if (f < k || lo > s_low[rr][k - 1]) {
-                  int p = f < k ? f : k - 1;
-                  while (p > 0 && s_low[rr][p - 1] < lo) {
-                    s_low[rr][p] = s_low[rr][p - 1];
-                    --p;
-                  }
-                  s_low[rr][p] = lo;
-                  if (f < k) s_fill[rr] = f + 1;
-                }
-              } else if (hi >= thr[h]) {
-                const int c = ncand[r0 + rr];
-                if (c < cap) cand[static_cast<int64_t>(r0 + rr) * cap + c] = j;
-                ncand[r0 + rr] = c < cap ? c + 1 : cap + 1;  // cap + 1: overflow, rescore every latent
-              }
-            }
-          }
-        }
-      }
-      __syncwarp();
+__device__ __forceinline__ int screen_compact_row(float* cd, int32_t* cj, int n, int k, float* thr, const float* __restrict__ b_enc,
+                                                  const float* __restrict__ werr, const float* __restrict__ wtil, float xn, float xe, float slack_rel) {
+  constexpr int PER_LANE = SCREEN_MAX_CAP / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  float d[PER_LANE], low[PER_LANE], up[PER_LANE];
+  int j[PER_LANE];
+  for (int q = 0; q < PER_LANE; ++q) {
+    const int e = lane + 32 * q;
+    j[q] = e < n ? cj[e] : -1;
+    d[q] = e < n ? cd[e] : 0.f;
+    low[q] = up[q] = -INFINITY;
+    if (j[q] >= 0) screen_interval(d[q], b_enc[j[q]], werr[j[q]], wtil[j[q]], xn, xe, slack_rel, &low[q], &up[q]);
+  }
+  float t = *thr;
+  if (n >= k) {
+    // The k-th largest low, bit by bit from the top: the largest key with >= k lows at or above it.
+    uint32_t key = 0;
+    for (int bit = 31; bit >= 0; --bit) {
+      const uint32_t c = key | (1u << bit);
+      int cnt = 0;
+      for (int q = 0; q < PER_LANE; ++q) cnt += j[q] >= 0 && order_key(low[q]) >= c;
+      if (__reduce_add_sync(0xffffffffu, static_cast<unsigned>(cnt)) >= static_cast<unsigned>(k)) key = c;
     }
+    t = fmaxf(t, key_value(key));
+  }
+  __syncwarp();  // every lane has read its entries before any is overwritten
+  int kept = 0;
+  for (int q = 0; q < PER_LANE; ++q) {
+    const bool keep = j[q] >= 0 && up[q] >= t;
+    const unsigned mask = __ballot_sync(0xffffffffu, keep);
+    if (keep) {
+      const int pos = kept + __popc(mask & ((1u << lane) - 1u));
+      cd[pos] = d[q];
+      cj[pos] = j[q];
+    }
+    kept += __popc(mask);
+  }
+  __syncwarp();
+  if (lane == 0) *thr = t;
+  return kept;
+}
+
+/**
+ * Screening: candidates of every row into cand_d / cand_j [rows_pad, cap] (screened dot,
+ * latent) with counts in ncand [rows_pad] (cap + 1 = overflow: rescore every latent); the
+ * padding rows (rows..rows_pad, rows_pad a multiple of SCREEN_BM) are skipped. xb [rows_pad, Kp], Wt [Np, Kp] bf16 (Kp % SCREEN_BK == 0,
+ * Np % SCREEN_BN == 0). SCREEN_BN < cap <= SCREEN_MAX_CAP; blockDim.x = SCREEN_THREADS.
+ */
+__global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const uint16_t* __restrict__ Wt, const float* __restrict__ b_enc,
+                                         const float* __restrict__ rnorm, const float* __restrict__ rerr, const float* __restrict__ werr,
+                                         const float* __restrict__ wtil, int rows, int rows_pad, int d_in, int Kp, int d_sae, int Np, int k, int cap,
+                                         float* __restrict__ cand_d, int32_t* __restrict__ cand_j, int32_t* __restrict__ ncand) {
+  __shared__ __align__(16) uint16_t sA[2][SCREEN_BM * SCREEN_LDS];
+  __shared__ __align__(16) uint16_t sB[2][SCREEN_BN * SCREEN_LDS];
+  __shared__ float s_thr[SCREEN_BM], s_xn[SCREEN_BM], s_xe[SCREEN_BM];
+  __shared__ int s_cnt[SCREEN_BM], s_over[SCREEN_BM];
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  const int wm = warp / SCREEN_WARPS_N, wn = warp % SCREEN_WARPS_N, g = lane / 4, t4 = lane % 4;
+  const float slack_rel = 2.f * static_cast<float>(d_in + 2) * 5.97e-8f;
+  const int k_tiles = Kp / SCREEN_BK, steps = k_tiles * (Np / SCREEN_BN);
+  for (int tile = static_cast<int>(blockIdx.x); tile * SCREEN_BM < rows_pad; tile += static_cast<int>(gridDim.x)) {
+    const int r0 = tile * SCREEN_BM;
+    for (int r = tid; r < SCREEN_BM; r += SCREEN_THREADS) {
+      s_thr[r] = -INFINITY;
+      s_cnt[r] = 0;
+      s_over[r] = r0 + r >= rows;  // padding: no candidates, no compaction
+      s_xn[r] = rnorm[r0 + r];
+      s_xe[r] = rerr[r0 + r];
+    }
+    // Step S stages k-tile S % k_tiles of latent tile S / k_tiles: 128 rows x 64 bytes of each
+    // operand, 512 16-byte copies each, two of each per thread.
+    auto stage_copy = [&](int step, int stage) {
+      const int n0 = (step / k_tiles) * SCREEN_BN, k0 = (step % k_tiles) * SCREEN_BK;
+      for (int c = tid; c < SCREEN_BM * SCREEN_BK / 8; c += SCREEN_THREADS) {
+        const int row = c / (SCREEN_BK / 8), col = (c % (SCREEN_BK / 8)) * 8;
+        cp_async_16(&sA[stage][row * SCREEN_LDS + col], xb + static_cast<int64_t>(r0 + row) * Kp + k0 + col);
+      }
+      for (int c = tid; c < SCREEN_BN * SCREEN_BK / 8; c += SCREEN_THREADS) {
+        const int row = c / (SCREEN_BK / 8), col = (c % (SCREEN_BK / 8)) * 8;
+        cp_async_16(&sB[stage][row * SCREEN_LDS + col], Wt + static_cast<int64_t>(n0 + row) * Kp + k0 + col);
+      }
+    };
+    float acc[SCREEN_MT][SCREEN_NT][4];
+    for (int mi = 0; mi < SCREEN_MT; ++mi)
+      for (int ni = 0; ni < SCREEN_NT; ++ni)
+        for (int i = 0; i < 4; ++i) acc[mi][ni][i] = 0.f;
+    stage_copy(0, 0);
+    cp_async_commit();
+    for (int step = 0; step < steps; ++step) {
+      const int stage = step & 1;
+      if (step + 1 < steps) stage_copy(step + 1, stage ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();  // this step's copies have landed (the next step's may still fly)
+      __syncthreads();     // ... and every other thread's
+      for (int kk = 0; kk < SCREEN_BK; kk += 16) {
+        uint32_t a[SCREEN_MT][4], b[SCREEN_NT][2];
+        for (int mi = 0; mi < SCREEN_MT; ++mi)
+          ldmatrix_x4(a[mi], &sA[stage][(wm * SCREEN_WM + mi * 16 + lane % 16) * SCREEN_LDS + kk + (lane / 16) * 8]);
+        for (int nj = 0; nj < SCREEN_NT / 2; ++nj) {
+          uint32_t r[4];
+          ldmatrix_x4(r, &sB[stage][(wn * SCREEN_WN + nj * 16 + lane % 8 + (lane / 16) * 8) * SCREEN_LDS + kk + ((lane / 8) % 2) * 8]);
+          b[2 * nj][0] = r[0];
+          b[2 * nj][1] = r[1];
+          b[2 * nj + 1][0] = r[2];
+          b[2 * nj + 1][1] = r[3];
+        }
+        for (int mi = 0; mi < SCREEN_MT; ++mi)
+          for (int ni = 0; ni < SCREEN_NT; ++ni) mma_bf16_16816(acc[mi][ni], a[mi], b[ni]);
+      }
+      __syncthreads();  // every warp is done with STAGE before the next step refills it
+      if (step % k_tiles != k_tiles - 1) continue;
+
+      // Epilogue of a latent tile: append the rows' candidates, then compact the full lists.
+      const int n0 = (step / k_tiles) * SCREEN_BN;
+      for (int mi = 0; mi < SCREEN_MT; ++mi)
+        for (int ni = 0; ni < SCREEN_NT; ++ni)
+          for (int i = 0; i < 4; ++i) {
+            const int rl = wm * SCREEN_WM + mi * 16 + g + 8 * (i >> 1);
+            const int j = n0 + wn * SCREEN_WN + ni * 8 + 2 * t4 + (i & 1);
+            const float d = acc[mi][ni][i];
+            acc[mi][ni][i] = 0.f;
+            if (j >= d_sae || s_over[rl]) continue;
+            float low, up;
+            screen_interval(d, b_enc[j], werr[j], wtil[j], s_xn[rl], s_xe[rl], slack_rel, &low, &up);
+            if (up < s_thr[rl]) continue;
+            const int slot = atomicAdd(&s_cnt[rl], 1);  // < cap: the list had room for a whole tile
+            cand_d[static_cast<int64_t>(r0 + rl) * cap + slot] = d;
+            cand_j[static_cast<int64_t>(r0 + rl) * cap + slot] = j;
+          }
+      __syncthreads();
+      const bool last = step == steps - 1;
+      for (int rl = warp; rl < SCREEN_BM; rl += SCREEN_WARPS) {
+        if (s_over[rl] || (!last && s_cnt[rl] <= cap - SCREEN_BN)) continue;
+        const int64_t base = static_cast<int64_t>(r0 + rl) * cap;
+        const int n = screen_compact_row(cand_d + base, cand_j + base, s_cnt[rl], k, &s_thr[rl], b_enc, werr, wtil, s_xn[rl], s_xe[rl], slack_rel);
+        if (lane == 0) {
+          s_cnt[rl] = n;
+          if (!last && n > cap - SCREEN_BN) s_over[rl] = 1;  // no room for the next tile: rescore every latent
+        }
+      }
+      __syncthreads();
+    }
+    for (int r = tid; r < SCREEN_BM; r += SCREEN_THREADS) ncand[r0 + r] = s_over[r] ? cap + 1 : s_cnt[r];
+    __syncthreads();  // the next row tile resets the shared state
   }
 }
 
 /**
  * Rescoring: per row (one warp), the fp32 pre-activation of each candidate (every latent for
- * an overflowed row), exact top-k with ties to the lower index, ReLU, ascending output.
+ * an overflowed row) from the latent-major copy WT, in the fp32 kernels' summation order; the
+ * exact top-k with ties to the lower index, ReLU, ascending output.
  */
-__global__ void screen_rescore_kernel(const float* __restrict__ x, const float* __restrict__ W_enc, const float* __restrict__ b_enc, const float* __restrict__ b_dec,
-                                      int apply_b_dec, int rows, int d_in, int d_sae, int k, int cap, const int32_t* __restrict__ cand,
+__global__ void screen_rescore_kernel(const float* __restrict__ x, const float* __restrict__ WT, const float* __restrict__ b_enc, const float* __restrict__ b_dec,
+                                      int apply_b_dec, int rows, int d_in, int d_sae, int k, int cap, const int32_t* __restrict__ cand_j,
                                       const int32_t* __restrict__ ncand, int32_t* __restrict__ out_indices, float* __restrict__ out_values,
                                       int32_t* __restrict__ out_count) {
-  __shared__ float vals[SCREEN_MAX_K];
-  __shared__ int idx[SCREEN_MAX_K];
-  const int lane = static_cast<int>(threadIdx.x) % 32;
-  for (int row = static_cast<int>(blockIdx.x); row < rows; row += static_cast<int>(gridDim.x)) {
+  constexpr int WARPS = 4;
+  __shared__ float vals[WARPS][SCREEN_MAX_K];
+  __shared__ int idx[WARPS][SCREEN_MAX_K];
+  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+  for (int row = static_cast<int>(blockIdx.x) * WARPS + warp; row < rows; row += static_cast<int>(gridDim.x) * WARPS) {
     const float* xr = x + static_cast<int64_t>(row) * d_in;
     const int nc = ncand[row];
     const bool all = nc > cap;
@@ -161,11 +308,11 @@ __global__ void screen_rescore_kernel(const float* __restrict__ x, const float* 
     int filled = 0;
     for (int base = 0; base < total; base += 32) {
       const int c = base + lane;
-      const int j = c < total ? (all ? c : cand[static_cast<int64_t>(row) * cap + c]) : -1;
-      const float pre = j >= 0 ? preactivation_f32(xr, W_enc, b_enc, b_dec, apply_b_dec, d_in, d_sae, j) : -INFINITY;
-      warp_topk_merge(pre, j, vals, idx, k, filled);
+      const int j = c < total ? (all ? c : cand_j[static_cast<int64_t>(row) * cap + c]) : -1;
+      const float pre = j >= 0 ? preactivation_f32_latent_major(xr, WT, b_enc, b_dec, apply_b_dec, d_in, j) : -INFINITY;
+      warp_topk_merge(pre, j, vals[warp], idx[warp], k, filled);
     }
-    warp_topk_emit(vals, idx, filled, k, row, out_indices, out_values, out_count);
+    warp_topk_emit(vals[warp], idx[warp], filled, k, row, out_indices, out_values, out_count);
   }
 }
 

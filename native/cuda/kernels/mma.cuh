@@ -50,6 +50,34 @@ __device__ __forceinline__ void load_b_frag(uint32_t b[2], const uint16_t* tile,
   b[1] = pack2(tile[(2 * t + 8) * ldb + g], tile[(2 * t + 9) * ldb + g]);
 }
 
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16: four 8x8 b16 matrices from shared memory, one
+// fragment register each. Lanes 8m..8m+7 give the addresses of rows 0..7 of matrix m (16
+// contiguous bytes each); lane l receives, in register m, row l/4, columns 2(l%4) and
+// 2(l%4)+1 of matrix m (low half first): the A and B fragment layouts above, so
+//   A (16x16 at row-major [row][k]): lane l points at row l%16, column 8(l/16)
+//   B (two n8 tiles, stored [n][k]): lane l points at n row (l%8) + 8(l/16), column 8((l/8)%2)
+// give a[0..3] and {b0 of tile 0, b1 of tile 0, b0 of tile 1, b1 of tile 1}.
+#if defined(__CUDACC__)
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const uint16_t* row_addr) {
+#if __CUDA_ARCH__ >= 800
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(row_addr));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+#endif
+}
+#else
+inline void ldmatrix_x4(uint32_t r[4], const uint16_t* row_addr) {
+  auto& s = ::saekit::emu::tls;
+  // Every lane publishes its row address; each then reads its two elements of each matrix.
+  s.warp_slots[s.lane] = reinterpret_cast<uint64_t>(row_addr);
+  s.warp_barrier->arrive_and_wait();
+  for (int m = 0; m < 4; ++m) {
+    const uint16_t* row = reinterpret_cast<const uint16_t*>(s.warp_slots[8 * m + s.lane / 4]);
+    r[m] = pack2(row[2 * (s.lane % 4)], row[2 * (s.lane % 4) + 1]);
+  }
+  s.warp_barrier->arrive_and_wait();
+}
+#endif
+
 #if defined(__CUDACC__)
 __device__ __forceinline__ void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2]) {
 #if __CUDA_ARCH__ >= 800
