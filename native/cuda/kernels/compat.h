@@ -6,3 +6,11 @@
 #else
 #include "../emu/cuda_emu.h"
 #endif
+
+// Loops over register arrays (mma accumulators, fragments) must be unrolled, or nvcc puts the
+// arrays in local memory. g++ (the emulation) has no such pragma and needs none.
+#if defined(__CUDACC__)
+#define SAEKIT_UNROLL _Pragma("unroll")
+#else
+#define SAEKIT_UNROLL
+#endif

@@ -146,6 +146,7 @@ __device__ __forceinline__ int screen_compact_row(float* cd, int32_t* cj, int n,
   const int lane = static_cast<int>(threadIdx.x) % 32;
   float d[PER_LANE], low[PER_LANE], up[PER_LANE];
   int j[PER_LANE];
+  SAEKIT_UNROLL
   for (int q = 0; q < PER_LANE; ++q) {
     const int e = lane + 32 * q;
     j[q] = e < n ? cj[e] : -1;
@@ -160,6 +161,7 @@ __device__ __forceinline__ int screen_compact_row(float* cd, int32_t* cj, int n,
     for (int bit = 31; bit >= 0; --bit) {
       const uint32_t c = key | (1u << bit);
       int cnt = 0;
+      SAEKIT_UNROLL
       for (int q = 0; q < PER_LANE; ++q) cnt += j[q] >= 0 && order_key(low[q]) >= c;
       if (__reduce_add_sync(0xffffffffu, static_cast<unsigned>(cnt)) >= static_cast<unsigned>(k)) key = c;
     }
@@ -167,6 +169,7 @@ __device__ __forceinline__ int screen_compact_row(float* cd, int32_t* cj, int n,
   }
   __syncwarp();  // every lane has read its entries before any is overwritten
   int kept = 0;
+  SAEKIT_UNROLL
   for (int q = 0; q < PER_LANE; ++q) {
     const bool keep = j[q] >= 0 && up[q] >= t;
     const unsigned mask = __ballot_sync(0xffffffffu, keep);
@@ -223,8 +226,11 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
       }
     };
     float acc[SCREEN_MT][SCREEN_NT][4];
+    SAEKIT_UNROLL
     for (int mi = 0; mi < SCREEN_MT; ++mi)
+      SAEKIT_UNROLL
       for (int ni = 0; ni < SCREEN_NT; ++ni)
+        SAEKIT_UNROLL
         for (int i = 0; i < 4; ++i) acc[mi][ni][i] = 0.f;
     stage_copy(0, 0);
     cp_async_commit();
@@ -234,10 +240,13 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
       cp_async_commit();
       cp_async_wait<1>();  // this step's copies have landed (the next step's may still fly)
       __syncthreads();     // ... and every other thread's
+      SAEKIT_UNROLL
       for (int kk = 0; kk < SCREEN_BK; kk += 16) {
         uint32_t a[SCREEN_MT][4], b[SCREEN_NT][2];
+        SAEKIT_UNROLL
         for (int mi = 0; mi < SCREEN_MT; ++mi)
           ldmatrix_x4(a[mi], &sA[stage][(wm * SCREEN_WM + mi * 16 + lane % 16) * SCREEN_LDS + kk + (lane / 16) * 8]);
+        SAEKIT_UNROLL
         for (int nj = 0; nj < SCREEN_NT / 2; ++nj) {
           uint32_t r[4];
           ldmatrix_x4(r, &sB[stage][(wn * SCREEN_WN + nj * 16 + lane % 8 + (lane / 16) * 8) * SCREEN_LDS + kk + ((lane / 8) % 2) * 8]);
@@ -246,7 +255,9 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
           b[2 * nj + 1][0] = r[2];
           b[2 * nj + 1][1] = r[3];
         }
+        SAEKIT_UNROLL
         for (int mi = 0; mi < SCREEN_MT; ++mi)
+          SAEKIT_UNROLL
           for (int ni = 0; ni < SCREEN_NT; ++ni) mma_bf16_16816(acc[mi][ni], a[mi], b[ni]);
       }
       __syncthreads();  // every warp is done with STAGE before the next step refills it
@@ -254,8 +265,11 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
 
       // Epilogue of a latent tile: append the rows' candidates, then compact the full lists.
       const int n0 = (step / k_tiles) * SCREEN_BN;
+      SAEKIT_UNROLL
       for (int mi = 0; mi < SCREEN_MT; ++mi)
+        SAEKIT_UNROLL
         for (int ni = 0; ni < SCREEN_NT; ++ni)
+          SAEKIT_UNROLL
           for (int i = 0; i < 4; ++i) {
             const int rl = wm * SCREEN_WM + mi * 16 + g + 8 * (i >> 1);
             const int j = n0 + wn * SCREEN_WN + ni * 8 + 2 * t4 + (i & 1);
