@@ -179,6 +179,11 @@ export async function createSae(weights: SaeWeights, options: LoadOptions = {}):
   validateWeights(weights);
   const device = resolveDevice(options.device);
   const c = weights.config;
+  // 'auto' on a GPU machine: an SAE the CUDA kernels do not cover (top-k with k > 256) runs
+  // on the CPU instead of failing.
+  if (device === 'cuda' && (options.device ?? 'auto') === 'auto' && c.architecture === 'topk' && (c.k ?? 0) > 256) {
+    return createSae(weights, { ...options, device: 'cpu' });
+  }
   try {
     const native = await addon().createSae(
       {

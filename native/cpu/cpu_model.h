@@ -25,13 +25,13 @@
 #include "encode_kernels.h"
 #include "isa.h"
 #include "screen.h"
+#include "../normalization.h"
 #include "sinks.h"
 
 namespace saekit::cpu {
 
 
 constexpr int kTargetBlockRows = 168;
-constexpr float kLayerNormEps = 1e-5f;
 
 struct Variant {
   int mr;
@@ -277,27 +277,11 @@ class CpuModel final : public BackendModel {
       throw InputError("input row " + std::to_string(row) + " has a non-finite value at column " + std::to_string(col),
                        row, col);
     }
-    float shift = 0.0f, out_scale = 1.0f;
-    double shift_d = 0.0, scale_d = 1.0;  // the normalization in double: x - mean in fp32 lost
-                                          // ~u |mean| / std of x' when |mean| >> std
-    if (spec_.normalization == Normalization::ConstantNormRescale) {
-      const double norm = std::sqrt(sumsq);
-      const double coeff = norm > 0 ? std::sqrt(static_cast<double>(d_in)) / norm : 1.0;
-      scale_d = coeff;
-      out_scale = static_cast<float>(1.0 / coeff);
-    } else if (spec_.normalization == Normalization::LayerNorm) {
-      const double mean = sum / d_in;
-      double ss = 0;
-      for (int64_t i = 0; i < d_in; ++i) ss += (xr[i] - mean) * (xr[i] - mean);
-      const double std = d_in > 1 ? std::sqrt(ss / (d_in - 1)) : 0.0;
-      shift = static_cast<float>(mean);
-      shift_d = mean;
-      scale_d = 1.0 / (std + kLayerNormEps);
-      out_scale = static_cast<float>(std);
-    }
+    const RowNormalization norm = row_normalization(spec_.normalization, xr, d_in, sum, sumsq);
+    const double shift_d = norm.shift, scale_d = norm.scale;
     if (stats != nullptr) {
-      stats->row_scale[row] = out_scale;
-      stats->row_shift[row] = shift;
+      stats->row_scale[row] = norm.out_scale;
+      stats->row_shift[row] = norm.out_shift;
     }
     float* dst = a + (slot / mr) * d_in * mr + (slot % mr);
     double norm2 = 0;

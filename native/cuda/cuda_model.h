@@ -1,7 +1,13 @@
-// The CUDA backend's model: weights on the device, the fp32 baseline kernels launched per
-// chunk of rows, CSR assembled on the host. A header so that the same code is compiled by nvcc
-// into the addon (cuda_backend.cu) and by g++ against the CPU emulation (emu/), where CI runs
-// it through the backend interface against the CPU backend.
+// The CUDA backend's model: weights on the device, batches streamed through pinned host
+// buffers in chunks of rows, CSR assembled on the host. A header so that the same code is
+// compiled by nvcc into the addon (cuda_backend.cu) and by g++ against the CPU emulation
+// (emu/), where CI runs it through the backend interface against the CPU backend.
+//
+// Data path of a top-k encode (the common case), two slots in flight:
+//   host rows -> (checked, normalized) pinned slot buffer -> cudaMemcpyAsync on the slot's
+//   stream -> prep / screen / rescore kernels -> cudaMemcpyAsync of the [n, k] slots back ->
+//   host CSR, collected when the slot comes round again.
+// While the GPU works on chunk c, the host stages chunk c + 1 and collects chunk c - 1.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -11,15 +17,16 @@
 
 #include "../backend.h"
 #include "../error.h"
+#include "../normalization.h"
 #include "kernels/decode.cuh"
-#include "kernels/encode_threshold.cuh"
 #include "kernels/encode_screened.cuh"
+#include "kernels/encode_threshold.cuh"
 #include "kernels/encode_topk.cuh"
 
 #if defined(__CUDACC__)
-#define SAEKIT_LAUNCH(kernel, grid, block, ...) kernel<<<(grid), (block)>>>(__VA_ARGS__)
+#define SAEKIT_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #else
-#define SAEKIT_LAUNCH(kernel, grid, block, ...) ::saekit::emu::launch(::saekit::emu::dim3(grid), ::saekit::emu::dim3(block), kernel, __VA_ARGS__)
+#define SAEKIT_LAUNCH(kernel, grid, block, stream, ...) ::saekit::emu::launch(::saekit::emu::dim3(grid), ::saekit::emu::dim3(block), kernel, __VA_ARGS__)
 #endif
 
 namespace saekit {
@@ -40,7 +47,6 @@ template <class T>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t n) { resize(n); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   ~DeviceBuffer() {
@@ -69,20 +75,73 @@ class DeviceBuffer {
   size_t cap_ = 0;
 };
 
+/** Page-locked host memory (cudaMallocHost): what cudaMemcpyAsync needs to overlap with kernels. */
+template <class T>
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  void resize(size_t n) {
+    if (n <= cap_) return;
+    if (ptr_) cudaFreeHost(ptr_);
+    ptr_ = nullptr;
+    cap_ = 0;
+    SAEKIT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&ptr_), std::max<size_t>(n, 1) * sizeof(T)));
+    cap_ = n;
+  }
+  T* get() const { return ptr_; }
+
+ private:
+  T* ptr_ = nullptr;
+  size_t cap_ = 0;
+};
+
+/** Async copies on a stream (sizes in elements). */
+template <class T>
+void copy_to_device(T* dst, const T* src, size_t n, cudaStream_t s) {
+  if (n) SAEKIT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyHostToDevice, s));
+}
+template <class T>
+void copy_to_host(T* dst, const T* src, size_t n, cudaStream_t s) {
+  if (n) SAEKIT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToHost, s));
+}
+
+/** One chunk in flight: its stream, pinned staging, device inputs, outputs and screen scratch. */
+struct Slot {
+  cudaStream_t stream{};
+  int n = 0;           // rows of the chunk in flight (0: idle)
+  int64_t r0 = 0;      // its first row
+  PinnedBuffer<float> hx, hv, hscale, hshift;
+  PinnedBuffer<int32_t> hi, hc;
+  PinnedBuffer<uint32_t> hptr;
+  DeviceBuffer<float> x, ov, y;
+  DeviceBuffer<int32_t> oi, oc;
+  DeviceBuffer<uint32_t> indptr;
+  // The tensor-core screen's per-chunk scratch.
+  DeviceBuffer<uint16_t> xb;
+  DeviceBuffer<float> rnorm, rerr, cand_d;
+  DeviceBuffer<int32_t> cand_j, ncand;
+};
+
 /**
- * The SAE on the GPU with the fp32 baseline kernels (kernels/, tested under CPU emulation):
- * weights uploaded once, inputs processed in chunks of rows so any batch fits the card.
- * Synchronous copies for now; pinned buffers and copy/compute overlap come with the tensor-core
- * kernels.
+ * The SAE on the GPU (kernels/, tested under CPU emulation): weights uploaded once per load
+ * and freed with the model; inputs streamed in chunks of rows so any batch fits the card.
+ * Top-k with k <= SCREEN_MAX_K runs the exact tensor-core screen; larger k and the threshold
+ * architectures run the fp32 kernels. Per-row normalization is applied on the host while a
+ * chunk is staged (the rows are read there anyway, for the finiteness check).
  */
 class CudaModel final : public BackendModel {
  public:
   CudaModel(const SaeSpec& spec, const SaeWeightsView& w) : spec_(spec) {
-    if (spec.normalization != Normalization::None) throw Error("CUDA backend: per-row input normalization is not implemented yet; use device 'cpu'");
     if (spec.activation == Activation::TopK && (spec.k < 1 || spec.k > cuda::ENCODE_TOPK_MAX_K || spec.k > spec.d_sae)) {
       throw Error("CUDA backend: top-k with k = " + std::to_string(spec.k) + " is not supported (1 <= k <= " + std::to_string(cuda::ENCODE_TOPK_MAX_K) + ")");
     }
     SAEKIT_CUDA_CHECK(cudaSetDevice(0));
+    for (Slot& s : slots_) SAEKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
     const size_t din = static_cast<size_t>(spec.d_in), dsae = static_cast<size_t>(spec.d_sae);
     // Screened top-k reads W_enc latent-major (the rescoring) and in bf16 (the screen) only.
     if (spec.activation == Activation::TopK && spec.k <= cuda::SCREEN_MAX_K && screening_enabled()) {
@@ -101,41 +160,87 @@ class CudaModel final : public BackendModel {
     if (spec.activation == Activation::JumpReLU) threshold_.upload(w.threshold, dsae);
   }
 
+  ~CudaModel() override {
+    for (Slot& s : slots_) {
+      if (s.stream) {
+        cudaStreamSynchronize(s.stream);
+        cudaStreamDestroy(s.stream);
+      }
+    }
+  }
+
   void encode(const float* x, int64_t rows, SparseCodes* out) override {
-    const int64_t din = spec_.d_in;
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t i = 0; i < din; ++i)
-        if (!std::isfinite(x[r * din + i])) throw InputError("non-finite input", r, i);
+    const bool per_row = spec_.normalization != Normalization::None;
     out->indptr.assign(static_cast<size_t>(rows) + 1, 0);
     out->indices.clear();
     out->values.clear();
-    out->row_scale.clear();
-    out->row_shift.clear();
-    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t{1} << 26) / std::max<int64_t>(din, 1)));
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-      const int n = static_cast<int>(std::min(chunk, rows - r0));
-      x_.upload(x + r0 * din, static_cast<size_t>(n) * din);
-      if (spec_.activation == Activation::TopK) encode_topk(n, r0, out);
-      else encode_threshold(n, r0, out);
+    out->row_scale.assign(per_row ? rows : 0, 1.0f);
+    out->row_shift.assign(per_row ? rows : 0, 0.0f);
+    const int64_t chunk = chunk_rows(rows);
+    try {
+      if (spec_.activation != Activation::TopK) {
+        for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+          Slot& s = slots_[0];
+          stage_rows(s, x, r0, static_cast<int>(std::min(chunk, rows - r0)), out);
+          encode_threshold(s, out);
+        }
+        return;
+      }
+      int64_t c = 0;
+      for (int64_t r0 = 0; r0 < rows; r0 += chunk, ++c) {
+        Slot& s = slots_[c % 2];
+        if (s.n) collect_topk(s, out);  // chunk c - 2, in order (chunk c - 1 is in the other slot)
+        stage_rows(s, x, r0, static_cast<int>(std::min(chunk, rows - r0)), out);
+        launch_topk(s);
+      }
+      for (int64_t e = c; e < c + 2; ++e)
+        if (slots_[e % 2].n) collect_topk(slots_[e % 2], out);
+    } catch (...) {
+      drain();
+      throw;
     }
   }
 
   void decode(const SparseCodesView& c, float* out) override {
     const int64_t din = spec_.d_in;
-    const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(c.rows, (int64_t{1} << 26) / std::max<int64_t>(din, 1)));
-    for (int64_t r0 = 0; r0 < c.rows; r0 += chunk) {
-      const int64_t n = std::min(chunk, c.rows - r0);
-      const uint32_t base = c.indptr[r0];
-      std::vector<uint32_t> ip(static_cast<size_t>(n) + 1);
-      for (int64_t r = 0; r <= n; ++r) ip[r] = c.indptr[r0 + r] - base;
-      indptr_.upload(ip.data(), ip.size());
-      idx_.upload(c.indices + base, ip[n]);
-      val_.upload(c.values + base, ip[n]);
-      y_.resize(static_cast<size_t>(n) * din);
-      SAEKIT_LAUNCH(cuda::sparse_decode_kernel, static_cast<unsigned>(std::min<int64_t>(n, 65535)), 128, W_dec_.get(), b_dec_.get(), indptr_.get(), idx_.get(),
-                                                                                          val_.get(), static_cast<int>(n), static_cast<int>(din), y_.get());
-      SAEKIT_CUDA_CHECK(cudaGetLastError());
-      y_.download(out + r0 * din, static_cast<size_t>(n) * din);
+    const int64_t chunk = chunk_rows(c.rows);
+    try {
+      int64_t ci = 0;
+      for (int64_t r0 = 0; r0 < c.rows; r0 += chunk, ++ci) {
+        Slot& s = slots_[ci % 2];
+        if (s.n) finish_decode(s, c, out);
+        s.n = static_cast<int>(std::min(chunk, c.rows - r0));
+        s.r0 = r0;
+        const uint32_t base = c.indptr[r0];
+        const uint32_t nnz = c.indptr[r0 + s.n] - base;
+        s.hptr.resize(static_cast<size_t>(s.n) + 1);
+        s.hi.resize(nnz);
+        s.hv.resize(nnz);
+        for (int r = 0; r <= s.n; ++r) s.hptr.get()[r] = c.indptr[r0 + r] - base;
+        for (uint32_t e = 0; e < nnz; ++e) {
+          const int32_t j = c.indices[base + e];
+          if (j < 0 || j >= spec_.d_sae) throw Error("decode: latent index " + std::to_string(j) + " out of range [0, " + std::to_string(spec_.d_sae) + ")");
+        }
+        std::copy(c.indices + base, c.indices + base + nnz, s.hi.get());
+        std::copy(c.values + base, c.values + base + nnz, s.hv.get());
+        s.indptr.resize(static_cast<size_t>(s.n) + 1);
+        s.oi.resize(nnz);
+        s.ov.resize(nnz);
+        s.y.resize(static_cast<size_t>(s.n) * din);
+        s.hx.resize(static_cast<size_t>(s.n) * din);
+        copy_to_device(s.indptr.get(), s.hptr.get(), static_cast<size_t>(s.n) + 1, s.stream);
+        copy_to_device(s.oi.get(), s.hi.get(), nnz, s.stream);
+        copy_to_device(s.ov.get(), s.hv.get(), nnz, s.stream);
+        SAEKIT_LAUNCH(cuda::sparse_decode_kernel, static_cast<unsigned>(std::min<int64_t>(s.n, 65535)), 128, s.stream, W_dec_.get(), b_dec_.get(),
+                      s.indptr.get(), s.oi.get(), s.ov.get(), s.n, static_cast<int>(din), s.y.get());
+        SAEKIT_CUDA_CHECK(cudaGetLastError());
+        copy_to_host(s.hx.get(), s.y.get(), static_cast<size_t>(s.n) * din, s.stream);
+      }
+      for (int64_t e = ci; e < ci + 2; ++e)
+        if (slots_[e % 2].n) finish_decode(slots_[e % 2], c, out);
+    } catch (...) {
+      drain();
+      throw;
     }
   }
 
@@ -144,11 +249,121 @@ class CudaModel final : public BackendModel {
                                 werr_.bytes() + wtil_.bytes());
   }
 
+  // --- For the GPU benchmark (cuda_backend.cu): the kernels alone on device-resident data. ---
+
+  /** Uploads up to one chunk of X (N rows) into slot 0 as an encode would; returns the rows staged. */
+  int bench_stage(const float* x, int64_t rows) {
+    SparseCodes scratch;
+    scratch.row_scale.assign(rows, 1.f);
+    scratch.row_shift.assign(rows, 0.f);
+    const int n = static_cast<int>(std::min(chunk_rows(rows), rows));
+    stage_rows(slots_[0], x, 0, n, &scratch);
+    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(slots_[0].stream));
+    return n;
+  }
+  /** Launches the top-k kernels on the staged chunk (no copies); the caller times the stream. */
+  void bench_encode_kernels() { launch_topk(slots_[0], false); }
+  cudaStream_t bench_stream() const { return slots_[0].stream; }
+  /** Candidates per screened row and the overflow rate of the last staged chunk's screen. */
+  void bench_screen_stats(double* candidates_per_row, double* overflow_rate) {
+    Slot& s = slots_[0];
+    std::vector<int32_t> nc(s.n);
+    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    if (!screened_ || s.n == 0) {
+      *candidates_per_row = 0;
+      *overflow_rate = 0;
+      return;
+    }
+    s.ncand.download(nc.data(), nc.size());
+    const int cap = cuda::screen_default_cap(static_cast<int>(spec_.k));
+    int64_t total = 0, over = 0;
+    for (int v : nc) {
+      if (v > cap) ++over;
+      else total += v;
+    }
+    *candidates_per_row = s.n > over ? static_cast<double>(total) / (s.n - over) : 0;
+    *overflow_rate = static_cast<double>(over) / s.n;
+  }
+  bool screened() const { return screened_; }
+  /** Uploads codes (the first chunk of C) into slot 0 for bench_decode_kernel; returns the rows. */
+  int bench_stage_codes(const SparseCodesView& c) {
+    Slot& s = slots_[0];
+    s.n = static_cast<int>(std::min(chunk_rows(c.rows), c.rows));
+    const uint32_t nnz = c.indptr[s.n];
+    s.indptr.upload(c.indptr, static_cast<size_t>(s.n) + 1);
+    s.oi.upload(c.indices, nnz);
+    s.ov.upload(c.values, nnz);
+    s.y.resize(static_cast<size_t>(s.n) * spec_.d_in);
+    return s.n;
+  }
+  void bench_decode_kernel() {
+    Slot& s = slots_[0];
+    SAEKIT_LAUNCH(cuda::sparse_decode_kernel, static_cast<unsigned>(std::min<int64_t>(s.n, 65535)), 128, s.stream, W_dec_.get(), b_dec_.get(), s.indptr.get(),
+                  s.oi.get(), s.ov.get(), s.n, static_cast<int>(spec_.d_in), s.y.get());
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+  }
+
  private:
   /** SAEKIT_SCREEN=0 turns the tensor-core screen off (fp32 kernel), as on the CPU. */
   static bool screening_enabled() {
     const char* v = std::getenv("SAEKIT_SCREEN");
     return v == nullptr || std::string(v) != "0";
+  }
+
+  /** Rows per chunk: ~64 MiB of fp32 input, and at least two chunks once a batch is large, so copies overlap kernels. */
+  int64_t chunk_rows(int64_t rows) const {
+    // SAEKIT_CUDA_CHUNK_ROWS: a test knob, so small batches run many chunks through the two slots.
+    if (const char* v = std::getenv("SAEKIT_CUDA_CHUNK_ROWS")) {
+      const long long forced = std::atoll(v);
+      if (forced > 0) return std::min<int64_t>(forced, std::max<int64_t>(rows, 1));
+    }
+    const int64_t din = std::max<int64_t>(spec_.d_in, 1);
+    const int64_t by_bytes = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * din));
+    const int64_t half = (rows + 1) / 2;
+    return std::max<int64_t>(1, std::min({by_bytes, rows >= 4096 ? half : rows, int64_t{1} << 20}));
+  }
+
+  /** Waits for both slots and forgets their chunks (after an error: nothing is left in flight). */
+  void drain() {
+    for (Slot& s : slots_) {
+      cudaStreamSynchronize(s.stream);
+      cudaGetLastError();
+      s.n = 0;
+    }
+  }
+
+  /**
+   * Rows R0 .. R0 + N of X into the slot: checked finite (an error names the row and column),
+   * normalized per row when the SAE asks (stats into OUT), copied to pinned memory and sent to
+   * the device on the slot's stream.
+   */
+  void stage_rows(Slot& s, const float* x, int64_t r0, int n, SparseCodes* out) {
+    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));  // the slot's previous copies are done with its buffers
+    const int64_t din = spec_.d_in;
+    s.hx.resize(static_cast<size_t>(n) * din);
+    float* dst = s.hx.get();
+    for (int r = 0; r < n; ++r) {
+      const float* xr = x + (r0 + r) * din;
+      double sum = 0, sumsq = 0;
+      for (int64_t i = 0; i < din; ++i) {
+        if (!std::isfinite(xr[i])) throw InputError("input row " + std::to_string(r0 + r) + " has a non-finite value at column " + std::to_string(i), r0 + r, i);
+        sum += xr[i];
+        sumsq += static_cast<double>(xr[i]) * xr[i];
+      }
+      float* d = dst + static_cast<int64_t>(r) * din;
+      if (spec_.normalization == Normalization::None) {
+        std::copy(xr, xr + din, d);
+        continue;
+      }
+      const RowNormalization norm = row_normalization(spec_.normalization, xr, din, sum, sumsq);
+      out->row_scale[r0 + r] = norm.out_scale;
+      out->row_shift[r0 + r] = norm.out_shift;
+      for (int64_t i = 0; i < din; ++i) d[i] = static_cast<float>((xr[i] - norm.shift) * norm.scale);
+    }
+    s.x.resize(static_cast<size_t>(n) * din);
+    copy_to_device(s.x.get(), dst, static_cast<size_t>(n) * din, s.stream);
+    s.n = n;
+    s.r0 = r0;
   }
 
   /** The screen's copies of W_enc (bf16 [Np, Kp] and fp32 latent-major) and per-latent norms. */
@@ -163,97 +378,126 @@ class CudaModel final : public BackendModel {
     screened_ = true;
   }
 
-  /** Exact top-k through the tensor-core screen (kernels/encode_screened.cuh). */
-  void encode_topk_screened(int n, int k) {
-    const int rows_pad = (n + cuda::SCREEN_BM - 1) / cuda::SCREEN_BM * cuda::SCREEN_BM;
-    const int cap = cuda::screen_default_cap(k);
+  /** The top-k kernels on the slot's staged rows, then (COPY_BACK) the [n, k] results to its pinned buffers. */
+  void launch_topk(Slot& s, bool copy_back = true) {
+    const int n = s.n, k = static_cast<int>(spec_.k);
     const int din = static_cast<int>(spec_.d_in), dsae = static_cast<int>(spec_.d_sae), apply = spec_.apply_b_dec_to_input ? 1 : 0;
-    xb_.resize(static_cast<size_t>(rows_pad) * Kp_);
-    rnorm_.resize(rows_pad);
-    rerr_.resize(rows_pad);
-    cand_d_.resize(static_cast<size_t>(rows_pad) * cap);
-    cand_j_.resize(static_cast<size_t>(rows_pad) * cap);
-    ncand_.resize(rows_pad);
-    SAEKIT_LAUNCH(cuda::screen_prep_rows_kernel, static_cast<unsigned>(std::min(65535, (rows_pad + 3) / 4)), 128, x_.get(), b_dec_.get(), apply, n, rows_pad,
-                  din, Kp_, xb_.get(), rnorm_.get(), rerr_.get());
-    SAEKIT_CUDA_CHECK(cudaGetLastError());
-    SAEKIT_LAUNCH(cuda::screen_candidates_kernel, static_cast<unsigned>(std::min(65535, rows_pad / cuda::SCREEN_BM)), cuda::SCREEN_THREADS, xb_.get(), Wt_.get(),
-                  b_enc_.get(), rnorm_.get(), rerr_.get(), werr_.get(), wtil_.get(), n, rows_pad, din, Kp_, dsae, Np_, k, cap, cand_d_.get(), cand_j_.get(),
-                  ncand_.get());
-    SAEKIT_CUDA_CHECK(cudaGetLastError());
-    SAEKIT_LAUNCH(cuda::screen_rescore_kernel, static_cast<unsigned>(std::min(65535, (n + 3) / 4)), 128, x_.get(), WT_.get(), b_enc_.get(), b_dec_.get(), apply,
-                  n, din, dsae, k, cap, cand_j_.get(), ncand_.get(), oi_.get(), ov_.get(), oc_.get());
-    SAEKIT_CUDA_CHECK(cudaGetLastError());
-  }
-
-  void encode_topk(int n, int64_t r0, SparseCodes* out) {
-    const int k = static_cast<int>(spec_.k);
-    oi_.resize(static_cast<size_t>(n) * k);
-    ov_.resize(static_cast<size_t>(n) * k);
-    oc_.resize(n);
+    s.oi.resize(static_cast<size_t>(n) * k);
+    s.ov.resize(static_cast<size_t>(n) * k);
+    s.oc.resize(n);
     if (screened_) {
-      encode_topk_screened(n, k);
-      collect_topk(n, k, r0, out);
-      return;
+      const int rows_pad = (n + cuda::SCREEN_BM - 1) / cuda::SCREEN_BM * cuda::SCREEN_BM;
+      const int cap = cuda::screen_default_cap(k);
+      s.xb.resize(static_cast<size_t>(rows_pad) * Kp_);
+      s.rnorm.resize(rows_pad);
+      s.rerr.resize(rows_pad);
+      s.cand_d.resize(static_cast<size_t>(rows_pad) * cap);
+      s.cand_j.resize(static_cast<size_t>(rows_pad) * cap);
+      s.ncand.resize(rows_pad);
+      SAEKIT_LAUNCH(cuda::screen_prep_rows_kernel, static_cast<unsigned>(std::min(65535, (rows_pad + 3) / 4)), 128, s.stream, s.x.get(), b_dec_.get(), apply, n,
+                    rows_pad, din, Kp_, s.xb.get(), s.rnorm.get(), s.rerr.get());
+      SAEKIT_CUDA_CHECK(cudaGetLastError());
+      SAEKIT_LAUNCH(cuda::screen_candidates_kernel, static_cast<unsigned>(std::min(65535, rows_pad / cuda::SCREEN_BM)), cuda::SCREEN_THREADS, s.stream,
+                    s.xb.get(), Wt_.get(), b_enc_.get(), s.rnorm.get(), s.rerr.get(), werr_.get(), wtil_.get(), n, rows_pad, din, Kp_, dsae, Np_, k, cap,
+                    s.cand_d.get(), s.cand_j.get(), s.ncand.get());
+      SAEKIT_CUDA_CHECK(cudaGetLastError());
+      SAEKIT_LAUNCH(cuda::screen_rescore_kernel, static_cast<unsigned>(std::min(65535, (n + 3) / 4)), 128, s.stream, s.x.get(), WT_.get(), b_enc_.get(),
+                    b_dec_.get(), apply, n, din, dsae, k, cap, s.cand_j.get(), s.ncand.get(), s.oi.get(), s.ov.get(), s.oc.get());
+      SAEKIT_CUDA_CHECK(cudaGetLastError());
+    } else {
+      const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + cuda::ENCODE_WARPS_PER_BLOCK - 1) / cuda::ENCODE_WARPS_PER_BLOCK, 65535));
+      SAEKIT_LAUNCH(cuda::encode_topk_f32_kernel, grid, 32 * cuda::ENCODE_WARPS_PER_BLOCK, s.stream, s.x.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), apply,
+                    n, din, dsae, k, s.oi.get(), s.ov.get(), s.oc.get());
+      SAEKIT_CUDA_CHECK(cudaGetLastError());
     }
-    const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + cuda::ENCODE_WARPS_PER_BLOCK - 1) / cuda::ENCODE_WARPS_PER_BLOCK, 65535));
-    SAEKIT_LAUNCH(cuda::encode_topk_f32_kernel, grid, 32 * cuda::ENCODE_WARPS_PER_BLOCK, x_.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), spec_.apply_b_dec_to_input ? 1 : 0, n,
-                                                                              static_cast<int>(spec_.d_in), static_cast<int>(spec_.d_sae), k, oi_.get(), ov_.get(), oc_.get());
-    SAEKIT_CUDA_CHECK(cudaGetLastError());
-    collect_topk(n, k, r0, out);
+    if (!copy_back) return;
+    s.hi.resize(static_cast<size_t>(n) * k);
+    s.hv.resize(static_cast<size_t>(n) * k);
+    s.hc.resize(n);
+    copy_to_host(s.hi.get(), s.oi.get(), static_cast<size_t>(n) * k, s.stream);
+    copy_to_host(s.hv.get(), s.ov.get(), static_cast<size_t>(n) * k, s.stream);
+    copy_to_host(s.hc.get(), s.oc.get(), n, s.stream);
   }
 
-  /** The [n, k] slot outputs of a top-k kernel appended to OUT's CSR. */
-  void collect_topk(int n, int k, int64_t r0, SparseCodes* out) {
-    std::vector<int32_t> idx(static_cast<size_t>(n) * k), cnt(n);
-    std::vector<float> val(static_cast<size_t>(n) * k);
-    oi_.download(idx.data(), idx.size());
-    ov_.download(val.data(), val.size());
-    oc_.download(cnt.data(), cnt.size());
-    for (int r = 0; r < n; ++r) {
-      for (int e = 0; e < cnt[r]; ++e) {
-        out->indices.push_back(idx[static_cast<size_t>(r) * k + e]);
-        out->values.push_back(val[static_cast<size_t>(r) * k + e]);
-      }
-      out->indptr[r0 + r + 1] = static_cast<uint32_t>(out->indices.size());
+  /** Waits for the slot's chunk and appends its [n, k] slot outputs to OUT's CSR. */
+  void collect_topk(Slot& s, SparseCodes* out) {
+    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    const int k = static_cast<int>(spec_.k);
+    for (int r = 0; r < s.n; ++r) {
+      const int32_t* idx = s.hi.get() + static_cast<size_t>(r) * k;
+      const float* val = s.hv.get() + static_cast<size_t>(r) * k;
+      out->indices.insert(out->indices.end(), idx, idx + s.hc.get()[r]);
+      out->values.insert(out->values.end(), val, val + s.hc.get()[r]);
+      out->indptr[s.r0 + r + 1] = static_cast<uint32_t>(out->indices.size());
     }
+    s.n = 0;
   }
 
-  void encode_threshold(int n, int64_t r0, SparseCodes* out) {
+  /** Count then fill (kernels/encode_threshold.cuh), synchronous: the host turns the counts into row offsets. */
+  void encode_threshold(Slot& s, SparseCodes* out) {
+    const int n = s.n;
     const float* th = spec_.activation == Activation::JumpReLU ? threshold_.get() : nullptr;
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK - 1) / cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK, 65535));
     const unsigned block = 32 * cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK;
     const int din = static_cast<int>(spec_.d_in), dsae = static_cast<int>(spec_.d_sae), apply = spec_.apply_b_dec_to_input ? 1 : 0;
-    oc_.resize(n);
-    SAEKIT_LAUNCH(cuda::encode_threshold_f32_kernel, grid, block, x_.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, nullptr, oc_.get(), nullptr, nullptr);
+    s.oc.resize(n);
+    s.hc.resize(n);
+    SAEKIT_LAUNCH(cuda::encode_threshold_f32_kernel, grid, block, s.stream, s.x.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, nullptr,
+                  s.oc.get(), nullptr, nullptr);
     SAEKIT_CUDA_CHECK(cudaGetLastError());
-    std::vector<int32_t> cnt(n);
-    oc_.download(cnt.data(), cnt.size());
-    std::vector<uint32_t> ip(static_cast<size_t>(n) + 1, 0);
-    for (int r = 0; r < n; ++r) ip[r + 1] = ip[r] + static_cast<uint32_t>(cnt[r]);
-    indptr_.upload(ip.data(), ip.size());
-    oi_.resize(ip[n]);
-    ov_.resize(ip[n]);
-    SAEKIT_LAUNCH(cuda::encode_threshold_f32_kernel, grid, block, x_.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, indptr_.get(), nullptr, oi_.get(), ov_.get());
+    copy_to_host(s.hc.get(), s.oc.get(), n, s.stream);
+    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    s.hptr.resize(static_cast<size_t>(n) + 1);
+    uint32_t* ip = s.hptr.get();
+    ip[0] = 0;
+    for (int r = 0; r < n; ++r) ip[r + 1] = ip[r] + static_cast<uint32_t>(s.hc.get()[r]);
+    const uint32_t nnz = ip[n];
+    s.indptr.resize(static_cast<size_t>(n) + 1);
+    s.oi.resize(nnz);
+    s.ov.resize(nnz);
+    copy_to_device(s.indptr.get(), ip, static_cast<size_t>(n) + 1, s.stream);
+    SAEKIT_LAUNCH(cuda::encode_threshold_f32_kernel, grid, block, s.stream, s.x.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae,
+                  s.indptr.get(), nullptr, s.oi.get(), s.ov.get());
     SAEKIT_CUDA_CHECK(cudaGetLastError());
     const size_t base = out->indices.size();
-    out->indices.resize(base + ip[n]);
-    out->values.resize(base + ip[n]);
-    oi_.download(out->indices.data() + base, ip[n]);
-    ov_.download(out->values.data() + base, ip[n]);
-    for (int r = 0; r < n; ++r) out->indptr[r0 + r + 1] = static_cast<uint32_t>(base + ip[r + 1]);
+    out->indices.resize(base + nnz);
+    out->values.resize(base + nnz);
+    s.hi.resize(nnz);
+    s.hv.resize(nnz);
+    copy_to_host(s.hi.get(), s.oi.get(), nnz, s.stream);
+    copy_to_host(s.hv.get(), s.ov.get(), nnz, s.stream);
+    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    std::copy(s.hi.get(), s.hi.get() + nnz, out->indices.data() + base);
+    std::copy(s.hv.get(), s.hv.get() + nnz, out->values.data() + base);
+    for (int r = 0; r < n; ++r) out->indptr[s.r0 + r + 1] = static_cast<uint32_t>(base + ip[r + 1]);
+    s.n = 0;
+  }
+
+  /** Waits for the slot's decoded chunk and writes it to OUT, undoing the per-row normalization. */
+  void finish_decode(Slot& s, const SparseCodesView& c, float* out) {
+    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    const int64_t din = spec_.d_in;
+    const float* y = s.hx.get();
+    for (int r = 0; r < s.n; ++r) {
+      const int64_t row = s.r0 + r;
+      float* o = out + row * din;
+      const float* yr = y + static_cast<int64_t>(r) * din;
+      const float scale = c.row_scale ? c.row_scale[row] : 1.0f, shift = c.row_shift ? c.row_shift[row] : 0.0f;
+      if (scale == 1.0f && shift == 0.0f) std::copy(yr, yr + din, o);
+      else
+        for (int64_t i = 0; i < din; ++i) o[i] = yr[i] * scale + shift;
+    }
+    s.n = 0;
   }
 
   SaeSpec spec_;
-  DeviceBuffer<float> W_enc_, b_enc_, W_dec_, b_dec_, threshold_, x_, y_, ov_, val_;
-  DeviceBuffer<int32_t> oi_, oc_, idx_;
-  DeviceBuffer<uint32_t> indptr_;
-  // The tensor-core screen (topk, k <= SCREEN_MAX_K): bf16 W_enc, per-latent norms, scratch.
+  DeviceBuffer<float> W_enc_, b_enc_, W_dec_, b_dec_, threshold_;
+  Slot slots_[2];
+  // The tensor-core screen (topk, k <= SCREEN_MAX_K): bf16 W_enc, fp32 latent-major W_enc, norms.
   bool screened_ = false;
   int Kp_ = 0, Np_ = 0;
-  DeviceBuffer<uint16_t> Wt_, xb_;
-  DeviceBuffer<float> WT_, werr_, wtil_, rnorm_, rerr_, cand_d_;
-  DeviceBuffer<int32_t> cand_j_, ncand_;
+  DeviceBuffer<uint16_t> Wt_;
+  DeviceBuffer<float> WT_, werr_, wtil_;
 };
 
 }  // namespace

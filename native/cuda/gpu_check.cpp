@@ -1,7 +1,9 @@
 // The GPU check, for a machine with an NVIDIA GPU (built with the addon wherever nvcc exists;
 // needs no Node.js): CPU vs CUDA parity through the backend interface on fresh random data at
-// awkward and real shapes, every architecture, then timings against a device-to-device copy
-// probe measured in the same run. Prints a markdown report; writes it to argv[1] when given.
+// awkward and real shapes, every architecture, then timings at the shapes against an
+// mma.sync peak probe and a device-to-device copy measured in the same run. Prints a markdown
+// report; writes it to argv[1] when given (and the timings as JSON to argv[1].json, which
+// bench/gpu/torch_ref.py reads for the ratio to PyTorch).
 //
 //   build/saekit_gpu_check bench/RESULTS.md [seed]
 //
@@ -9,7 +11,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -38,14 +39,11 @@ void line(const std::string& s) {
   report << s << "\n";
 }
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  setenv("SAEKIT_CUDA", "1", 1);
+  setenv("SAEKIT_CUDA_SELF_TEST", "0", 1);  // this check runs the parity itself, at more shapes, and reports each
   const unsigned seed = argc > 2 ? static_cast<unsigned>(std::strtoul(argv[2], nullptr, 10)) : static_cast<unsigned>(std::random_device{}());
   Backend* gpu = cuda_backend();
   const Capabilities cap = gpu ? gpu->capabilities() : Capabilities{};
@@ -66,6 +64,9 @@ int main(int argc, char** argv) {
   }
   std::vector<Case> cases = parity::small_cases();
   cases.push_back({"topk gpt2-ish", Activation::TopK, 300, 768, 4096, 32});
+  cases.push_back({"topk k=64, two row tiles, partial latent tile", Activation::TopK, 257, 200, 1000, 64});
+  cases.push_back({"topk k=100 (fp32 kernel)", Activation::TopK, 64, 96, 2000, 100});
+  cases.push_back({"topk two chunks in flight", Activation::TopK, 9000, 64, 512, 16});
   cases.push_back({"jumprelu wide", Activation::JumpReLU, 64, 256, 2048, 0});
   line("");
   line("## parity with the CPU backend");
@@ -77,58 +78,46 @@ int main(int argc, char** argv) {
          std::to_string(c.d_sae) + (c.k ? ", k " + std::to_string(c.k) : "") + ")" + (ok ? "" : ": " + why));
   }
 
-  // Timings at the GPT-2-small shape, with a device-to-device copy probe in the same run.
+  // Timings at the shapes, each with the probes measured in the same run.
   line("");
-  line("## timings (d_in 768, d_sae 24576, k 32, 4096 rows)");
-  try {
-    const Case c{"gpt2", Activation::TopK, 4096, 768, 24576, 32};
-    Weights w = random_weights(rng, c);
-    SaeSpec spec;
-    spec.d_in = c.d_in;
-    spec.d_sae = c.d_sae;
-    spec.k = c.k;
-    SaeWeightsView view{w.W_enc.data(), false, w.b_enc.data(), w.W_dec.data(), w.b_dec.data(), nullptr};
-    auto model = gpu->load(spec, view);
-    std::vector<float> x(c.rows * c.d_in);
-    std::normal_distribution<float> n(0.f, 1.f);
-    for (auto& v : x) v = n(rng);
-    SparseCodes codes;
-    model->encode(x.data(), c.rows, &codes);  // warm-up
-    auto t0 = std::chrono::steady_clock::now();
-    const int reps = 3;
-    for (int r = 0; r < reps; ++r) model->encode(x.data(), c.rows, &codes);
-    const double enc_s = seconds_since(t0) / reps;
-    std::vector<float> y(c.rows * c.d_in);
-    SparseCodesView v{c.rows, codes.indptr.data(), codes.indices.data(), codes.values.data(), nullptr, nullptr};
-    t0 = std::chrono::steady_clock::now();
-    for (int r = 0; r < reps; ++r) model->decode(v, y.data());
-    const double dec_s = seconds_since(t0) / reps;
-    // Device-to-device copy bandwidth (read + write bytes).
-    const size_t bytes = size_t{1} << 30;
-    void *p = nullptr, *q = nullptr;
-    double copy_gbs = 0;
-    if (cudaMalloc(&p, bytes) == cudaSuccess && cudaMalloc(&q, bytes) == cudaSuccess) {
-      cudaMemcpy(q, p, bytes, cudaMemcpyDeviceToDevice);
-      cudaDeviceSynchronize();
-      t0 = std::chrono::steady_clock::now();
-      for (int r = 0; r < 5; ++r) cudaMemcpy(q, p, bytes, cudaMemcpyDeviceToDevice);
-      cudaDeviceSynchronize();
-      copy_gbs = 2.0 * bytes * 5 / seconds_since(t0) / 1e9;
+  line("## timings");
+  line("");
+  line("Encode: the kernels alone on device-resident rows (prep + tensor-core screen + fp32 rescoring, or the fp32 kernel), as a fraction of the "
+       "mma.sync bf16 peak probe; host: the whole Backend encode from host rows to CSR (staging, pinned async copies, CSR assembly). Decode: the "
+       "kernel alone, bytes = gathered W_dec rows + output, as a fraction of a device-to-device copy (read + write).");
+  line("");
+  line("| shape (d_in / d_sae / k, rows) | encode kernels | TFLOP/s | of mma peak | host to host | candidates/row | overflow | decode | of copy | mma peak | copy |");
+  line("|---|---|---|---|---|---|---|---|---|---|---|");
+  std::ostringstream json;
+  json << "[";
+  const CudaBenchShape shapes[] = {{65536, 768, 24576, 32}, {65536, 4096, 131072, 64}};
+  bool first = true;
+  for (const CudaBenchShape& sh : shapes) {
+    try {
+      const CudaBenchResult r = cuda_benchmark(sh, seed);
+      const double flop = 2.0 * sh.rows * sh.d_in * sh.d_sae;
+      const double tflops = flop / (r.encode_ms * 1e-3) / 1e12;
+      const double dec_gbs = r.decode_bytes / (r.decode_ms * 1e-3) / 1e9;
+      char buf[512];
+      std::snprintf(buf, sizeof buf, "| %lld / %lld / %lld, %lld | %.0f tok/s%s | %.1f | %.0f%% | %.0f tok/s | %.1f | %.4f | %.0f GB/s | %.0f%% | %.0f TFLOP/s | %.0f GB/s |",
+                    static_cast<long long>(sh.d_in), static_cast<long long>(sh.d_sae), static_cast<long long>(sh.k), static_cast<long long>(sh.rows),
+                    sh.rows / (r.encode_ms * 1e-3), r.screened ? "" : " (fp32 kernel)", tflops, 100 * tflops / r.mma_peak_tflops,
+                    sh.rows / (r.encode_host_ms * 1e-3), r.candidates_per_row, r.overflow_rate, dec_gbs, 100 * dec_gbs / r.copy_gbs, r.mma_peak_tflops, r.copy_gbs);
+      line(buf);
+      std::snprintf(buf, sizeof buf, "%s{\"rows\":%lld,\"d_in\":%lld,\"d_sae\":%lld,\"k\":%lld,\"encode_ms\":%.6f,\"decode_ms\":%.6f,\"mma_peak_tflops\":%.3f,\"copy_gbs\":%.3f}",
+                    first ? "" : ",", static_cast<long long>(sh.rows), static_cast<long long>(sh.d_in), static_cast<long long>(sh.d_sae), static_cast<long long>(sh.k),
+                    r.encode_ms, r.decode_ms, r.mma_peak_tflops, r.copy_gbs);
+      json << buf;
+      first = false;
+    } catch (const std::exception& e) {
+      line(std::string("| ") + std::to_string(sh.d_in) + " / " + std::to_string(sh.d_sae) + " | failed: " + e.what() + " |");
+      ++failures;
     }
-    cudaFree(p);
-    cudaFree(q);
-    const double flop = 2.0 * c.rows * c.d_in * c.d_sae;
-    const double dec_bytes = static_cast<double>(codes.indices.size()) * c.d_in * 4 + static_cast<double>(c.rows) * c.d_in * 4;
-    line("| measure | value | note |");
-    line("|---|---|---|");
-    line("| encode (fp32 baseline kernel, host to host) | " + std::to_string(static_cast<long>(c.rows / enc_s)) + " tokens/s, " +
-         std::to_string(flop / enc_s / 1e12) + " TFLOP/s | includes host copies |");
-    line("| decode (host to host) | " + std::to_string(dec_bytes / dec_s / 1e9) + " GB/s | " + std::to_string(copy_gbs > 0 ? dec_bytes / dec_s / 1e9 / copy_gbs : 0) +
-         " of the D2D copy |");
-    line("| device-to-device copy probe | " + std::to_string(copy_gbs) + " GB/s | same run |");
-  } catch (const std::exception& e) {
-    line(std::string("timings failed: ") + e.what());
-    ++failures;
+  }
+  json << "]\n";
+  if (argc > 1) {
+    std::ofstream j(std::string(argv[1]) + ".json");
+    j << json.str();
   }
   line("");
   line(failures == 0 ? "all parity checks passed" : std::to_string(failures) + " FAILED");

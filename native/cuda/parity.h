@@ -17,6 +17,7 @@ struct Case {
   const char* name;
   Activation act;
   int64_t rows, d_in, d_sae, k;
+  Normalization norm = Normalization::None;
 };
 
 /** Awkward shapes: one row, odd widths, d_sae not a multiple of 32, k = 1 and k = d_sae. */
@@ -94,6 +95,7 @@ inline bool check_case(const Case& c, std::mt19937& rng, const ModelFactory& mak
   spec.d_sae = c.d_sae;
   spec.k = c.k;
   spec.activation = c.act;
+  spec.normalization = c.norm;
   SaeWeightsView view{w.W_enc.data(), false, w.b_enc.data(), w.W_dec.data(), w.b_dec.data(), c.act == Activation::JumpReLU ? w.threshold.data() : nullptr};
   std::normal_distribution<float> n(0.f, 1.f);
   std::vector<float> x(c.rows * c.d_in);
@@ -106,7 +108,12 @@ inline bool check_case(const Case& c, std::mt19937& rng, const ModelFactory& mak
     other->encode(x.data(), c.rows, &b);
     if (!same_codes(a, b, c.rows, 1e-4f, why)) return false;
     std::vector<float> ya(c.rows * c.d_in, NAN), yb(c.rows * c.d_in, NAN);
-    SparseCodesView v{c.rows, a.indptr.data(), a.indices.data(), a.values.data(), nullptr, nullptr};
+    const bool per_row = c.norm != Normalization::None;
+    if (per_row && (a.row_scale != b.row_scale || a.row_shift != b.row_shift)) {
+      *why = "per-row normalization stats differ";
+      return false;
+    }
+    SparseCodesView v{c.rows, a.indptr.data(), a.indices.data(), a.values.data(), per_row ? a.row_scale.data() : nullptr, per_row ? a.row_shift.data() : nullptr};
     cpu_model->decode(v, ya.data());
     other->decode(v, yb.data());
     for (size_t i = 0; i < ya.size(); ++i) {

@@ -185,7 +185,8 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
   const batchSize = positiveInt(o.batchSize ?? 4096, 'batchSize');
   const seed = o.seed ?? 42;
   if (!Number.isSafeInteger(seed)) throw expected('an integer', 'seed', seed);
-  const device = resolveDevice(o.device ?? 'auto');
+  // Training kernels exist for the CPU only: 'auto' trains there even where encode would use CUDA.
+  const device = o.device === undefined || o.device === 'auto' ? 'cpu' : resolveDevice(o.device);
   if (device !== 'cpu') throw new ValidationError(`training runs on the CPU backend only in this version (device '${device}' requested)`);
 
   const source = typeof o.input === 'string' ? await openRowSource(o.input, o.tensor !== undefined ? { tensor: o.tensor } : {}) : o.input;

@@ -231,10 +231,18 @@ void test_encode_threshold(std::mt19937& rng, int rows, int d_in, int d_sae, boo
 // The CUDA backend's model itself (cuda_model.h: uploads, chunking, launches, CSR assembly),
 // emulated, through the backend interface against the CPU backend.
 void test_model_parity(std::mt19937& rng) {
-  for (const auto& c : saekit::parity::small_cases()) {
+  auto cases = saekit::parity::small_cases();
+  cases.push_back({"topk layer_norm rows", saekit::Activation::TopK, 9, 40, 100, 8, saekit::Normalization::LayerNorm});
+  cases.push_back({"jumprelu constant_norm_rescale rows", saekit::Activation::JumpReLU, 9, 40, 100, 0, saekit::Normalization::ConstantNormRescale});
+  cases.push_back({"topk 30 rows in chunks of 4 (two slots in flight, CSR in order)", saekit::Activation::TopK, 30, 24, 90, 5});
+  cases.push_back({"standard 30 rows in chunks of 4", saekit::Activation::Standard, 30, 24, 90, 0});
+  for (const auto& c : cases) {
+    const bool chunked = std::string(c.name).find("chunks of 4") != std::string::npos;
+    if (chunked) setenv("SAEKIT_CUDA_CHUNK_ROWS", "4", 1);
     std::string why;
     const bool ok = saekit::parity::check_case(
         c, rng, [](const saekit::SaeSpec& s, const saekit::SaeWeightsView& v) { return std::unique_ptr<saekit::BackendModel>(new saekit::CudaModel(s, v)); }, &why);
+    if (chunked) unsetenv("SAEKIT_CUDA_CHUNK_ROWS");
     check(ok, std::string("CudaModel vs CPU backend: ") + c.name + (ok ? "" : ": " + why));
   }
 }

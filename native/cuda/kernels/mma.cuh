@@ -144,4 +144,31 @@ __global__ void mma_tile_probe_kernel(const uint16_t* X, const uint16_t* W, floa
   }
 }
 
+/**
+ * The tensor cores' bf16 mma.sync peak: every warp issues ITERS x 8 independent m16n8k16 mma on
+ * register fragments (no memory traffic), 4096 flops each. The denominator of the GPU check's
+ * "fraction of peak" for the kernels built on the same instruction (wgmma, which these kernels
+ * do not use, peaks higher on Hopper: the torch bf16 matmul row shows that ceiling).
+ */
+__global__ void mma_peak_kernel(float* out, int iters) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  uint32_t a[4], b[2];
+  for (int i = 0; i < 4; ++i) a[i] = pack2(bf16_bits(1e-3f * static_cast<float>(lane + i)), bf16_bits(1e-3f));
+  b[0] = pack2(bf16_bits(1e-3f), bf16_bits(2e-3f));
+  b[1] = pack2(bf16_bits(3e-3f), bf16_bits(1e-3f * static_cast<float>(lane)));
+  float d[8][4];
+  SAEKIT_UNROLL
+  for (int q = 0; q < 8; ++q)
+    for (int i = 0; i < 4; ++i) d[q][i] = 0.f;
+  for (int it = 0; it < iters; ++it) {
+    SAEKIT_UNROLL
+    for (int q = 0; q < 8; ++q) mma_bf16_16816(d[q], a, b);
+  }
+  float sum = 0.f;
+  SAEKIT_UNROLL
+  for (int q = 0; q < 8; ++q)
+    for (int i = 0; i < 4; ++i) sum += d[q][i];
+  out[blockIdx.x * blockDim.x + threadIdx.x] = sum;  // keeps the mma live
+}
+
 }  // namespace saekit::cuda
