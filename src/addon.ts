@@ -155,6 +155,8 @@ export interface Addon {
   probeFmaPeak(seconds: number): Promise<number>;
   /** bf16 dot-product peak (GFLOP/s); 0 without AVX512-BF16. */
   probeBf16Peak(seconds: number): Promise<number>;
+  /** u8 x s8 dot-product peak (vpdpbusd, GOP/s, 2 ops per multiply-add): zmm when wide, else ymm (AVX-VNNI); 0 without. */
+  probeVnniPeak(seconds: number, wide: boolean): Promise<number>;
   probeCopyBandwidth(bytes: number, reps: number): Promise<number>;
 }
 

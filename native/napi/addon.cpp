@@ -97,6 +97,16 @@ Napi::Value ProbeBf16Peak(const Napi::CallbackInfo& info) {
       [=](Napi::Env env) { return Napi::Number::New(env, *result); }));
 }
 
+// probeVnniPeak(seconds, wide) -> Promise<GOP/s> (0 without AVX512-VNNI / AVX-VNNI)
+Napi::Value ProbeVnniPeak(const Napi::CallbackInfo& info) {
+  double seconds = info[0].As<Napi::Number>().DoubleValue();
+  bool wide = info[1].As<Napi::Boolean>().Value();
+  auto result = std::make_shared<double>(0);
+  return queue(new LambdaWorker(
+      info.Env(), [=] { *result = cpu::probe_vnni_gops(seconds, wide); },
+      [=](Napi::Env env) { return Napi::Number::New(env, *result); }));
+}
+
 // probeCopyBandwidth(bytes, reps) -> Promise<GB/s> (read + written bytes)
 Napi::Value ProbeCopyBandwidth(const Napi::CallbackInfo& info) {
   int64_t bytes = info[0].As<Napi::Number>().Int64Value();
@@ -130,6 +140,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("setCpuVariant", Napi::Function::New(env, SetCpuVariant));
   exports.Set("probeFmaPeak", Napi::Function::New(env, ProbeFmaPeak));
   exports.Set("probeBf16Peak", Napi::Function::New(env, ProbeBf16Peak));
+  exports.Set("probeVnniPeak", Napi::Function::New(env, ProbeVnniPeak));
   exports.Set("probeCopyBandwidth", Napi::Function::New(env, ProbeCopyBandwidth));
   return exports;
 }
