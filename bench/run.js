@@ -207,7 +207,7 @@ if (!flags['no-screen']) {
     console.log(
       `| ${r.s.name} | ${r.s.dIn} | ${r.s.dSae} | ${r.s.jumprelu ? '-' : r.s.k} | ${r.s.rows} | ${r.screen} | ${fmt(r.s.rows / r.fp32.seconds, 0)} | ${pct(r.fp32)} | ` +
         `${fmt(r.s.rows / r.screened.seconds, 0)} | ${fmt(r.screened.ratio, 2)}x (${fmt(r.screened.spread[0], 2)}-${fmt(r.screened.spread[1], 2)}) | ` +
-        `${fmt(r.fp32.seconds / r.screened.seconds, 2)}x | ${fmt(screenedRows > 0 ? st.candidates / screenedRows : 0)} | ${fmt(st.rows > 0 ? st.fallbacks / st.rows : 0, 4)} |`,
+        `${fmt(r.fp32.seconds / r.screened.seconds, 2)}x | ${st.rows === 0 ? 'screen off (most rows over the cap: the fp32 kernel ran)' : fmt(screenedRows > 0 ? st.candidates / screenedRows : 0)} | ${fmt(st.rows > 0 ? st.fallbacks / st.rows : 0, 4)} |`,
     );
   }
 }
