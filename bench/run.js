@@ -18,10 +18,13 @@
 //
 // Flags: --threads N  --variant generic|avx2|avx512  --reps N  --quick (small shapes only)
 //        --no-train (skip the training rows)  --no-screen (skip the screened-encode rows)
+//        --screen-only (only the screened-encode table)
 //
-// Screened encode: the default topk encode on AVX512-BF16 CPUs (bf16 screen, exact fp32
-// rescoring of the candidates). Reported at three shapes against the fp32 FMA roofline and
-// with the bf16 dot probe, plus candidates per row and the fallback rate.
+// Screened encode: the default topk encode on CPUs with a screen (bf16 where AVX512-BF16
+// exists; int8 on AVX512-VNNI; int8-256 on AVX-VNNI; exact fp32 rescoring of the candidates).
+// Every screen this CPU runs is timed at three shapes (plus a jumprelu one) on the same loaded
+// SAE (SAEKIT_SCREEN per call), against the plain fp32 encode and the fp32 FMA roofline, with
+// the bf16 and vpdpbusd probes, candidates per row and the fallback rate.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { SaeTrainer, defaultTrainerConfig, initParams, createSae, cpuVariant, setCpuVariant, setThreads, syntheticActivations, syntheticSae, threads } from '../dist/index.js';
@@ -34,6 +37,7 @@ const { values: flags } = parseArgs({
     quick: { type: 'boolean', default: false },
     'no-train': { type: 'boolean', default: false },
     'no-screen': { type: 'boolean', default: false },
+    'screen-only': { type: 'boolean', default: false },
   },
 });
 if (flags.threads) setThreads(Number(flags.threads));
@@ -114,7 +118,7 @@ async function bracketed(fn, probe, work, reps) {
 // fp32 rescoring, the default where AVX512-BF16 exists) has its own section below.
 process.env.SAEKIT_SCREEN = '0';
 const rowsOut = [];
-for (const s of shapes) {
+for (const s of flags['screen-only'] ? [] : shapes) {
   const w = syntheticSae({ dIn: s.dIn, dSae: s.dSae, architecture: 'topk', k: s.k, seed: 11 });
   const x = syntheticActivations(w, s.rows, { seed: 12, active: 24, noise: 0.05 });
   const sae = await createSae(w, { device: 'cpu' });
@@ -135,16 +139,21 @@ console.log('');
 console.log('| shape | d_in | d_sae | k | N | encode tok/s | GFLOP/s | FMA probe | encode / FMA peak | decode GB/s | copy probe | decode / copy bw |');
 console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rowsOut) console.log(`${r.name}: ${fmt(r.hugeMiB, 0)} MiB of the process on huge pages`);
-for (const r of rowsOut)
+for (const r of flags['screen-only'] ? [] : rowsOut)
   console.log(
     `| ${r.name} | ${r.dIn} | ${r.dSae} | ${r.k} | ${r.rows} | ${fmt(r.tokS, 0)} | ${fmt(r.gflops)} | ${fmt(r.enc.probe)} | ${pct(r.enc)} | ${fmt(r.gbps)} | ${fmt(r.dec.probe)} | ${pct(r.dec)} |`,
   );
 
-// ---- exact screened encode (bf16 screen, fp32 rescoring) ----
-// Against the fp32 FMA roofline (tokens/s x 2 d_in d_sae FLOPs / FMA probe) and the bf16 dot
-// roofline probed in the same run: the screen can at best run at the bf16 rate.
+// ---- exact screened encode (bf16 / int8 screens, fp32 rescoring) ----
+// Against the fp32 FMA roofline (tokens/s x 2 d_in d_sae FLOPs / FMA probe) and the screens'
+// own peaks probed in the same run (bf16 dot, vpdpbusd on zmm and ymm).
 if (!flags['no-screen']) {
+  const { cpuVariant: cv } = await import('../dist/index.js');
+  const screens = cv().screens;
   const bf16Peak = await addon().probeBf16Peak(0.25);
+  const vnniPeak = await addon().probeVnniPeak(0.25, true);
+  const vnni256Peak = await addon().probeVnniPeak(0.25, false);
+  const fmaPeak = await fmaProbe();
   const screenShapes = flags.quick
     ? [{ name: 'small', dIn: 256, dSae: 4096, k: 32, rows: 1024 }]
     : [
@@ -155,7 +164,7 @@ if (!flags['no-screen']) {
         { name: 'gemma-2-2b jumprelu', dIn: 2304, dSae: 16384, k: 0, rows: 2048, jumprelu: 0.5 },
       ];
   const screenRows = [];
-  if (bf16Peak > 0) {
+  if (screens.length > 0) {
     for (const s of screenShapes) {
       const w = s.jumprelu
         ? syntheticSae({ dIn: s.dIn, dSae: s.dSae, architecture: 'jumprelu', seed: 31 })
@@ -167,35 +176,38 @@ if (!flags['no-screen']) {
       const flops = 2 * s.rows * s.dIn * s.dSae;
       const out = {};
       let plainCodes;
-      for (const mode of ['0', '1']) {
+      for (const mode of ['0', ...screens]) {
         process.env.SAEKIT_SCREEN = mode;
-        const codes = await sae.encode(x); // warm-up
-        if (!s.jumprelu) validate(w, x, codes, [0, 1, s.rows - 1]);
-        else if (mode === '0') plainCodes = codes;
-        else if (codes.indices.length !== plainCodes.indices.length || codes.indices.some((v, i) => v !== plainCodes.indices[i]))
-          throw new Error('validation failed: screened jumprelu codes differ from the fp32 kernel');
+        const codes = await sae.encode(x); // warm-up (builds the screen's copy on first use)
+        if (mode === '0') plainCodes = codes;
+        else if (codes.indices.length !== plainCodes.indices.length || codes.indices.some((v, i) => v !== plainCodes.indices[i]) || codes.values.some((v, i) => v !== plainCodes.values[i]))
+          throw new Error(`validation failed: ${mode}-screened codes differ from the fp32 kernel's`);
+        if (mode === '0' && !s.jumprelu) validate(w, x, codes, [0, 1, s.rows - 1]);
         const before = sae.screenStats;
         out[mode] = await bracketed(() => sae.encode(x), fmaProbe, flops / 1e9, reps);
         const after = sae.screenStats;
         out[mode].stats = { rows: after.rows - before.rows, candidates: after.candidates - before.candidates, fallbacks: after.fallbacks - before.fallbacks };
       }
       sae.dispose();
-      screenRows.push({ s, fp32: out['0'], screened: out['1'] });
+      for (const mode of screens) screenRows.push({ s, screen: mode, fp32: out['0'], screened: out[mode] });
     }
     process.env.SAEKIT_SCREEN = '0';
   }
   console.log('');
-  console.log(`exact screened encode (bf16 screen + fp32 rescoring), bf16 dot probe ${fmt(bf16Peak)} GFLOP/s:`);
-  if (bf16Peak === 0) console.log('(this CPU has no AVX512-BF16: the screened encode does not run)');
-  console.log('| shape | d_in | d_sae | k | N | fp32 tok/s | fp32 / FMA peak | screened tok/s | screened / fp32 roofline | speed-up | candidates/row | fallback rate |');
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log(
+    `exact screened encode (screen + fp32 rescoring, outputs checked bit-identical to the fp32 kernel); probes: fp32 FMA ${fmt(fmaPeak)} GFLOP/s, ` +
+      `bf16 dot ${fmt(bf16Peak)} GFLOP/s (${fmt(bf16Peak / fmaPeak, 2)}x), vpdpbusd zmm ${fmt(vnniPeak)} GOP/s (${fmt(vnniPeak / fmaPeak, 2)}x), ymm ${fmt(vnni256Peak)} GOP/s (${fmt(vnni256Peak / fmaPeak, 2)}x):`,
+  );
+  if (screens.length === 0) console.log('(this CPU has no screen (AVX512-BF16, AVX512-VNNI or AVX-VNNI): the screened encode does not run)');
+  console.log('| shape | d_in | d_sae | k | N | screen | fp32 tok/s | fp32 / FMA peak | screened tok/s | screened / fp32 roofline | speed-up | candidates/row | fallback rate |');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const r of screenRows) {
     const st = r.screened.stats;
     const screenedRows = st.rows - st.fallbacks;
     console.log(
-      `| ${r.s.name} | ${r.s.dIn} | ${r.s.dSae} | ${r.s.jumprelu ? '-' : r.s.k} | ${r.s.rows} | ${fmt(r.s.rows / r.fp32.seconds, 0)} | ${pct(r.fp32)} | ` +
+      `| ${r.s.name} | ${r.s.dIn} | ${r.s.dSae} | ${r.s.jumprelu ? '-' : r.s.k} | ${r.s.rows} | ${r.screen} | ${fmt(r.s.rows / r.fp32.seconds, 0)} | ${pct(r.fp32)} | ` +
         `${fmt(r.s.rows / r.screened.seconds, 0)} | ${fmt(r.screened.ratio, 2)}x (${fmt(r.screened.spread[0], 2)}-${fmt(r.screened.spread[1], 2)}) | ` +
-        `${fmt(r.fp32.seconds / r.screened.seconds, 2)}x | ${fmt(screenedRows > 0 ? st.candidates / screenedRows : 0)} | ${fmt(st.rows > 0 ? st.fallbacks / st.rows : 0, 4)} |`,
+        `${fmt(r.fp32.seconds / r.screened.seconds, 2)}x | ${st.rows === 0 ? 'screen off (most rows over the cap: the fp32 kernel ran)' : fmt(screenedRows > 0 ? st.candidates / screenedRows : 0)} | ${fmt(st.rows > 0 ? st.fallbacks / st.rows : 0, 4)} |`,
     );
   }
 }

@@ -80,6 +80,8 @@ class BackendModel {
   virtual void screen_stats(int64_t* rows, int64_t* candidates, int64_t* fallbacks) const {
     *rows = *candidates = *fallbacks = 0;
   }
+  // The screen the most recent screened block used ("off" if none ran yet).
+  virtual const char* last_screen() const { return "off"; }
 };
 
 // ---- Training ---------------------------------------------------------------------------

@@ -112,6 +112,27 @@ export interface ScreenStats {
   rows: number;
   candidates: number;
   fallbacks: number;
+  /** The screen the most recent screened block used ('off' if none ran yet). */
+  screen: ScreenName | 'off';
+}
+
+/** The low-precision screens of the exact screened encode (README, "Why the screened encode is exact"). */
+export type ScreenName = 'bf16' | 'int8' | 'int8-256';
+
+export interface CpuVariantInfo {
+  current: CpuVariantName;
+  best: CpuVariantName;
+  supported: CpuVariantName[];
+  /** The CPU can run the bf16 screen (AVX512-BF16). */
+  bf16Screening: boolean;
+  /** The screens this CPU can run: bf16 (AVX512-BF16), int8 (AVX512-VNNI), int8-256 (AVX-VNNI). */
+  screens: ScreenName[];
+  /** The default screen ('auto'): the best this CPU runs. */
+  bestScreen: ScreenName | 'off';
+  /** The screen SAEKIT_SCREEN selects now for SAEs loaded from here on ('off' with an error below). */
+  screen: ScreenName | 'off';
+  /** Why SAEKIT_SCREEN's value cannot be used (unknown name, or a screen this CPU cannot run). */
+  screenError?: string;
 }
 
 export interface BackendInfo {
@@ -129,11 +150,13 @@ export interface Addon {
   threads(): number;
   setThreads(n: number): number;
   /** bf16Screening: the CPU can run the exact bf16-screened topk encode (AVX512-BF16). */
-  cpuVariant(): { current: CpuVariantName; best: CpuVariantName; supported: CpuVariantName[]; bf16Screening: boolean };
+  cpuVariant(): CpuVariantInfo;
   setCpuVariant(name: CpuVariantName | 'auto'): void;
   probeFmaPeak(seconds: number): Promise<number>;
   /** bf16 dot-product peak (GFLOP/s); 0 without AVX512-BF16. */
   probeBf16Peak(seconds: number): Promise<number>;
+  /** u8 x s8 dot-product peak (vpdpbusd, GOP/s, 2 ops per multiply-add): zmm when wide, else ymm (AVX-VNNI); 0 without. */
+  probeVnniPeak(seconds: number, wide: boolean): Promise<number>;
   probeCopyBandwidth(bytes: number, reps: number): Promise<number>;
 }
 

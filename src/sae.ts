@@ -52,6 +52,15 @@ export class Sae {
    * value are rejected (ValidationError naming the row and column): silently propagating NaN
    * through a top-k would produce codes that look valid. x must not be transferred or detached
    * while the Promise is pending.
+   *
+   * On the CPU the topk/jumprelu encode runs through an exact low-precision screen where the
+   * CPU has one (SAEKIT_SCREEN: auto, bf16, int8, int8-256, or 0/off for the plain fp32
+   * kernel): the codes equal the plain fp32 encode's bit for bit. APPROXIMATE mode, opt-in only:
+   * with SAEKIT_SCREEN_APPROX=1 in the environment a topk encode returns the top k of the
+   * SCREENED values (bf16 or int8 dot products) with those values, no fp32 rescoring: faster,
+   * but latents within the screen's error bound of the k-th value may be swapped and every
+   * value is off by up to that bound (README, "Why the screened encode is exact"). Never on
+   * by default; jumprelu and standard SAEs ignore it.
    */
   async encode(x: Float32Array): Promise<SparseCodes> {
     const native = this.#live();
@@ -107,12 +116,13 @@ export class Sae {
   }
 
   /**
-   * The exact bf16 screen's counters since load (CPU, topk, AVX512-BF16): rows screened,
-   * candidates rescored in fp32, rows that fell back to the plain fp32 encode. All zero where
-   * screening does not run (other CPUs, other architectures, SAEKIT_SCREEN=0).
+   * The exact screen's counters since load (CPU, topk/jumprelu, bf16 or int8 screen): rows
+   * screened, candidates rescored in fp32, rows that fell back to the plain fp32 encode, and
+   * the screen the latest screened block used. All zero where screening does not run (CPUs
+   * without a screen, standard SAEs, SAEKIT_SCREEN=0).
    */
   get screenStats(): ScreenStats {
-    return this.#native?.screenStats() ?? { rows: 0, candidates: 0, fallbacks: 0 };
+    return this.#native?.screenStats() ?? { rows: 0, candidates: 0, fallbacks: 0, screen: 'off' };
   }
 
   /** Frees the native memory now. Calls already running finish first; later calls throw. */

@@ -1,8 +1,8 @@
 // Process-wide settings of the native side: kernel threads, CPU kernel variant, backends.
-import { addon, type BackendInfo, type CpuVariantName } from './addon.js';
+import { addon, type BackendInfo, type CpuVariantInfo, type CpuVariantName, type ScreenName } from './addon.js';
 import { ValidationError, expected } from './errors.js';
 
-export type { BackendInfo, CpuVariantName };
+export type { BackendInfo, CpuVariantInfo, CpuVariantName, ScreenName };
 export type Device = 'auto' | 'cpu' | 'cuda';
 
 /** Compute backends in this build; cuda is listed when compiled, with why it is unavailable. */
@@ -21,8 +21,11 @@ export function setThreads(n: number): number {
   return addon().setThreads(n);
 }
 
-/** The CPU kernel variant in use, the best this CPU supports, and all it supports. */
-export function cpuVariant(): { current: CpuVariantName; best: CpuVariantName; supported: CpuVariantName[]; bf16Screening: boolean } {
+/**
+ * The CPU kernel variant in use, the best this CPU supports, and all it supports; and the
+ * screens of the exact screened encode this CPU runs, with the one SAEKIT_SCREEN selects.
+ */
+export function cpuVariant(): CpuVariantInfo {
   try {
     return addon().cpuVariant();
   } catch (e) {

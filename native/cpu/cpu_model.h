@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "../backend.h"
@@ -70,8 +72,9 @@ inline float* thread_norms(int64_t rows) {
 // encoder repacked after every optimizer step by set_encoder).
 class CpuModel final : public BackendModel {
  public:
-  // screening: also keep bf16 panels and an fp32 latent-major copy for the exact screened
-  // top-k (screen.h), when this CPU has AVX512-BF16. The trainer's forward passes false.
+  // screening: also keep a low-precision copy of W_enc (the screen SAEKIT_SCREEN picks at
+  // load, by default the best this CPU runs) and an fp32 latent-major copy for the exact
+  // screened encode (screen.h). The trainer's forward passes false.
   CpuModel(const SaeSpec& spec, const SaeWeightsView& w, bool screening = true)
       : spec_(spec), n_panels_((spec.d_sae + kPanel - 1) / kPanel) {
     const int64_t d_in = spec.d_in, d_sae = spec.d_sae;
@@ -103,10 +106,13 @@ class CpuModel final : public BackendModel {
     if (w.W_dec != nullptr) std::memcpy(W_dec_.get(), w.W_dec, sizeof(float) * d_sae * d_in);
     if (w.b_dec != nullptr) std::memcpy(b_dec_.get(), w.b_dec, sizeof(float) * d_in);
     else std::fill(b_dec_.get(), b_dec_.get() + d_in, 0.0f);
-    // SAEKIT_SCREEN=0 at load also skips the screening copies (two more W_enc's worth of memory).
-    const char* screen_env = std::getenv("SAEKIT_SCREEN");
-    const bool wanted = !(screen_env && std::strcmp(screen_env, "0") == 0);
-    if (screening && wanted && spec.activation != Activation::Standard && bf16_screening_supported()) build_screen(w);
+    // SAEKIT_SCREEN=0 at load also skips the screening copies (up to two more W_enc's worth
+    // of memory); a screen the CPU cannot run is an error here.
+    screening_allowed_ = screening;
+    if (screening && spec.activation != Activation::Standard) {
+      load_screen_ = screen_from_env();
+      if (load_screen_ != Screen::Off) screen_copy(load_screen_, screen_named());
+    }
   }
 
 
@@ -117,12 +123,14 @@ class CpuModel final : public BackendModel {
     *fallbacks = screen_fallbacks_.load();
   }
 
+  const char* last_screen() const override { return screen_name(static_cast<Screen>(last_screen_.load())); }
+
   int64_t bytes() const override {
-    const int64_t screen = screen_ready_ ? n_panels_ * ((spec_.d_in + 1) / 2) * kPanel + spec_.d_sae * spec_.d_in +
-                                               n_panels_ * kPanel
-                                         : 0;
+    int64_t screen = wt32_ ? sizeof(float) * (spec_.d_sae * spec_.d_in + 2 * n_panels_ * kPanel) : 0;
+    for (int s = 0; s < kScreenKinds; ++s)
+      if (screen_built_[s].load(std::memory_order_acquire) && screens_[s]) screen += screens_[s]->bytes();
     return sizeof(float) * (n_panels_ * spec_.d_in * kPanel + 2 * n_panels_ * kPanel +
-                            (W_dec_ ? spec_.d_sae * spec_.d_in : 0) + spec_.d_in + screen);
+                            (W_dec_ ? spec_.d_sae * spec_.d_in : 0) + spec_.d_in) + screen;
   }
 
   int64_t hint_misses() const override { return misses_.load(); }
@@ -177,18 +185,33 @@ class CpuModel final : public BackendModel {
     // path. Read once per call, not per block.
     const char* scale_env = std::getenv("SAEKIT_HINT_SCALE");
     const float hint_scale = scale_env ? std::strtof(scale_env, nullptr) : 1.0f;
-    // Screening (exact, see screen.h) is the default where built and the AVX-512 variant runs;
-    // SAEKIT_SCREEN=0 turns it off, SAEKIT_SCREEN_CAP caps candidates per row (tests force the
-    // fp32 fallback with a small cap). The default cap grows with d_sae: a candidate costs one
-    // d_in-long dot product, the screen saves about half of d_sae of them.
-    const char* screen_env = std::getenv("SAEKIT_SCREEN");
-    const bool screen = screen_ready_ && !screen_off_.load(std::memory_order_relaxed) && current_isa() == Isa::Avx512 &&
-                        !(screen_env && std::strcmp(screen_env, "0") == 0);
+    // Screening (exact, see screen.h) is the default where built and a variant that can
+    // rescore runs (avx512; avx2 too for the int8-256 screen). SAEKIT_SCREEN at encode: unset /
+    // auto / 1 / on: the screen chosen at load; 0 / off: the plain fp32 kernel; a screen's
+    // name: that screen (its copy built on first use). SAEKIT_SCREEN_CAP caps candidates per
+    // row (tests force the fp32 fallback with a small cap). The default cap grows with d_sae: a
+    // candidate costs one d_in-long dot product, the screen saves about half of d_sae of them.
+    // SAEKIT_SCREEN_APPROX=1: the approximate mode (topk only, screen.h): no rescoring.
+    const ScreenCopy* copy = nullptr;
+    if (screening_allowed_ && spec_.activation != Activation::Standard) {
+      const Screen want = screen_for_call();
+      const bool isa_ok = current_isa() == Isa::Avx512 || (want == Screen::Int8x256 && current_isa() == Isa::Avx2);
+      if (want != Screen::Off && isa_ok && !screen_off_[static_cast<int>(want)].load(std::memory_order_relaxed))
+        copy = screen_copy(want, screen_named());
+    }
+    const bool screen = copy != nullptr;
+    const char* approx_env = std::getenv("SAEKIT_SCREEN_APPROX");
+    const bool approx = approx_env != nullptr && std::strcmp(approx_env, "1") == 0 && spec_.activation == Activation::TopK;
     const char* cap_env = std::getenv("SAEKIT_SCREEN_CAP");
     // jumprelu keeps every active latent: its default cap is d_sae / 16 (rescoring a candidate
     // costs several times screening one latent: a gathered row and a dot product).
-    const int64_t default_cap = spec_.activation == Activation::TopK ? std::max({4 * spec_.k, spec_.k + 256, spec_.d_sae / 64})
-                                                                     : std::max<int64_t>(256, spec_.d_sae / 16);
+    // The int8 screens' margin is ~4x bf16's (8-bit absmax steps vs bf16's 8-bit mantissas),
+    // so their rows carry several times the candidates: a fallback (a whole fp32 row on top of
+    // the screen) costs as much as ~d_sae / 8 rescored candidates, so their cap is d_sae / 16.
+    const bool int8 = copy != nullptr && copy->kind() != Screen::Bf16;
+    const int64_t default_cap = spec_.activation == Activation::TopK
+                                    ? std::max({4 * spec_.k, spec_.k + 256, spec_.d_sae / (int8 ? 16 : 64)})
+                                    : std::max<int64_t>(256, spec_.d_sae / 16);
     const int64_t screen_cap = std::min<int64_t>(
         spec_.d_sae, std::max<int64_t>(std::max<int64_t>(spec_.k, 1), cap_env ? std::strtoll(cap_env, nullptr, 10) : default_cap));
 
@@ -216,7 +239,7 @@ class CpuModel final : public BackendModel {
       // Kernels number latents from the start of their panel range: shift them back after.
       TaskCodes& res = results[task];
       if (screened) {
-        encode_screened(x, row0, block_rows, var, args, s == 0 && per_row ? out : nullptr, screen_cap, res);
+        encode_screened(*copy, x, row0, block_rows, var, args, s == 0 && per_row ? out : nullptr, screen_cap, approx, res);
       } else if (spec_.activation == Activation::TopK && n_splits == 1) {
         encode_topk_block(x, row0, block_rows, mr, var, args, norms, hint_scale, res);
       } else if (spec_.activation == Activation::TopK) {
@@ -362,75 +385,84 @@ class CpuModel final : public BackendModel {
     hint_ratio_.store(off || !std::isfinite(next) ? 0.0f : 0.9f * next, std::memory_order_relaxed);
   }
 
-  // bf16 panels ([n_panels][pairs][32] uint32 pairs), the fp32 latent-major copy for
-  // rescoring, and the maxima the margin needs.
-  void build_screen(const SaeWeightsView& w) {
-    const int64_t d_in = spec_.d_in, d_sae = spec_.d_sae, pairs = (d_in + 1) / 2;
-    b16_ = aligned_floats(n_panels_ * pairs * kPanel);
-    wt32_ = aligned_floats(d_sae * d_in);
-    screen_admit_ = aligned_floats(n_panels_ * kPanel);
-    auto* b16 = reinterpret_cast<uint32_t*>(b16_.get());
-    float* wt = wt32_.get();
-    std::vector<double> err(d_sae), qnorm(d_sae);
+  // Whether SAEKIT_SCREEN names a screen (bf16, int8, int8-256) rather than auto or off.
+  static bool screen_named() {
+    const char* env = std::getenv("SAEKIT_SCREEN");
+    const std::string v = env ? env : "";
+    return !(v.empty() || v == "auto" || v == "1" || v == "on" || v == "0" || v == "off");
+  }
+
+  // The screen an encode call uses (SAEKIT_SCREEN, see encode()).
+  Screen screen_for_call() const {
+    const char* env = std::getenv("SAEKIT_SCREEN");
+    const std::string v = env ? env : "";
+    if (v.empty() || v == "auto" || v == "1" || v == "on") return load_screen_;
+    return screen_from_env();  // 0 / off / a name (an error for one this CPU cannot run)
+  }
+
+  // The copy of screen `kind`, built on first use (the fp32 latent-major W_enc, the screen's
+  // bias and admission arrays are shared by all screens). Null where the screen cannot hold
+  // this SAE; with `required` (a screen forced at load) that is an error instead.
+  const ScreenCopy* screen_copy(Screen kind, bool required) {
+    const int s = static_cast<int>(kind);
+    if (screen_built_[s].load(std::memory_order_acquire)) return screens_[s].get();
+    std::lock_guard<std::mutex> lock(screen_mutex_);
+    if (!screen_built_[s].load(std::memory_order_relaxed)) {
+      if (!wt32_) build_screen_common();
+      screens_[s] = make_screen_copy(kind, wt32_.get(), spec_.d_in, spec_.d_sae, b_max_);
+      screen_built_[s].store(true, std::memory_order_release);
+    }
+    if (!screens_[s] && required)
+      throw Error(std::string("SAEKIT_SCREEN=") + screen_name(kind) + ": this SAE cannot be screened that way (" +
+                  (kind == Screen::Bf16 ? "non-finite weight norms" : "d_in " + std::to_string(spec_.d_in) +
+                   " is too large for exact int32 sums, or non-finite weight norms") + ")");
+    return screens_[s].get();
+  }
+
+  // The fp32 latent-major W_enc for rescoring (from the fp32 panels), and the bias and
+  // admission arrays every screening kernel uses.
+  void build_screen_common() {
+    const int64_t d_in = spec_.d_in, d_sae = spec_.d_sae;
+    AlignedFloats wt = aligned_floats(d_sae * d_in);
+    const float* bp = b_packed_.get();
+    float* w = wt.get();
     parallel_for(n_panels_, [&](int64_t p, int) {
-      for (int j = 0; j < kPanel; ++j) {
-        const int64_t l = p * kPanel + j;
-        const bool real = l < d_sae;
-        double e2 = 0, q2 = 0;
-        for (int64_t i2 = 0; i2 < pairs; ++i2) {
-          float v[2] = {0.0f, 0.0f};
-          for (int h = 0; h < 2; ++h) {
-            const int64_t i = 2 * i2 + h;
-            if (real && i < d_in) v[h] = w.enc_transposed ? w.W_enc[l * d_in + i] : w.W_enc[i * d_sae + l];
-          }
-          const uint32_t pr = bf16_pair(v[0], v[1]);
-          b16[(p * pairs + i2) * kPanel + j] = pr;
-          for (int h = 0; h < 2; ++h) {
-            const double q = from_bf16(static_cast<uint16_t>(pr >> (16 * h)));
-            e2 += (v[h] - q) * (v[h] - q);
-            q2 += q * q;
-            if (real && 2 * i2 + h < d_in) wt[l * d_in + 2 * i2 + h] = v[h];
-          }
-        }
-        if (real) err[l] = std::sqrt(e2), qnorm[l] = std::sqrt(q2);
-        screen_admit_[l] = real ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
-      }
+      const int64_t live = std::min<int64_t>(kPanel, d_sae - p * kPanel);
+      for (int j = 0; j < live; ++j)
+        for (int64_t i = 0; i < d_in; ++i) w[(p * kPanel + j) * d_in + i] = bp[(p * d_in + i) * kPanel + j];
     });
-    w_err_max_ = *std::max_element(err.begin(), err.end());
-    wq_norm_max_ = *std::max_element(qnorm.begin(), qnorm.end());
+    screen_admit_ = aligned_floats(n_panels_ * kPanel);
+    screen_bias_ = aligned_floats(n_panels_ * kPanel);
     // jumprelu screens s_j - a_j against -m, a_j = max(threshold_j, 0) its admission: the
     // kernel adds b_j - a_j (rounded once here, once in the add: counted twice in b_max_).
-    screen_bias_ = aligned_floats(n_panels_ * kPanel);
     b_max_ = 0;
+    const bool jump = spec_.activation == Activation::JumpReLU;
     for (int64_t l = 0; l < n_panels_ * kPanel; ++l) {
       const bool real = l < d_sae;
-      const bool jump = spec_.activation == Activation::JumpReLU;
+      screen_admit_[l] = real ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
       screen_bias_[l] = !real ? -std::numeric_limits<float>::infinity() : jump ? bias_[l] - admit_[l] : bias_[l];
       if (real) b_max_ = std::max(b_max_, std::fabs(static_cast<double>(bias_[l])) + (jump ? 2.0 * std::fabs(admit_[l]) + std::fabs(bias_[l]) : 0.0));
     }
-    screen_ready_ = std::isfinite(w_err_max_) && std::isfinite(wq_norm_max_);
+    wt32_ = std::move(wt);
   }
 
-  // One block through the bf16 screen (screen.h): screen every latent, keep the candidates
-  // the margin cannot rule out, rescore them in fp32 and apply the exact rule. topk: the top k
-  // of the candidates. jumprelu: the candidates are s_j > a_j - m (a_j = max(threshold_j, 0),
+  // One block through a screen (screen.h): screen every latent, keep the candidates the
+  // margin cannot rule out, rescore them in fp32 and apply the exact rule. topk: the top k of
+  // the candidates. jumprelu: the candidates are s_j > a_j - m (a_j = max(threshold_j, 0),
   // its admission), no cuts, and the rescored pre_j > a_j are kept. Rows with too many
-  // candidates go through the plain fp32 kernel.
-  void encode_screened(const float* x, int64_t row0, int rows, const Variant& var, EncodeBlockArgs args,
-                       SparseCodes* stats, int64_t cap, TaskCodes& res) {
-    constexpr int MR = kMrAvx512;
+  // candidates go through the plain fp32 kernel. approx (topk only): the top k of the
+  // candidates by their screened values, which are returned as they are (no rescoring).
+  void encode_screened(const ScreenCopy& copy, const float* x, int64_t row0, int rows, const Variant& var,
+                       EncodeBlockArgs args, SparseCodes* stats, int64_t cap, bool approx, TaskCodes& res) {
     const bool topk = spec_.activation == Activation::TopK;
-    const int64_t d = spec_.d_in, pairs = (d + 1) / 2;
+    const int kind = static_cast<int>(copy.kind());
+    const int64_t d = spec_.d_in;
     // jumprelu: a "k" no row reaches, so the sink never cuts (it only caps).
     const int64_t k = topk ? spec_.k : spec_.d_sae + 1;
-    const int64_t n_micro = (rows + MR - 1) / MR;
-    thread_local AlignedFloats xr_buf, a16_buf;
-    thread_local int64_t xr_cap = 0, a16_cap = 0;
+    thread_local AlignedFloats xr_buf;
+    thread_local int64_t xr_cap = 0;
     if (rows * d > xr_cap) xr_buf = aligned_floats(xr_cap = rows * d);
-    if (n_micro * MR * pairs > a16_cap) a16_buf = aligned_floats(a16_cap = n_micro * MR * pairs);
     float* xr = xr_buf.get();
-    auto* a16 = reinterpret_cast<uint32_t*>(a16_buf.get());
-    std::memset(a16, 0, sizeof(uint32_t) * n_micro * MR * pairs);
     thread_local std::vector<float> margins;
     margins.resize(rows);
     // Starting thresholds from earlier rows (as in encode_topk_block): 0.9 x the smallest
@@ -439,36 +471,19 @@ class CpuModel final : public BackendModel {
     thread_local std::vector<float> hints, norms;
     hints.resize(rows);
     norms.resize(rows);
-    const float ratio = topk ? screen_hint_ratio_.load(std::memory_order_relaxed) : 0.0f;
-    for (int r = 0; r < rows; ++r) {
-      pack_row(x, row0 + r, r, 1, xr, stats);  // x' row-major (mr = 1)
-      const float* xp = xr + r * d;
-      double x2 = 0, e2 = 0, q2 = 0;
-      uint32_t* dst = a16 + (r / MR) * pairs * MR + (r % MR);
-      for (int64_t i2 = 0; i2 < pairs; ++i2) {
-        const float v0 = xp[2 * i2], v1 = 2 * i2 + 1 < d ? xp[2 * i2 + 1] : 0.0f;
-        const uint32_t pr = bf16_pair(v0, v1);
-        dst[i2 * MR] = pr;
-        const double q0 = from_bf16(static_cast<uint16_t>(pr)), q1 = from_bf16(static_cast<uint16_t>(pr >> 16));
-        x2 += static_cast<double>(v0) * v0 + static_cast<double>(v1) * v1;
-        e2 += (v0 - q0) * (v0 - q0) + (v1 - q1) * (v1 - q1);
-        q2 += q0 * q0 + q1 * q1;
-      }
-      margins[r] = screen_margin(std::sqrt(x2), std::sqrt(e2), std::sqrt(q2), w_err_max_, wq_norm_max_, b_max_, d);
-      norms[r] = static_cast<float>(std::sqrt(x2));
+    const float ratio = topk ? screen_hint_ratio_[kind].load(std::memory_order_relaxed) : 0.0f;
+    for (int r = 0; r < rows; ++r) norms[r] = pack_row(x, row0 + r, r, 1, xr, stats);  // x' row-major (mr = 1)
+    ScreenWork& work = thread_screen_work();
+    copy.pack(xr, rows, work, margins.data());
+    for (int r = 0; r < rows; ++r)
       hints[r] = ratio > 0 ? ratio * norms[r] - 2.0f * margins[r] : -std::numeric_limits<float>::infinity();
-    }
     thread_local MarginSink sink;
     sink.reset(rows, k, cap, margins.data(), hints.data());
     EncodeBlockArgs sa = args;
-    sa.a_packed = reinterpret_cast<const float*>(a16);
-    sa.rows = rows;
-    sa.d_in = pairs;
-    sa.b_packed = b16_.get();
     sa.bias = screen_bias_.get();
     sa.admit = screen_admit_.get();
     sa.sink = &sink;
-    encode_block_bf16(sa);
+    copy.run(work, rows, sa);
 
     // Rescore the candidates in fp32, latent by latent across the block: a latent is a
     // candidate in ~1-2 rows of a block, so ordering the pairs by latent reads each W_enc row
@@ -476,7 +491,8 @@ class CpuModel final : public BackendModel {
     thread_local std::vector<std::vector<std::pair<float, int32_t>>> chosen;
     if (static_cast<int>(chosen.size()) < rows) chosen.resize(rows);
     thread_local std::vector<int> fallback;
-    thread_local std::vector<std::pair<int32_t, int32_t>> pairs_by_latent;  // (latent, row)
+    thread_local std::vector<ScreenPair> pairs_by_latent;
+    thread_local std::vector<float> rescored;
     fallback.clear();
     pairs_by_latent.clear();
     int64_t n_cand = 0, overflows = 0;
@@ -494,15 +510,27 @@ class CpuModel final : public BackendModel {
       const int64_t n = sink.candidates(r);
       n_cand += n;
       const int32_t* ix = sink.row_indices(r);
-      for (int64_t e = 0; e < n; ++e) pairs_by_latent.emplace_back(ix[e], r);
+      if (approx) {  // the screened values as they are (staged in ascending latent order)
+        const float* sv = sink.row_values(r);
+        for (int64_t e = 0; e < n; ++e)
+          if (sv[e] > 0) chosen[r].emplace_back(sv[e], ix[e]);
+        continue;
+      }
+      for (int64_t e = 0; e < n; ++e) pairs_by_latent.push_back({ix[e], r});
     }
-    std::sort(pairs_by_latent.begin(), pairs_by_latent.end());
-    for (const auto& [j, r] : pairs_by_latent) {
-      const float v = dot_f32_avx512(xr + r * d, wt32_.get() + int64_t{j} * d, d) + bias_[j];
-      if (v > admit_[j]) chosen[r].emplace_back(v, j);  // topk: admit 0 (relu); jumprelu: max(threshold, 0)
+    std::sort(pairs_by_latent.begin(), pairs_by_latent.end(),
+              [](const ScreenPair& a, const ScreenPair& b) { return a.latent != b.latent ? a.latent < b.latent : a.row < b.row; });
+    rescored.resize(pairs_by_latent.size());
+    if (current_isa() == Isa::Avx512)
+      rescore_avx512(xr, wt32_.get(), d, pairs_by_latent.data(), static_cast<int64_t>(pairs_by_latent.size()), bias_.get(), rescored.data());
+    else
+      rescore_fma(xr, wt32_.get(), d, pairs_by_latent.data(), static_cast<int64_t>(pairs_by_latent.size()), bias_.get(), rescored.data());
+    for (size_t t = 0; t < pairs_by_latent.size(); ++t) {
+      const auto [j, r] = pairs_by_latent[t];
+      if (rescored[t] > admit_[j]) chosen[r].emplace_back(rescored[t], j);  // topk: admit 0 (relu); jumprelu: max(threshold, 0)
     }
     for (int r = 0; r < rows; ++r) {
-      auto& c = chosen[r];  // ascending latent order already (pairs sorted by latent)
+      auto& c = chosen[r];  // ascending latent order already (pairs sorted by latent, staging in order)
       if (topk) keep_top_k_sorted(c, k);
     }
     thread_local TopKSink retry;
@@ -546,10 +574,9 @@ class CpuModel final : public BackendModel {
           res.values.insert(res.values.end(), retry_codes.values.begin() + list_pos, retry_codes.values.begin() + list_pos + cnt);
           list_pos += cnt;
         }
-        // The values as the rescoring computes them: whether a row fell back (which depends on
-        // the hints earlier calls taught) must not change its output's last bits.
-        for (size_t e = first; e < res.values.size(); ++e)
-          res.values[e] = dot_f32_avx512(xr + r * d, wt32_.get() + int64_t{res.indices[e]} * d, d) + bias_[res.indices[e]];
+        // No recomputation: the rescoring sums in the fp32 kernel's order (rescore.cpp), so
+        // whether a row fell back does not change its values' bits.
+        (void)first;
         ++f;
         continue;
       }
@@ -560,13 +587,14 @@ class CpuModel final : public BackendModel {
       }
     }
     // Rows with fewer than k candidates defeat any hint: stop hinting for this SAE.
-    if (short_row) screen_hints_off_.store(true, std::memory_order_relaxed);
-    const bool off = screen_hints_off_.load(std::memory_order_relaxed);
-    screen_hint_ratio_.store(off || !std::isfinite(next) || next <= 0 ? 0.0f : 0.9f * next, std::memory_order_relaxed);
+    if (short_row) screen_hints_off_[kind].store(true, std::memory_order_relaxed);
+    const bool off = screen_hints_off_[kind].load(std::memory_order_relaxed);
+    screen_hint_ratio_[kind].store(off || !std::isfinite(next) || next <= 0 ? 0.0f : 0.9f * next, std::memory_order_relaxed);
     // Most rows over the candidate cap (e.g. a jumprelu SAE with thousands of active latents
     // per row): the screen only adds work, so this SAE uses the fp32 kernel from now on.
     // (Fallbacks for a defeated hint do not count: the hint relearns.)
-    if (rows >= 16 && 2 * overflows > rows) screen_off_.store(true, std::memory_order_relaxed);
+    if (rows >= 16 && 2 * overflows > rows) screen_off_[kind].store(true, std::memory_order_relaxed);
+    last_screen_.store(kind, std::memory_order_relaxed);
     screen_rows_.fetch_add(rows, std::memory_order_relaxed);
     screen_candidates_.fetch_add(n_cand, std::memory_order_relaxed);
     screen_fallbacks_.fetch_add(static_cast<int64_t>(fallback.size()), std::memory_order_relaxed);
@@ -609,14 +637,20 @@ class CpuModel final : public BackendModel {
   SaeSpec spec_;
   int64_t n_panels_;
   AlignedFloats b_packed_, bias_, admit_, W_dec_, b_dec_;
-  // Screening (screen.h): bf16 panels, fp32 latent-major W_enc, -inf admission for real latents.
-  bool screen_ready_ = false;
-  AlignedFloats b16_, wt32_, screen_admit_, screen_bias_;
-  double w_err_max_ = 0, wq_norm_max_ = 0, b_max_ = 0;
+  // Screening (screen.h): one low-precision copy per screen kind built so far, the fp32
+  // latent-major W_enc for rescoring, -inf admission for real latents.
+  bool screening_allowed_ = false;
+  Screen load_screen_ = Screen::Off;
+  std::unique_ptr<ScreenCopy> screens_[kScreenKinds];
+  std::atomic<bool> screen_built_[kScreenKinds] = {};
+  std::mutex screen_mutex_;
+  std::atomic<int> last_screen_{0};
+  AlignedFloats wt32_, screen_admit_, screen_bias_;
+  double b_max_ = 0;
   std::atomic<int64_t> screen_rows_{0}, screen_candidates_{0}, screen_fallbacks_{0};
-  std::atomic<float> screen_hint_ratio_{0.0f};
-  std::atomic<bool> screen_hints_off_{false};
-  std::atomic<bool> screen_off_{false};  // set when most rows fell back: fp32 from then on
+  std::atomic<float> screen_hint_ratio_[kScreenKinds] = {};
+  std::atomic<bool> screen_hints_off_[kScreenKinds] = {};
+  std::atomic<bool> screen_off_[kScreenKinds] = {};  // set when most rows fell back: fp32 from then on
   std::atomic<float> hint_ratio_{0.0f};  // 0: no hint yet
   std::atomic<bool> hints_off_{false};
   std::atomic<int64_t> misses_{0};       // rows recomputed after a failed hint (for tests/bench)

@@ -13,7 +13,6 @@
 #include "encode_kernels.h"
 
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"  // inside _mm512_reduce_add_ps (GCC 12)
 
 namespace saekit::cpu {
 
@@ -67,23 +66,6 @@ SAEKIT_BF16 inline void tile_slice_bf16(const uint32_t* __restrict a, const uint
 }
 
 }  // namespace
-
-// Four independent accumulators: two would leave this latency-bound (4-cycle FMA chains).
-SAEKIT_BF16 float dot_f32_avx512(const float* a, const float* b, int64_t n) {
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 64 <= n; i += 64) {
-    acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
-    acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), acc2);
-    acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), acc3);
-  }
-  for (; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - i)) - 1);
-    acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), acc0);
-  }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3)));
-}
 
 // args.d_in is the number of PAIRS here; a_packed / b_packed point at uint32 pairs.
 SAEKIT_BF16 void encode_block_bf16(const EncodeBlockArgs& args) {

@@ -46,12 +46,18 @@ struct EncodeBlockArgs {
   const float* admit = nullptr;     // [n_panels * 32] per-latent admission threshold
   int64_t n_panels = 0;
   TileSink* sink = nullptr;
+  // int8 screen only (screen.h): per-row scale sx of the block's rows, and per latent (panel
+  // order) the weight scale sw_j and 128 x colsum_j.
+  const float* row_scale = nullptr;
+  const float* latent_scale = nullptr;
+  const int32_t* latent_sum128 = nullptr;
 };
 
 // Rows per micro-panel of each variant (the A packing depends on it).
 constexpr int kMrGeneric = 4;
 constexpr int kMrAvx2 = 6;
 constexpr int kMrAvx512 = 14;
+constexpr int kMrInt8x256 = 6;  // the AVX-VNNI int8 screen (encode_int8_256.cpp)
 
 void encode_block_generic(const EncodeBlockArgs& args);
 void encode_block_avx2(const EncodeBlockArgs& args);
@@ -61,6 +67,23 @@ void encode_block_avx512(const EncodeBlockArgs& args);
 // (bias added) that beat max(admission, row threshold) to the sink's staging.
 void select_rows_avx512(const float (*tile)[kPanel], int rows, const float* admit, int row0, int64_t base,
                         TileSink& sink);
+
+// Appends the lanes of one finished tile row (values with bias) that beat max(admission, row
+// threshold) to the sink's staging (the int8-256 screen's epilogue).
+inline void select_row(const float* v, const float* admit, int row, int64_t base, TileSink& sink) {
+  const float thr = sink.row_threshold[row];
+  float* values = sink.values + row * sink.stride;
+  int32_t* indices = sink.indices + row * sink.stride;
+  int64_t n = sink.count[row];
+  for (int j = 0; j < kPanel; ++j) {
+    const float t = admit[j] > thr ? admit[j] : thr;
+    values[n] = v[j];
+    indices[n] = static_cast<int32_t>(base + j);
+    n += v[j] > t;
+  }
+  sink.count[row] = n;
+  if (n > sink.limit[row]) sink.flush(row);
+}
 
 // Shared scalar epilogue for one row of a tile (generic and avx2 variants).
 inline void tile_row_epilogue(const float* acc, const float* bias, const float* admit, int row,

@@ -62,6 +62,39 @@ __attribute__((target("avx512f,avx512bf16"))) double bf16_loop(int64_t iters) {
   return static_cast<double>(out[0]);
 }
 
+// vpdpbusd (AVX512-VNNI): 16 lanes x 4 u8 x s8 products per instruction; 24 chains seeded
+// differently so none can be merged.
+__attribute__((target("avx512f,avx512vnni"))) double vnni_loop(int64_t iters) {
+  __m512i acc[24];
+  const __m512i a = _mm512_set1_epi32(0x01010101), b = _mm512_set1_epi32(0x01FF01FF);
+  for (int j = 0; j < 24; ++j) acc[j] = _mm512_set1_epi32(j);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 24
+    for (int j = 0; j < 24; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], a, b);
+  }
+  __m512i s = acc[0];
+  for (int j = 1; j < 24; ++j) s = _mm512_add_epi32(s, acc[j]);
+  alignas(64) int32_t out[16];
+  _mm512_store_si512(out, s);
+  return static_cast<double>(out[0]);
+}
+
+// The VEX form on ymm (AVX-VNNI): 8 lanes; 12 chains (16 ymm registers).
+__attribute__((target("avx2,avxvnni"))) double avxvnni_loop(int64_t iters) {
+  __m256i acc[12];
+  const __m256i a = _mm256_set1_epi32(0x01010101), b = _mm256_set1_epi32(0x01FF01FF);
+  for (int j = 0; j < 12; ++j) acc[j] = _mm256_set1_epi32(j);
+  for (int64_t i = 0; i < iters; ++i) {
+#pragma GCC unroll 12
+    for (int j = 0; j < 12; ++j) acc[j] = _mm256_dpbusd_avx_epi32(acc[j], a, b);
+  }
+  __m256i s = acc[0];
+  for (int j = 1; j < 12; ++j) s = _mm256_add_epi32(s, acc[j]);
+  alignas(32) int32_t out[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(out), s);
+  return static_cast<double>(out[0]);
+}
+
 // Calibrates iterations of `loop` on one thread to ~seconds/4, then times every pool thread.
 template <typename Loop>
 double timed_on_pool(Loop loop, double seconds, double flops_per_iter) {
@@ -92,6 +125,12 @@ double probe_bf16_gflops(double seconds) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx512bf16")) return 0.0;
   return timed_on_pool(bf16_loop, seconds, 24 * 16 * 4);  // 16 lanes x 2 products x 2 FLOPs
+}
+
+double probe_vnni_gops(double seconds, bool wide) {
+  if (!screen_supported(wide ? Screen::Int8 : Screen::Int8x256)) return 0.0;
+  if (wide) return timed_on_pool(vnni_loop, seconds, 24 * 16 * 8);  // 16 lanes x 4 products x 2 ops
+  return timed_on_pool(avxvnni_loop, seconds, 12 * 8 * 8);
 }
 
 double probe_fma_gflops(double seconds) {

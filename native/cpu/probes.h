@@ -10,6 +10,10 @@ double probe_fma_gflops(double seconds);
 // Peak bf16 dot-product throughput (vdpbf16ps, 2 multiply-adds per fp32 lane) in GFLOP/s;
 // 0 where the CPU lacks AVX512-BF16. The roofline of the screened encode.
 double probe_bf16_gflops(double seconds);
+// Peak u8 x s8 dot-product throughput (vpdpbusd, 4 multiply-adds per int32 lane) in GOP/s
+// counting 2 ops per multiply-add: zmm (AVX512-VNNI) when wide, else ymm (AVX-VNNI); 0 where
+// the CPU lacks it. The roofline of the int8 screens.
+double probe_vnni_gops(double seconds, bool wide);
 // Copy bandwidth in GB/s, counting bytes read + bytes written, over buffers of `bytes` each.
 double probe_copy_gbps(int64_t bytes, int reps);
 

@@ -1,30 +1,52 @@
-// Exact top-k through a low-precision screen (bf16), the pieces cpu_model.h assembles.
+// Exact top-k through a low-precision screen (bf16 or int8), the pieces cpu_model.h assembles.
 //
-// Why it is exact. For a row x' and latent j with bf16 copies x~ and w~_j, the fp32 value the
-// screening kernel produces, s_j, differs from the exact pre-activation x'.w_j + b_j by at most
+// Why it is exact. For a row x' and latent j with low-precision copies x~ and w~_j, the fp32
+// value the screening kernel produces, s_j, differs from the exact pre-activation x'.w_j + b_j
+// by at most
 //   |x'.w_j - x~.w~_j|  <=  ||x'|| ||w_j - w~_j||  +  ||x' - x~|| ||w~_j||      (Cauchy-Schwarz)
-//   + the kernel's fp32 accumulation: d_in roundings of a sum whose terms total at most
-//     ||x~|| ||w~_j||: gamma = (d_in + 4) 2^-24 times that
-//   + the bias add: one rounding, 2^-24 (||x~|| ||w~_j|| + |b_j|)
+//   + the rounding of the kernel's arithmetic (per screen, below).
 // Taking the maxima over latents of ||w_j - w~_j||, ||w~_j|| and |b_j| gives one margin m per
 // row (rounded up). Every exact value lies in [s_j - m, s_j + m], so the k-th largest exact
 // value is at least t = (k-th largest s) - m, and a latent can only be among the top k (or
 // positive at all) if s_j + m >= max(t, 0): the candidates are s_j >= max(kth(s) - 2m, -m).
-// They are rescored in fp32 from the original weights and the top k taken among them, by the
-// same rule as the plain fp32 encode (value, then lower index). Rows with too many candidates
-// to pay off are encoded by the plain fp32 kernel instead.
+// They are rescored in fp32 from the original weights, summed in the plain fp32 kernels'
+// order (one fma chain over d_in from 0, then + b_j: rescore.cpp), so their values are the
+// plain encode's bit for bit, and the top k taken among them by the same rule (value, then
+// lower index). Rows with too many candidates to pay off are encoded by the plain fp32 kernel.
 //
-// bf16 values that would be subnormal are flushed to zero here, because vdpbf16ps treats
-// subnormal inputs as zero: the norms above then describe exactly what the kernel multiplies.
+// bf16 (vdpbf16ps, encode_bf16.cpp). The kernel's rounding: fp32 accumulation, d_in roundings
+// of a sum whose terms total at most ||x~|| ||w~_j||: gamma = (d_in + 4) 2^-24 times that; the
+// bias add, one rounding, 2^-24 (||x~|| ||w~_j|| + |b_j|). bf16 values that would be subnormal
+// are flushed to zero here, because vdpbf16ps treats subnormal inputs as zero: the norms above
+// then describe exactly what the kernel multiplies.
+//
+// int8 (vpdpbusd, encode_int8*.cpp). W_enc is stored as s8 p_ij in [-127, 127] with a scale
+// per latent, w~_ij = sw_j p_ij (sw_j = max_i |w_ij| / 127); a row as u8 = q_i + 128 with
+// q_i = round(x'_i / sx) in [-127, 127], x~_i = sx q_i (sx = max_i |x'_i| / 127). vpdpbusd sums
+// u8 x s8 products into int32, so I_j = dot(u8, p_j) - 128 colsum_j = sum_i q_i p_ij exactly
+// (colsum_j = sum_i p_ij, kept per latent): |dot| <= 4 ceil(d_in / 4) 255 127 < 2^31 is checked
+// at load (d_in up to ~66,000), else the SAE gets no int8 screen. The kernel then computes in
+// fp32 s_j = fma(float(I_j), fl(sx sw_j), b_j), whose exact counterpart is
+// E_j + b_j, E_j = sx sw_j I_j = x~.w~_j, |E_j| <= ||x~|| ||w~_j||. Three roundings (the
+// conversion, the scale product, the fma) with |fl(a) - a| <= u|a| + eta (u = 2^-24,
+// eta = 2^-150 for an underflowing result) give
+//   |s_j - (E_j + b_j)| <= (3u + O(u^2)) |E_j| + u |b_j| + (1 + u)^2 |I_j| eta + eta
+//                       <= 4u ||x~|| ||w~_j|| + 2u |b_j| + (127^2 d_in + 2) 2^-149,
+// the O(u^2) and the jumprelu bias shift (b_j - a_j rounded once at load) inside the doubled
+// terms. The margin is made infinite (the row goes to fp32) where ||x~|| ||w~||max + |b|max
+// could overflow fp32. The quantization terms use the errors of the actual x~ and w~_j, so
+// any choice of scales is rigorous; the absmax scales only make them small.
 #pragma once
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "encode_kernels.h"
+#include "isa.h"
 #include "sinks.h"
 
 namespace saekit::cpu {
@@ -57,6 +79,19 @@ inline float screen_margin(double x_norm, double x_err, double xq_norm, double w
   const double u = std::ldexp(1.0, -24);
   const double dotq = xq_norm * wq_norm_max;
   const double m = x_norm * w_err_max + x_err * wq_norm_max + (d_in + 4) * u * dotq + u * (dotq + b_max);
+  const double safe = m * (1.0 + 1e-6) + 1e-30;
+  const float f = static_cast<float>(safe);
+  return static_cast<double>(f) >= safe ? f : std::nextafter(f, std::numeric_limits<float>::infinity());
+}
+
+// Per-row margin of the int8 screen (see the top of this file), rounded up. xq_norm = ||x~||.
+inline float int8_margin(double x_norm, double x_err, double xq_norm, double w_err_max, double wq_norm_max,
+                         double b_max, int64_t d_in) {
+  const double u = std::ldexp(1.0, -24);
+  const double dotq = xq_norm * wq_norm_max;
+  if (!(dotq + b_max < 0.5 * std::numeric_limits<float>::max())) return std::numeric_limits<float>::infinity();
+  const double m = x_norm * w_err_max + x_err * wq_norm_max + 4 * u * dotq + 2 * u * b_max +
+                   (127.0 * 127.0 * static_cast<double>(d_in) + 2) * std::ldexp(1.0, -149);
   const double safe = m * (1.0 + 1e-6) + 1e-30;
   const float f = static_cast<float>(safe);
   return static_cast<double>(f) >= safe ? f : std::nextafter(f, std::numeric_limits<float>::infinity());
@@ -172,8 +207,47 @@ class MarginSink final : public TileSink {
   std::vector<uint8_t> fallback_, overflowed_;
 };
 
+// A low-precision copy of W_enc and its screening kernel (screen_copies.cpp). CpuModel keeps
+// one per screen kind in use; the candidate rule, rescoring and fallback around it are shared
+// (cpu_model.h, encode_screened).
+struct ScreenWork;  // per-thread packed rows of one block (screen_copies.cpp)
+class ScreenCopy {
+ public:
+  virtual ~ScreenCopy() = default;
+  virtual Screen kind() const = 0;
+  virtual int64_t bytes() const = 0;
+  // Packs the block's rows xr ([rows][d_in], x' in fp32) for the kernel and writes each row's
+  // margin.
+  virtual void pack(const float* xr, int rows, ScreenWork& work, float* margins) const = 0;
+  // Screens the packed rows against every latent into args.sink (args: bias, admit, n_panels
+  // and sink set by the caller).
+  virtual void run(const ScreenWork& work, int rows, EncodeBlockArgs args) const = 0;
+};
+
+// Thread-local workspace for pack/run.
+ScreenWork& thread_screen_work();
+
+// Builds the copy from the fp32 latent-major W_enc wt [d_sae][d_in]. b_max: the bound on |b_j|
+// the margin uses. Returns null where the screen cannot hold this SAE (int8: d_in too large
+// for exact int32 sums; any: non-finite norms).
+std::unique_ptr<ScreenCopy> make_screen_copy(Screen kind, const float* wt, int64_t d_in, int64_t d_sae, double b_max);
+
+// The kernels.
 void encode_block_bf16(const EncodeBlockArgs& args);
-// fp32 dot product for rescoring candidates (AVX-512; only called where screening runs).
-float dot_f32_avx512(const float* a, const float* b, int64_t n);
+void encode_block_int8_avx512(const EncodeBlockArgs& args);
+void encode_block_int8_avx256(const EncodeBlockArgs& args);
+
+// Rescoring: one (latent, row) pair to recompute in fp32.
+struct ScreenPair {
+  int32_t latent, row;
+};
+// out[t] = the fp32 pre-activation of pair t (x' rows xr [.][d], latent-major wt [.][d]),
+// computed as the plain fp32 kernels do: acc = 0; acc = fma(x_i, w_i, acc) for i = 0..d-1;
+// acc + bias[latent]: bit-identical to them. AVX-512 (16 pairs at a time, transposed) and an
+// AVX2+FMA variant (scalar chains) for CPUs without AVX-512.
+void rescore_avx512(const float* xr, const float* wt, int64_t d, const ScreenPair* pairs, int64_t n,
+                    const float* bias, float* out);
+void rescore_fma(const float* xr, const float* wt, int64_t d, const ScreenPair* pairs, int64_t n,
+                 const float* bias, float* out);
 
 }  // namespace saekit::cpu

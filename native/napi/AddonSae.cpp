@@ -223,7 +223,7 @@ Napi::Value AddonSae::HintMisses(const Napi::CallbackInfo& info) {
 
 namespace saekit::napi {
 
-// screenStats() -> {rows, candidates, fallbacks}
+// screenStats() -> {rows, candidates, fallbacks, screen}
 Napi::Value AddonSae::ScreenStats(const Napi::CallbackInfo& info) {
   int64_t rows = 0, candidates = 0, fallbacks = 0;
   if (model_) model_->screen_stats(&rows, &candidates, &fallbacks);
@@ -231,6 +231,7 @@ Napi::Value AddonSae::ScreenStats(const Napi::CallbackInfo& info) {
   o.Set("rows", static_cast<double>(rows));
   o.Set("candidates", static_cast<double>(candidates));
   o.Set("fallbacks", static_cast<double>(fallbacks));
+  o.Set("screen", model_ ? model_->last_screen() : "off");
   return o;
 }
 

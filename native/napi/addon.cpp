@@ -38,7 +38,8 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), threads());
 }
 
-// cpuVariant() -> {current, best, supported: string[]}
+// cpuVariant() -> {current, best, supported: string[], bf16Screening, screens: string[], bestScreen,
+//                 screen, screenError?}
 Napi::Value CpuVariant(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -54,6 +55,18 @@ Napi::Value CpuVariant(const Napi::CallbackInfo& info) {
     if (cpu::isa_supported(isa)) supported.Set(n++, cpu::isa_name(isa));
   o.Set("supported", supported);
   o.Set("bf16Screening", cpu::bf16_screening_supported());
+  Napi::Array screens = Napi::Array::New(env);
+  n = 0;
+  for (cpu::Screen sc : {cpu::Screen::Bf16, cpu::Screen::Int8, cpu::Screen::Int8x256})
+    if (cpu::screen_supported(sc)) screens.Set(n++, cpu::screen_name(sc));
+  o.Set("screens", screens);
+  o.Set("bestScreen", cpu::screen_name(cpu::best_screen()));
+  try {
+    o.Set("screen", cpu::screen_name(cpu::screen_from_env()));
+  } catch (const std::exception& e) {
+    o.Set("screen", "off");
+    o.Set("screenError", e.what());
+  }
   return o;
 }
 
@@ -81,6 +94,16 @@ Napi::Value ProbeBf16Peak(const Napi::CallbackInfo& info) {
   auto result = std::make_shared<double>(0);
   return queue(new LambdaWorker(
       info.Env(), [=] { *result = cpu::probe_bf16_gflops(seconds); },
+      [=](Napi::Env env) { return Napi::Number::New(env, *result); }));
+}
+
+// probeVnniPeak(seconds, wide) -> Promise<GOP/s> (0 without AVX512-VNNI / AVX-VNNI)
+Napi::Value ProbeVnniPeak(const Napi::CallbackInfo& info) {
+  double seconds = info[0].As<Napi::Number>().DoubleValue();
+  bool wide = info[1].As<Napi::Boolean>().Value();
+  auto result = std::make_shared<double>(0);
+  return queue(new LambdaWorker(
+      info.Env(), [=] { *result = cpu::probe_vnni_gops(seconds, wide); },
       [=](Napi::Env env) { return Napi::Number::New(env, *result); }));
 }
 
@@ -117,6 +140,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("setCpuVariant", Napi::Function::New(env, SetCpuVariant));
   exports.Set("probeFmaPeak", Napi::Function::New(env, ProbeFmaPeak));
   exports.Set("probeBf16Peak", Napi::Function::New(env, ProbeBf16Peak));
+  exports.Set("probeVnniPeak", Napi::Function::New(env, ProbeVnniPeak));
   exports.Set("probeCopyBandwidth", Napi::Function::New(env, ProbeCopyBandwidth));
   return exports;
 }

@@ -22,10 +22,15 @@ export async function infoCommand(argv: string[]): Promise<number> {
   const w = await readSaeDir(dir);
   const c = w.config;
   const weightBytes = 4 * (w.W_enc.length + w.W_dec.length + w.b_enc.length + w.b_dec.length + (w.threshold?.length ?? 0));
-  // The exact screened encode (topk, AVX512-BF16 CPUs) keeps two more copies of W_enc once
-  // loaded: bf16 panels and an fp32 latent-major copy for rescoring.
-  const screened = c.architecture === 'topk' && cpuVariant().bf16Screening;
-  const screeningBytes = screened ? Math.ceil(c.dSae / 32) * 32 * (Math.ceil(c.dIn / 2) * 4 + 4) + 4 * c.dSae * c.dIn : 0;
-  process.stdout.write(`${JSON.stringify({ ...c, weightBytesFloat32: weightBytes, screeningBytes }, null, 2)}\n`);
+  // The exact screened encode (topk/jumprelu, CPUs with a screen) keeps more copies of W_enc
+  // once loaded: the screen's low-precision panels (bf16 pairs, or int8 quads plus a scale and
+  // a column sum per latent) and an fp32 latent-major copy for rescoring. SAEKIT_SCREEN picks
+  // the screen (default: the best this CPU runs).
+  const v = cpuVariant();
+  const screen = c.architecture === 'topk' || c.architecture === 'jumprelu' ? v.screen : 'off';
+  const panels = Math.ceil(c.dSae / 32) * 32;
+  const lowPrecision = screen === 'bf16' ? panels * Math.ceil(c.dIn / 2) * 4 : screen === 'off' ? 0 : panels * (Math.ceil(c.dIn / 4) + 2) * 4;
+  const screeningBytes = screen === 'off' ? 0 : lowPrecision + 4 * c.dSae * c.dIn + 2 * 4 * panels;
+  process.stdout.write(`${JSON.stringify({ ...c, weightBytesFloat32: weightBytes, screen, screeningBytes }, null, 2)}\n`);
   return 0;
 }
