@@ -27,7 +27,7 @@ if [ -f gpu-carry/node.xz ]; then
   xz -dc gpu-carry/node.xz > gpu-carry/node && chmod +x gpu-carry/node
   export PATH="$PWD/gpu-carry:$PATH"
   [ -e node_modules ] || ln -s gpu-carry/node_modules node_modules
-  [ -e dist ] || ln -s gpu-carry/dist dist
+  [ -e dist ] || cp -r gpu-carry/dist dist  # a copy: the addon is found relative to the real path of dist/
   if cmake -S . -B build-node -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_INC="$PWD/node_modules/node-api-headers/include" >/dev/null &&
      cmake --build build-node --target saekit; then
     mkdir -p build/Release && cp build-node/saekit.node build/Release/saekit.node

@@ -34,6 +34,13 @@ namespace {
 std::ostringstream report;
 int failures = 0;
 
+/** Writes the report so far to PATH (when given). */
+void save(const char* path) {
+  if (path == nullptr) return;
+  std::ofstream f(path);
+  f << report.str();
+}
+
 void line(const std::string& s) {
   std::printf("%s\n", s.c_str());
   report << s << "\n";
@@ -52,6 +59,7 @@ int main(int argc, char** argv) {
   line("device: " + cap.detail + "; seed " + std::to_string(seed));
   if (!gpu || !cap.available) {
     line("no usable CUDA device");
+    save(argc > 1 ? argv[1] : nullptr);
     return 2;
   }
   std::mt19937 rng(seed);
@@ -121,9 +129,6 @@ int main(int argc, char** argv) {
   }
   line("");
   line(failures == 0 ? "all parity checks passed" : std::to_string(failures) + " FAILED");
-  if (argc > 1) {
-    std::ofstream f(argv[1]);
-    f << report.str();
-  }
+  save(argc > 1 ? argv[1] : nullptr);
   return failures == 0 ? 0 : 1;
 }
