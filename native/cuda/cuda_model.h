@@ -310,17 +310,23 @@ class CudaModel final : public BackendModel {
     return v == nullptr || std::string(v) != "0";
   }
 
-  /** Rows per chunk: ~64 MiB of fp32 input, and at least two chunks once a batch is large, so copies overlap kernels. */
+  /**
+   * Rows per chunk. Big enough to fill the card (the screen runs one block per 128 rows, two
+   * blocks per SM: 32768 rows is ~one wave on 132 SMs), at most ~512 MiB of fp32 input, and
+   * two or more chunks once a batch is large so the copies overlap the kernels; chunks are
+   * balanced (65536 rows: 2 x 32768, not 32768 + 32768 + 0).
+   */
   int64_t chunk_rows(int64_t rows) const {
+    rows = std::max<int64_t>(rows, 1);
     // SAEKIT_CUDA_CHUNK_ROWS: a test knob, so small batches run many chunks through the two slots.
     if (const char* v = std::getenv("SAEKIT_CUDA_CHUNK_ROWS")) {
       const long long forced = std::atoll(v);
-      if (forced > 0) return std::min<int64_t>(forced, std::max<int64_t>(rows, 1));
+      if (forced > 0) return std::min<int64_t>(forced, rows);
     }
-    const int64_t din = std::max<int64_t>(spec_.d_in, 1);
-    const int64_t by_bytes = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * din));
-    const int64_t half = (rows + 1) / 2;
-    return std::max<int64_t>(1, std::min({by_bytes, rows >= 4096 ? half : rows, int64_t{1} << 20}));
+    const int64_t by_bytes = std::max<int64_t>(1, (int64_t{512} << 20) / (4 * std::max<int64_t>(spec_.d_in, 1)));
+    const int64_t wanted = std::min(by_bytes, std::max<int64_t>(32768, (rows + 1) / 2));
+    const int64_t chunks = (rows + wanted - 1) / wanted;
+    return (rows + chunks - 1) / chunks;
   }
 
   /** Waits for both slots and forgets their chunks (after an error: nothing is left in flight). */
