@@ -42,24 +42,28 @@ namespace {
     }                                                                                                                 \
   } while (0)
 
-/** A device allocation freed with its owner. */
-template <class T>
-class DeviceBuffer {
+/** Where a Buffer lives: device memory, or page-locked host memory (what cudaMemcpyAsync needs to overlap with kernels). */
+enum class Memory { Device, Pinned };
+
+/** An allocation of N elements of T, freed with its owner; grows on demand, never shrinks. */
+template <class T, Memory M>
+class Buffer {
  public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (ptr_) cudaFree(ptr_);
-  }
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { release(); }
   void resize(size_t n) {
     if (n <= cap_) return;
-    if (ptr_) cudaFree(ptr_);
-    ptr_ = nullptr;
-    cap_ = 0;
-    SAEKIT_CUDA_CHECK(cudaMalloc(&ptr_, std::max<size_t>(n, 1) * sizeof(T)));
+    release();
+    void* p = nullptr;
+    const size_t bytes = std::max<size_t>(n, 1) * sizeof(T);
+    if constexpr (M == Memory::Device) SAEKIT_CUDA_CHECK(cudaMalloc(&p, bytes));
+    else SAEKIT_CUDA_CHECK(cudaMallocHost(&p, bytes));
+    ptr_ = static_cast<T*>(p);
     cap_ = n;
   }
+  /** Device buffers: synchronous copies from / to the host. */
   void upload(const T* host, size_t n) {
     resize(n);
     if (n) SAEKIT_CUDA_CHECK(cudaMemcpy(ptr_, host, n * sizeof(T), cudaMemcpyHostToDevice));
@@ -71,34 +75,20 @@ class DeviceBuffer {
   size_t bytes() const { return cap_ * sizeof(T); }
 
  private:
-  T* ptr_ = nullptr;
-  size_t cap_ = 0;
-};
-
-/** Page-locked host memory (cudaMallocHost): what cudaMemcpyAsync needs to overlap with kernels. */
-template <class T>
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-  ~PinnedBuffer() {
-    if (ptr_) cudaFreeHost(ptr_);
-  }
-  void resize(size_t n) {
-    if (n <= cap_) return;
-    if (ptr_) cudaFreeHost(ptr_);
+  void release() {
+    if (ptr_ == nullptr) return;
+    if constexpr (M == Memory::Device) cudaFree(ptr_);
+    else cudaFreeHost(ptr_);
     ptr_ = nullptr;
     cap_ = 0;
-    SAEKIT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&ptr_), std::max<size_t>(n, 1) * sizeof(T)));
-    cap_ = n;
   }
-  T* get() const { return ptr_; }
-
- private:
   T* ptr_ = nullptr;
   size_t cap_ = 0;
 };
+template <class T>
+using DeviceBuffer = Buffer<T, Memory::Device>;
+template <class T>
+using PinnedBuffer = Buffer<T, Memory::Pinned>;
 
 /** Async copies on a stream (sizes in elements). */
 template <class T>
