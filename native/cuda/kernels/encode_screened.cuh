@@ -33,7 +33,6 @@
 #include "compat.h"
 #include "cp_async.cuh"
 #include "mma.cuh"
-#include "preactivation.cuh"
 #include "warp_topk.cuh"
 
 namespace saekit::cuda {
@@ -303,8 +302,11 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
 
 /**
  * Rescoring: per row (one warp), the fp32 pre-activation of each candidate (every latent for
- * an overflowed row) from the latent-major copy WT, in the fp32 kernels' summation order; the
- * exact top-k with ties to the lower index, ReLU, ascending output.
+ * an overflowed row) from the latent-major copy WT; the exact top-k with ties to the lower
+ * index, ReLU, ascending output. Lane c owns candidate c of a group of 32 and sums it in the
+ * fp32 kernels' order (acc = fma(x'_i, w_i, acc), i = 0..d_in-1, then + b_j: bit-identical to
+ * them), but the loads are coalesced: 32-wide slices of the 32 candidates' rows are staged
+ * through shared memory (one 128-byte row slice per load instruction, transposed on read).
  */
 __global__ void screen_rescore_kernel(const float* __restrict__ x, const float* __restrict__ WT, const float* __restrict__ b_enc, const float* __restrict__ b_dec,
                                       int apply_b_dec, int rows, int d_in, int d_sae, int k, int cap, const int32_t* __restrict__ cand_j,
@@ -313,6 +315,9 @@ __global__ void screen_rescore_kernel(const float* __restrict__ x, const float* 
   constexpr int WARPS = 4;
   __shared__ float vals[WARPS][SCREEN_MAX_K];
   __shared__ int idx[WARPS][SCREEN_MAX_K];
+  __shared__ float s_w[WARPS][32][33];  // [candidate][i], padded: lane c reads row c without bank conflicts
+  __shared__ float s_x[WARPS][32];
+  __shared__ int s_j[WARPS][32];
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   for (int row = static_cast<int>(blockIdx.x) * WARPS + warp; row < rows; row += static_cast<int>(gridDim.x) * WARPS) {
     const float* xr = x + static_cast<int64_t>(row) * d_in;
@@ -323,7 +328,21 @@ __global__ void screen_rescore_kernel(const float* __restrict__ x, const float* 
     for (int base = 0; base < total; base += 32) {
       const int c = base + lane;
       const int j = c < total ? (all ? c : cand_j[static_cast<int64_t>(row) * cap + c]) : -1;
-      const float pre = j >= 0 ? preactivation_f32_latent_major(xr, WT, b_enc, b_dec, apply_b_dec, d_in, j) : -INFINITY;
+      s_j[warp][lane] = j;
+      float acc = 0.f;
+      for (int i0 = 0; i0 < d_in; i0 += 32) {
+        const int i = i0 + lane;
+        __syncwarp();  // the previous slice is consumed (and s_j written) before it is overwritten
+        s_x[warp][lane] = i < d_in ? (apply_b_dec ? xr[i] - b_dec[i] : xr[i]) : 0.f;
+        for (int cc = 0; cc < 32; ++cc) {
+          const int jc = s_j[warp][cc];
+          s_w[warp][cc][lane] = jc >= 0 && i < d_in ? WT[static_cast<int64_t>(jc) * d_in + i] : 0.f;
+        }
+        __syncwarp();
+        const int len = d_in - i0 < 32 ? d_in - i0 : 32;
+        for (int t = 0; t < len; ++t) acc = fmaf(s_x[warp][t], s_w[warp][lane][t], acc);
+      }
+      const float pre = j >= 0 ? acc + b_enc[j] : -INFINITY;
       warp_topk_merge(pre, j, vals[warp], idx[warp], k, filled);
     }
     warp_topk_emit(vals[warp], idx[warp], filled, k, row, out_indices, out_values, out_count);

@@ -19,19 +19,4 @@ __device__ __forceinline__ float preactivation_f32(const float* xr, const float*
   return acc + b_enc[j];
 }
 
-/**
- * The same value from a latent-major copy WT [d_sae, d_in] (one contiguous row per latent, the
- * tensor-core rescoring's gathers): same FMAs in the same order, so bit-identical.
- */
-__device__ __forceinline__ float preactivation_f32_latent_major(const float* xr, const float* WT, const float* b_enc, const float* b_dec, int apply_b_dec,
-                                                                int d_in, int j) {
-  const float* w = WT + static_cast<int64_t>(j) * d_in;
-  float acc = 0.f;
-  for (int i = 0; i < d_in; ++i) {
-    const float xi = apply_b_dec ? xr[i] - b_dec[i] : xr[i];
-    acc = fmaf(xi, w[i], acc);
-  }
-  return acc + b_enc[j];
-}
-
 }  // namespace saekit::cuda
