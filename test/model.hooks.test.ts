@@ -212,7 +212,8 @@ describe('hook points', () => {
   it('caches edited graphs beside the original, keyed by its hash', async () => {
     const { dir } = await makeModel({ layers: 2, dModel: 32, heads: 2, vocabSize: 500 });
     const original = join(dir, 'onnx', 'model.onnx');
-    const hash = createHash('sha256').update(await readFile(original)).digest('hex').slice(0, 16);
+    const fullHash = createHash('sha256').update(await readFile(original)).digest('hex');
+    const hash = fullHash.slice(0, 16);
     const b = padBatch([[5, 6, 7]], 0);
     const first = await LanguageModel.load(dir);
     const a1 = (await first.forward(b, { hooks: ['blocks.1.hook_resid_pre'] })).hooks.get('blocks.1.hook_resid_pre')!;
@@ -220,6 +221,9 @@ describe('hook points', () => {
     const edited = (await readdir(join(dir, 'onnx'))).filter((f) => f.endsWith('.onnx') && f !== 'model.onnx');
     expect(edited).toHaveLength(1);
     expect(edited[0]).toMatch(new RegExp(`^model\\.saekit-${hash}-[0-9a-f]{12}\\.onnx$`));
+    // The original's digest is noted beside it (size, mtime, inode) so later loads skip hashing.
+    const notePath = `${original}.saekit-sha256.json`;
+    expect(JSON.parse(await readFile(notePath, 'utf8'))).toMatchObject({ sha256: fullHash, size: (await stat(original)).size });
     const mtime = (await stat(join(dir, 'onnx', edited[0]!))).mtimeMs;
     const second = await LanguageModel.load(dir);
     const a2 = (await second.forward(b, { hooks: ['blocks.1.hook_resid_pre'] })).hooks.get('blocks.1.hook_resid_pre')!;
@@ -232,6 +236,15 @@ describe('hook points', () => {
     const a3 = (await third.forward(b, { hooks: ['blocks.1.hook_resid_pre'] })).hooks.get('blocks.1.hook_resid_pre')!;
     await third.dispose();
     expect(a3).not.toEqual(a1);
+    const newHash = createHash('sha256').update(await readFile(original)).digest('hex');
+    expect(newHash).not.toBe(fullHash);
+    expect(JSON.parse(await readFile(notePath, 'utf8')).sha256).toBe(newHash);
+    // A note that lies about the digest is believed only while size, mtime and inode match:
+    // rewriting the file (new mtime) makes the next load hash it again.
+    await writeFile(notePath, JSON.stringify({ ...JSON.parse(await readFile(notePath, 'utf8')), sha256: '0'.repeat(64) }));
+    await writeTinyGpt2(dir, { seed: seed + 2, layers: 2, dModel: 32, heads: 2, vocabSize: 500, tokenizerFiles });
+    await (await LanguageModel.load(dir)).dispose();
+    expect(JSON.parse(await readFile(notePath, 'utf8')).sha256).toBe(createHash('sha256').update(await readFile(original)).digest('hex'));
     expect((await readdir(join(dir, 'onnx'))).filter((f) => f.endsWith('.onnx') && f !== 'model.onnx')).toHaveLength(2);
   });
 });

@@ -13,7 +13,7 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { readFile, writeFile, rename, rm } from 'node:fs/promises';
+import { readFile, writeFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { FormatError, SaekitError, ValidationError } from '../errors.js';
 import { tempPathFor } from '../formats/fileIo.js';
@@ -107,7 +107,7 @@ export class LanguageModel {
       throw new FormatError(configPath, `not valid JSON (${(e as Error).message})`);
     }
     const onnxPath = join(dir, 'onnx', `${onnxFile}.onnx`);
-    const originalHash = await sha256File(onnxPath);
+    const originalHash = await originalSha256(onnxPath);
     const index = await hooksIndex(onnxPath, originalHash);
     pointTransformersAt(tf, dir);
     let raw: unknown;
@@ -282,6 +282,40 @@ async function writeAtomically(path: string, bytes: Uint8Array): Promise<void> {
     await rm(tmp, { force: true });
     throw new FormatError(path, `cannot write the edited model beside the original: ${(e as Error).message}`);
   }
+}
+
+/**
+ * The sha256 of the original ONNX file, which names its edited copies. Hashing GPT-2 small
+ * (~500 MB) takes ~1 s, so the digest is kept beside it in <file>.saekit-sha256.json with the
+ * file's size, mtime and inode, and reused while those match; a file replaced in place gets a
+ * new mtime and is hashed again. The note is an optimization: failing to write it is ignored.
+ */
+async function originalSha256(path: string): Promise<string> {
+  let st;
+  try {
+    st = await stat(path);
+  } catch (e) {
+    throw new FormatError(path, `cannot read: ${(e as Error).message}`);
+  }
+  const notePath = `${path}.saekit-sha256.json`;
+  const key = { size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+  try {
+    const note = JSON.parse(await readFile(notePath, 'utf8')) as Record<string, unknown>;
+    if (note.size === key.size && note.mtimeMs === key.mtimeMs && note.ino === key.ino && typeof note.sha256 === 'string' && /^[0-9a-f]{64}$/.test(note.sha256)) {
+      return note.sha256;
+    }
+  } catch {
+    // no note yet, or an unreadable one: hash the file
+  }
+  const sha256 = await sha256File(path);
+  const tmp = tempPathFor(notePath);
+  try {
+    await writeFile(tmp, JSON.stringify({ ...key, sha256 }) + '\n');
+    await rename(tmp, notePath);
+  } catch {
+    await rm(tmp, { force: true }).catch(() => undefined);
+  }
+  return sha256;
 }
 
 async function sha256File(path: string): Promise<string> {
