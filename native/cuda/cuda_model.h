@@ -114,7 +114,7 @@ struct Slot {
   // The tensor-core screen's per-chunk scratch.
   DeviceBuffer<uint16_t> xb;
   DeviceBuffer<float> rnorm, rerr, cand_d;
-  DeviceBuffer<int32_t> cand_j, ncand;
+  DeviceBuffer<int32_t> cand_j, ncand, merged_j;
 };
 
 /**
@@ -131,6 +131,7 @@ class CudaModel final : public BackendModel {
       throw Error("CUDA backend: top-k with k = " + std::to_string(spec.k) + " is not supported (1 <= k <= " + std::to_string(cuda::ENCODE_TOPK_MAX_K) + ")");
     }
     SAEKIT_CUDA_CHECK(cudaSetDevice(0));
+    SAEKIT_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, 0));
     for (Slot& s : slots_) SAEKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
     const size_t din = static_cast<size_t>(spec.d_in), dsae = static_cast<size_t>(spec.d_sae);
     // Screened top-k reads W_enc latent-major (the rescoring) and in bf16 (the screen) only.
@@ -319,6 +320,21 @@ class CudaModel final : public BackendModel {
     return (rows + chunks - 1) / chunks;
   }
 
+  /**
+   * Latent ranges the screen splits a chunk into: enough blocks for two per SM when the
+   * chunk has few row tiles (a 128-row batch alone would occupy one SM), at most one latent
+   * tile per range. SAEKIT_CUDA_SCREEN_PARTS forces it (tests).
+   */
+  int screen_parts(int row_tiles) const {
+    const int n_tiles = Np_ / cuda::SCREEN_BN;
+    if (const char* v = std::getenv("SAEKIT_CUDA_SCREEN_PARTS")) {
+      const int forced = std::atoi(v);
+      if (forced > 0) return std::min(forced, n_tiles);
+    }
+    const int want = (2 * sm_count_ + row_tiles - 1) / std::max(row_tiles, 1);
+    return std::max(1, std::min({want, n_tiles, 65535}));
+  }
+
   /** Waits for both slots and forgets their chunks (after an error: nothing is left in flight). */
   void drain() {
     for (Slot& s : slots_) {
@@ -384,21 +400,30 @@ class CudaModel final : public BackendModel {
     if (screened_) {
       const int rows_pad = (n + cuda::SCREEN_BM - 1) / cuda::SCREEN_BM * cuda::SCREEN_BM;
       const int cap = cuda::screen_default_cap(k);
+      const int parts = screen_parts(rows_pad / cuda::SCREEN_BM);
       s.xb.resize(static_cast<size_t>(rows_pad) * Kp_);
       s.rnorm.resize(rows_pad);
       s.rerr.resize(rows_pad);
-      s.cand_d.resize(static_cast<size_t>(rows_pad) * cap);
-      s.cand_j.resize(static_cast<size_t>(rows_pad) * cap);
-      s.ncand.resize(rows_pad);
+      s.cand_d.resize(static_cast<size_t>(parts) * rows_pad * cap);
+      s.cand_j.resize(static_cast<size_t>(parts) * rows_pad * cap);
+      s.ncand.resize(static_cast<size_t>(parts) * rows_pad);
+      if (parts > 1) s.merged_j.resize(static_cast<size_t>(rows_pad) * cap);
       SAEKIT_LAUNCH(cuda::screen_prep_rows_kernel, static_cast<unsigned>(std::min(65535, (rows_pad + 3) / 4)), 128, s.stream, s.x.get(), b_dec_.get(), apply, n,
                     rows_pad, din, Kp_, s.xb.get(), s.rnorm.get(), s.rerr.get());
       SAEKIT_CUDA_CHECK(cudaGetLastError());
-      SAEKIT_LAUNCH(cuda::screen_candidates_kernel, static_cast<unsigned>(std::min(65535, rows_pad / cuda::SCREEN_BM)), cuda::SCREEN_THREADS, s.stream,
+      SAEKIT_LAUNCH(cuda::screen_candidates_kernel, dim3(static_cast<unsigned>(std::min(65535, rows_pad / cuda::SCREEN_BM)), static_cast<unsigned>(parts)),
+                    cuda::SCREEN_THREADS, s.stream,
                     s.xb.get(), Wt_.get(), b_enc_.get(), s.rnorm.get(), s.rerr.get(), werr_.get(), wtil_.get(), n, rows_pad, din, Kp_, dsae, Np_, k, cap,
                     s.cand_d.get(), s.cand_j.get(), s.ncand.get());
       SAEKIT_CUDA_CHECK(cudaGetLastError());
+      if (parts > 1) {
+        SAEKIT_LAUNCH(cuda::screen_merge_kernel, static_cast<unsigned>(std::min(65535, (n + 3) / 4)), 128, s.stream, s.cand_d.get(), s.cand_j.get(),
+                      s.ncand.get(), parts, n, rows_pad, cap, k, din, b_enc_.get(), werr_.get(), wtil_.get(), s.rnorm.get(), s.rerr.get(), s.merged_j.get());
+        SAEKIT_CUDA_CHECK(cudaGetLastError());
+      }
       SAEKIT_LAUNCH(cuda::screen_rescore_kernel, static_cast<unsigned>(std::min(65535, (n + 3) / 4)), 128, s.stream, s.x.get(), WT_.get(), b_enc_.get(),
-                    b_dec_.get(), apply, n, din, dsae, k, cap, s.cand_j.get(), s.ncand.get(), s.oi.get(), s.ov.get(), s.oc.get());
+                    b_dec_.get(), apply, n, din, dsae, k, cap, parts > 1 ? s.merged_j.get() : s.cand_j.get(), s.ncand.get(), s.oi.get(), s.ov.get(),
+                    s.oc.get());
       SAEKIT_CUDA_CHECK(cudaGetLastError());
     } else {
       const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + cuda::ENCODE_WARPS_PER_BLOCK - 1) / cuda::ENCODE_WARPS_PER_BLOCK, 65535));
@@ -491,7 +516,7 @@ class CudaModel final : public BackendModel {
   Slot slots_[2];
   // The tensor-core screen (topk, k <= SCREEN_MAX_K): bf16 W_enc, fp32 latent-major W_enc, norms.
   bool screened_ = false;
-  int Kp_ = 0, Np_ = 0;
+  int Kp_ = 0, Np_ = 0, sm_count_ = 1;
   DeviceBuffer<uint16_t> Wt_;
   DeviceBuffer<float> WT_, werr_, wtil_;
 };

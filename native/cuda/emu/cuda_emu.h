@@ -102,6 +102,8 @@ void launch(dim3 grid, dim3 block, Kernel kernel, Args... args) {
 
 }  // namespace saekit::emu
 
+using ::saekit::emu::dim3;
+
 // The CUDA names the kernels use, mapped onto the emulation.
 #define __global__
 #define __device__
@@ -117,6 +119,7 @@ inline void __syncthreads() { ::saekit::emu::syncthreads(); }
 inline void __syncwarp(unsigned /*mask*/ = 0xffffffffu) { ::saekit::emu::tls.warp_barrier->arrive_and_wait(); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
 #define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
 // Shared-memory atomics: the emulated threads of a block are OS threads, so a real atomic.
 inline int atomicAdd(int* address, int value) { return __atomic_fetch_add(address, value, __ATOMIC_RELAXED); }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
@@ -179,6 +182,12 @@ static inline cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   return cudaSuccess;
 }
 static inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
+/** The emulated "device" has 2 SMs: small enough that the tests' batches exercise the latent split. */
+static inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr, int) {
+  *value = 2;
+  return cudaSuccess;
+}
 // Streams: launches and copies run synchronously here, so a stream is only a handle.
 using cudaStream_t = int*;
 constexpr unsigned cudaStreamNonBlocking = 1;

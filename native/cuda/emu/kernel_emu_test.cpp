@@ -279,7 +279,7 @@ void test_mma(std::mt19937& rng, int K, int N) {
 // must stay few, and a tiny candidate cap must fall back (overflow) and still be exact.
 enum class ScreenData { Random, Ties, NearTies, Aligned };
 
-void test_encode_screened(std::mt19937& rng, int rows, int d_in, int d_sae, int k, int cap, ScreenData mode = ScreenData::Random) {
+void test_encode_screened(std::mt19937& rng, int rows, int d_in, int d_sae, int k, int cap, ScreenData mode = ScreenData::Random, int parts = 1) {
   const bool ties = mode == ScreenData::Ties, near_ties = mode == ScreenData::NearTies, aligned = mode == ScreenData::Aligned;
   using namespace saekit::cuda;
   std::normal_distribution<float> normal(0.f, 1.f);
@@ -340,13 +340,21 @@ void test_encode_screened(std::mt19937& rng, int rows, int d_in, int d_sae, int 
   std::vector<uint16_t> xb(static_cast<size_t>(rows_pad) * p.Kp, 0xdead);
   std::vector<float> rnorm(rows_pad, std::nanf("")), rerr(rows_pad, std::nanf(""));
   saekit::emu::launch(dim3(2), dim3(64), screen_prep_rows_kernel, x.data(), bd.data(), 1, rows, rows_pad, d_in, p.Kp, xb.data(), rnorm.data(), rerr.data());
-  std::vector<float> cand_d(static_cast<size_t>(rows_pad) * cap, std::nanf(""));
-  std::vector<int32_t> cand_j(static_cast<size_t>(rows_pad) * cap, -1), ncand(rows_pad, -7);
-  // Two row tiles on one block when there are two: the grid-stride loop and the shared state reset.
-  saekit::emu::launch(dim3(1), dim3(SCREEN_THREADS), screen_candidates_kernel, static_cast<const uint16_t*>(xb.data()), static_cast<const uint16_t*>(p.Wt.data()),
+  std::vector<float> cand_d(static_cast<size_t>(parts) * rows_pad * cap, std::nanf(""));
+  std::vector<int32_t> cand_j(static_cast<size_t>(parts) * rows_pad * cap, -1), ncand(static_cast<size_t>(parts) * rows_pad, -7);
+  // Two row tiles on one block when there are two: the grid-stride loop and the shared state
+  // reset. PARTS > 1: the latent split (grid.y), then the merge.
+  saekit::emu::launch(dim3(1, parts), dim3(SCREEN_THREADS), screen_candidates_kernel, static_cast<const uint16_t*>(xb.data()), static_cast<const uint16_t*>(p.Wt.data()),
                       static_cast<const float*>(be.data()), static_cast<const float*>(rnorm.data()), static_cast<const float*>(rerr.data()),
                       static_cast<const float*>(p.werr.data()), static_cast<const float*>(p.wtil.data()), rows, rows_pad, d_in, p.Kp, d_sae, p.Np, k, cap, cand_d.data(),
                       cand_j.data(), ncand.data());
+  std::vector<int32_t> merged(static_cast<size_t>(rows_pad) * cap, -1);
+  if (parts > 1) {
+    saekit::emu::launch(dim3(2), dim3(64), screen_merge_kernel, static_cast<const float*>(cand_d.data()), static_cast<const int32_t*>(cand_j.data()),
+                        ncand.data(), parts, rows, rows_pad, cap, k, d_in, static_cast<const float*>(be.data()), static_cast<const float*>(p.werr.data()),
+                        static_cast<const float*>(p.wtil.data()), static_cast<const float*>(rnorm.data()), static_cast<const float*>(rerr.data()), merged.data());
+    cand_j = merged;
+  }
   std::vector<int32_t> si(static_cast<size_t>(rows) * k, -7), sc(rows, -7), fi(static_cast<size_t>(rows) * k, -7), fc(rows, -7);
   std::vector<float> sv(static_cast<size_t>(rows) * k, std::nanf("")), fv(static_cast<size_t>(rows) * k, std::nanf(""));
   saekit::emu::launch(dim3(2), dim3(128), screen_rescore_kernel, static_cast<const float*>(x.data()), static_cast<const float*>(p.WT.data()),
@@ -375,7 +383,8 @@ void test_encode_screened(std::mt19937& rng, int rows, int d_in, int d_sae, int 
   const int screened = rows - overflow;
   check(same, "encode_screened_bf16 rows " + std::to_string(rows) + " d_in " + std::to_string(d_in) + " d_sae " + std::to_string(d_sae) + " k " +
                   std::to_string(k) + " cap " + std::to_string(cap) + (ties ? " (exact ties)" : "") + (near_ties ? " (near ties below bf16 resolution)" : "") +
-                  (aligned ? " (errors parallel to the rows: Cauchy-Schwarz tight, norms 2^-20..2^20)" : "") + ": identical to the fp32 kernel" + (lists_ok ? "" : " (BAD candidate lists)") + "; candidates/row " +
+                  (aligned ? " (errors parallel to the rows: Cauchy-Schwarz tight, norms 2^-20..2^20)" : "") +
+                  (parts > 1 ? " latent split in " + std::to_string(parts) + " + merge" : "") + ": identical to the fp32 kernel" + (lists_ok ? "" : " (BAD candidate lists)") + "; candidates/row " +
                   (screened ? fmt(static_cast<double>(total) / screened) : std::string("-")) + ", overflow rows " + std::to_string(overflow));
 }
 
@@ -425,6 +434,12 @@ int main(int argc, char** argv) {
   if (want("screened")) test_encode_screened(rng, 48, 64, 256, 16, screen_default_cap(16), ScreenData::NearTies);
   if (want("screened")) test_encode_screened(rng, 130, 40, 520, 64, screen_default_cap(64));
   if (want("screened")) test_encode_screened(rng, 12, 64, 300, 8, screen_default_cap(8), ScreenData::Aligned);
+  // The latent split: 3 parts over 5 latent tiles (uneven), 4 parts over 3 tiles (one part
+  // empty), the adversarial data split over parts, and an overflow in one part.
+  if (want("screened")) test_encode_screened(rng, 20, 40, 600, 16, screen_default_cap(16), ScreenData::Random, 3);
+  if (want("screened")) test_encode_screened(rng, 9, 33, 300, 5, screen_default_cap(5), ScreenData::Ties, 4);
+  if (want("screened")) test_encode_screened(rng, 12, 64, 300, 8, screen_default_cap(8), ScreenData::Aligned, 2);
+  if (want("screened")) test_encode_screened(rng, 9, 64, 400, 12, SCREEN_BN + 4, ScreenData::Random, 2);
   std::printf("%s\n", failures == 0 ? "all passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

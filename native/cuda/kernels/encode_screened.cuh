@@ -185,12 +185,20 @@ __device__ __forceinline__ int screen_compact_row(float* cd, int32_t* cj, int n,
 }
 
 /**
- * Screening: candidates of every row into cand_d / cand_j [rows_pad, cap] (screened dot,
- * latent) with counts in ncand [rows_pad] (cap + 1 = overflow: rescore every latent); the
- * padding rows (rows..rows_pad, rows_pad a multiple of SCREEN_BM) are skipped. xb [rows_pad, Kp], Wt [Np, Kp] bf16 (Kp % SCREEN_BK == 0,
- * Np % SCREEN_BN == 0). SCREEN_BN < cap <= SCREEN_MAX_CAP; blockDim.x = SCREEN_THREADS.
+ * Screening: candidates of every row into cand_d / cand_j [parts, rows_pad, cap] (screened
+ * dot, latent) with counts in ncand [parts, rows_pad] (cap + 1 = overflow: rescore every
+ * latent); the padding rows (rows..rows_pad, rows_pad a multiple of SCREEN_BM) are skipped.
+ * xb [rows_pad, Kp], Wt [Np, Kp] bf16 (Kp % SCREEN_BK == 0, Np % SCREEN_BN == 0).
+ * SCREEN_BN < cap <= SCREEN_MAX_CAP; blockDim.x = SCREEN_THREADS.
+ *
+ * Latent split: gridDim.y = parts; block (x, p) screens the p-th of `parts` ranges of latent
+ * tiles into list p, with its own running threshold. A batch of few rows (a row tile or two)
+ * then still fills the card; screen_merge_kernel joins the lists (parts == 1: no merge).
  */
-__global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const uint16_t* __restrict__ Wt, const float* __restrict__ b_enc,
+// Two blocks per SM, so one block's copies and epilogue overlap the other's mma: at most 128
+// registers. Unbounded, ptxas (nvcc 13) takes 156 on sm_80 (one block per SM); bounded it
+// spills 8-24 bytes (sm_90 / sm_80), the cheaper side of that trade.
+__global__ void __launch_bounds__(SCREEN_THREADS, 2) screen_candidates_kernel(const uint16_t* __restrict__ xb, const uint16_t* __restrict__ Wt, const float* __restrict__ b_enc,
                                          const float* __restrict__ rnorm, const float* __restrict__ rerr, const float* __restrict__ werr,
                                          const float* __restrict__ wtil, int rows, int rows_pad, int d_in, int Kp, int d_sae, int Np, int k, int cap,
                                          float* __restrict__ cand_d, int32_t* __restrict__ cand_j, int32_t* __restrict__ ncand) {
@@ -201,7 +209,10 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   const int wm = warp / SCREEN_WARPS_N, wn = warp % SCREEN_WARPS_N, g = lane / 4, t4 = lane % 4;
   const float slack_rel = 2.f * static_cast<float>(d_in + 2) * 5.97e-8f;
-  const int k_tiles = Kp / SCREEN_BK, steps = k_tiles * (Np / SCREEN_BN);
+  const int n_tiles = Np / SCREEN_BN, per_part = (n_tiles + static_cast<int>(gridDim.y) - 1) / static_cast<int>(gridDim.y);
+  const int nt0 = static_cast<int>(blockIdx.y) * per_part, nt1 = nt0 + per_part < n_tiles ? nt0 + per_part : n_tiles;
+  const int k_tiles = Kp / SCREEN_BK, steps = nt1 > nt0 ? k_tiles * (nt1 - nt0) : 0;
+  const int64_t list0 = static_cast<int64_t>(blockIdx.y) * rows_pad;  // this part's lists and counts
   for (int tile = static_cast<int>(blockIdx.x); tile * SCREEN_BM < rows_pad; tile += static_cast<int>(gridDim.x)) {
     const int r0 = tile * SCREEN_BM;
     for (int r = tid; r < SCREEN_BM; r += SCREEN_THREADS) {
@@ -214,7 +225,7 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
     // Step S stages k-tile S % k_tiles of latent tile S / k_tiles: 128 rows x 64 bytes of each
     // operand, 512 16-byte copies each, two of each per thread.
     auto stage_copy = [&](int step, int stage) {
-      const int n0 = (step / k_tiles) * SCREEN_BN, k0 = (step % k_tiles) * SCREEN_BK;
+      const int n0 = (nt0 + step / k_tiles) * SCREEN_BN, k0 = (step % k_tiles) * SCREEN_BK;
       for (int c = tid; c < SCREEN_BM * SCREEN_BK / 8; c += SCREEN_THREADS) {
         const int row = c / (SCREEN_BK / 8), col = (c % (SCREEN_BK / 8)) * 8;
         cp_async_16(&sA[stage][row * SCREEN_LDS + col], xb + static_cast<int64_t>(r0 + row) * Kp + k0 + col);
@@ -231,7 +242,7 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
       for (int ni = 0; ni < SCREEN_NT; ++ni)
         SAEKIT_UNROLL
         for (int i = 0; i < 4; ++i) acc[mi][ni][i] = 0.f;
-    stage_copy(0, 0);
+    if (steps > 0) stage_copy(0, 0);
     cp_async_commit();
     for (int step = 0; step < steps; ++step) {
       const int stage = step & 1;
@@ -263,7 +274,7 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
       if (step % k_tiles != k_tiles - 1) continue;
 
       // Epilogue of a latent tile: append the rows' candidates, then compact the full lists.
-      const int n0 = (step / k_tiles) * SCREEN_BN;
+      const int n0 = (nt0 + step / k_tiles) * SCREEN_BN;
       SAEKIT_UNROLL
       for (int mi = 0; mi < SCREEN_MT; ++mi)
         SAEKIT_UNROLL
@@ -279,14 +290,14 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
             screen_interval(d, b_enc[j], werr[j], wtil[j], s_xn[rl], s_xe[rl], slack_rel, &low, &up);
             if (up < s_thr[rl]) continue;
             const int slot = atomicAdd(&s_cnt[rl], 1);  // < cap: the list had room for a whole tile
-            cand_d[static_cast<int64_t>(r0 + rl) * cap + slot] = d;
-            cand_j[static_cast<int64_t>(r0 + rl) * cap + slot] = j;
+            cand_d[(list0 + r0 + rl) * cap + slot] = d;
+            cand_j[(list0 + r0 + rl) * cap + slot] = j;
           }
       __syncthreads();
       const bool last = step == steps - 1;
       for (int rl = warp; rl < SCREEN_BM; rl += SCREEN_WARPS) {
         if (s_over[rl] || (!last && s_cnt[rl] <= cap - SCREEN_BN)) continue;
-        const int64_t base = static_cast<int64_t>(r0 + rl) * cap;
+        const int64_t base = (list0 + r0 + rl) * cap;
         const int n = screen_compact_row(cand_d + base, cand_j + base, s_cnt[rl], k, &s_thr[rl], b_enc, werr, wtil, s_xn[rl], s_xe[rl], slack_rel);
         if (lane == 0) {
           s_cnt[rl] = n;
@@ -295,8 +306,78 @@ __global__ void screen_candidates_kernel(const uint16_t* __restrict__ xb, const 
       }
       __syncthreads();
     }
-    for (int r = tid; r < SCREEN_BM; r += SCREEN_THREADS) ncand[r0 + r] = s_over[r] ? cap + 1 : s_cnt[r];
+    __syncthreads();  // an empty part (steps == 0) still publishes its zero counts after the reset
+    for (int r = tid; r < SCREEN_BM; r += SCREEN_THREADS) ncand[list0 + r0 + r] = s_over[r] && r0 + r < rows ? cap + 1 : s_cnt[r];
     __syncthreads();  // the next row tile resets the shared state
+  }
+}
+
+/**
+ * Joins the PARTS candidate lists of each row (screen_candidates_kernel with a latent split):
+ * T = the k-th largest low over the union (exact: a latent a part left out had up below that
+ * part's threshold, itself at most the part's k-th largest low, so its low is below T), then
+ * the latents with up >= T go to MERGED_J [rows, cap] and their count to ncand[row] (part
+ * 0's slot); a row with more than CAP of them (or any part overflowed) is marked overflowed. One warp per row; counts are rescanned from
+ * the lists in global memory for each of the 32 bisection steps (few rows: this is the small-
+ * batch path).
+ */
+__global__ void screen_merge_kernel(const float* __restrict__ cand_d, const int32_t* __restrict__ cand_j, int32_t* __restrict__ ncand, int parts, int rows, int rows_pad,
+                                    int cap, int k, int d_in, const float* __restrict__ b_enc, const float* __restrict__ werr, const float* __restrict__ wtil,
+                                    const float* __restrict__ rnorm, const float* __restrict__ rerr, int32_t* __restrict__ merged_j) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int warp = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const int nwarps = static_cast<int>(gridDim.x * blockDim.x) / 32;
+  const float slack_rel = 2.f * static_cast<float>(d_in + 2) * 5.97e-8f;
+  for (int row = warp; row < rows; row += nwarps) {
+    const float xn = rnorm[row], xe = rerr[row];
+    bool over = false;
+    int total = 0;
+    for (int p = 0; p < parts; ++p) {
+      const int n = ncand[static_cast<int64_t>(p) * rows_pad + row];
+      over = over || n > cap;
+      total += n;
+    }
+    auto interval = [&](int p, int e, float* low, float* up) {
+      const int64_t at = (static_cast<int64_t>(p) * rows_pad + row) * cap + e;
+      const int j = cand_j[at];
+      screen_interval(cand_d[at], b_enc[j], werr[j], wtil[j], xn, xe, slack_rel, low, up);
+    };
+    float t = -INFINITY;
+    if (!over && total >= k) {
+      uint32_t key = 0;
+      for (int bit = 31; bit >= 0; --bit) {
+        const uint32_t c = key | (1u << bit);
+        int cnt = 0;
+        for (int p = 0; p < parts; ++p) {
+          const int n = ncand[static_cast<int64_t>(p) * rows_pad + row];
+          for (int e = lane; e < n; e += 32) {
+            float low, up;
+            interval(p, e, &low, &up);
+            cnt += order_key(low) >= c;
+          }
+        }
+        if (__reduce_add_sync(0xffffffffu, static_cast<unsigned>(cnt)) >= static_cast<unsigned>(k)) key = c;
+      }
+      t = key_value(key);
+    }
+    int kept = 0;
+    for (int p = 0; p < parts && !over; ++p) {
+      const int n = ncand[static_cast<int64_t>(p) * rows_pad + row];
+      for (int base = 0; base < n; base += 32) {
+        const int e = base + lane;
+        float low = -INFINITY, up = -INFINITY;
+        if (e < n) interval(p, e, &low, &up);
+        const bool keep = e < n && up >= t;
+        const unsigned mask = __ballot_sync(0xffffffffu, keep);
+        const int pos = kept + __popc(mask & ((1u << lane) - 1u));
+        if (keep && pos < cap) {
+          merged_j[static_cast<int64_t>(row) * cap + pos] = cand_j[(static_cast<int64_t>(p) * rows_pad + row) * cap + e];
+        }
+        kept += __popc(mask);
+      }
+    }
+    __syncwarp();
+    if (lane == 0) ncand[row] = over || kept > cap ? cap + 1 : kept;  // list 0's count now describes the merged list
   }
 }
 
