@@ -183,9 +183,9 @@ static inline cudaError_t cudaMemset(void* p, int value, size_t bytes) {
 }
 static inline cudaError_t cudaSetDevice(int) { return cudaSuccess; }
 enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16 };
-/** The emulated "device" has 2 SMs: small enough that the tests' batches exercise the latent split. */
+/** The emulated "device" has 1 SM: a one-row-tile batch splits its latents in two (the latent split is exercised). */
 static inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr, int) {
-  *value = 2;
+  *value = 1;
   return cudaSuccess;
 }
 // Streams: launches and copies run synchronously here, so a stream is only a handle.
