@@ -1,5 +1,6 @@
 // Environment switches read by the native side at first use: SAEKIT_ISA forces a CPU kernel
-// variant (a bad value is a clear error, not a crash), SAEKIT_THREADS sizes the kernel pool.
+// variant (a bad value is a clear error, not a crash), SAEKIT_THREADS sizes the kernel pool,
+// SAEKIT_CUDA=0 turns the CUDA backend off.
 // Run in child processes because the addon reads them once per process.
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +31,13 @@ describe('environment switches', () => {
     );
     expect(r.status).toBe(0);
     expect(r.out).toMatch(/caught: unknown CPU kernel variant 'sse9'/);
+  });
+
+  it('SAEKIT_CUDA=0 turns the CUDA backend off (where it is compiled), with that reason', () => {
+    const r = child({ SAEKIT_CUDA: '0' }, 'console.log(JSON.stringify(a.backends()))');
+    expect(r.status).toBe(0);
+    const cuda = (JSON.parse(r.out) as Array<{ name: string; available: boolean; detail: string }>).find((b) => b.name === 'cuda');
+    if (cuda) expect(cuda).toMatchObject({ available: false, detail: 'turned off by SAEKIT_CUDA=0' });
   });
 
   it('SAEKIT_THREADS sizes the kernel pool', () => {
