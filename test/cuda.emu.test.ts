@@ -25,7 +25,10 @@ describe('CUDA kernels under CPU emulation', () => {
     expect(lines.filter((l) => l.includes('mma m16n8k16')).length).toBe(2);
     // The tensor-core screened top-k equals the fp32 kernel exactly (near ties and fallback included).
     expect(lines.filter((l) => l.includes('encode_screened_bf16') && l.includes('identical to the fp32 kernel')).length).toBe(12);
-    expect(lines.filter((l) => l.includes('latent split in')).length).toBe(4);
+    expect(lines.filter((l) => l.includes('latent split in')).length).toBe(6);
+    // The threshold screen (standard / jumprelu) equals the fp32 threshold kernel, overflow included.
+    expect(lines.filter((l) => l.includes('encode_screened_threshold') && l.includes('identical to the fp32 kernel')).length).toBe(3);
+    expect(lines.some((l) => l.includes('encode_screened_threshold') && l.includes('overflow rows 9'))).toBe(true);
     // The forced fallback (cap below k) overflowed every row, and the default cap none.
     expect(lines.filter((l) => l.includes('cap 132') && l.includes('overflow rows 9')).length).toBe(2);
     // The adversarial case where Cauchy-Schwarz is tight ran through the screen, not the fallback.

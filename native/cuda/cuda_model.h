@@ -10,6 +10,7 @@
 // While the GPU works on chunk c, the host stages chunk c + 1 and collects chunk c - 1.
 #pragma once
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <string>
@@ -135,7 +136,7 @@ class CudaModel final : public BackendModel {
     for (Slot& s : slots_) SAEKIT_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
     const size_t din = static_cast<size_t>(spec.d_in), dsae = static_cast<size_t>(spec.d_sae);
     // Screened top-k reads W_enc latent-major (the rescoring) and in bf16 (the screen) only.
-    if (spec.activation == Activation::TopK && spec.k <= cuda::SCREEN_MAX_K && screening_enabled()) {
+    if ((spec.activation != Activation::TopK || spec.k <= cuda::SCREEN_MAX_K) && screening_enabled()) {
       prepare_screen(w);
     } else if (w.enc_transposed) {
       std::vector<float> t(din * dsae);
@@ -149,6 +150,13 @@ class CudaModel final : public BackendModel {
     W_dec_.upload(w.W_dec, dsae * din);
     b_dec_.upload(w.b_dec, din);
     if (spec.activation == Activation::JumpReLU) threshold_.upload(w.threshold, dsae);
+    if (screened_ && spec.activation != Activation::TopK) {
+      // The threshold screen's admission: a latent can only be kept if its exact value passes max(threshold_j, 0).
+      std::vector<float> admit(dsae, 0.f);
+      if (spec.activation == Activation::JumpReLU)
+        for (size_t j = 0; j < dsae; ++j) admit[j] = std::max(w.threshold[j], 0.f);
+      admit_.upload(admit.data(), dsae);
+    }
   }
 
   ~CudaModel() override {
@@ -237,7 +245,7 @@ class CudaModel final : public BackendModel {
 
   int64_t bytes() const override {
     return static_cast<int64_t>(W_enc_.bytes() + b_enc_.bytes() + W_dec_.bytes() + b_dec_.bytes() + threshold_.bytes() + Wt_.bytes() + WT_.bytes() +
-                                werr_.bytes() + wtil_.bytes());
+                                werr_.bytes() + wtil_.bytes() + admit_.bytes());
   }
 
   // --- For the GPU benchmark (cuda_backend.cu): the kernels alone on device-resident data. ---
@@ -390,6 +398,38 @@ class CudaModel final : public BackendModel {
     screened_ = true;
   }
 
+  /**
+   * The tensor-core screen on the slot's staged rows (prep, candidates, merge of a latent
+   * split): returns the candidate lists [rows_pad, cap] with counts in s.ncand (cap + 1:
+   * overflowed). K: top-k's k; 0 for the threshold architectures (admission by admit_).
+   */
+  const int32_t* launch_screen(Slot& s, int k, int cap) {
+    const int n = s.n, din = static_cast<int>(spec_.d_in), dsae = static_cast<int>(spec_.d_sae), apply = spec_.apply_b_dec_to_input ? 1 : 0;
+    const bool topk = spec_.activation == Activation::TopK;
+    const int rows_pad = (n + cuda::SCREEN_BM - 1) / cuda::SCREEN_BM * cuda::SCREEN_BM;
+    const int parts = screen_parts(rows_pad / cuda::SCREEN_BM);
+    s.xb.resize(static_cast<size_t>(rows_pad) * Kp_);
+    s.rnorm.resize(rows_pad);
+    s.rerr.resize(rows_pad);
+    s.cand_d.resize(static_cast<size_t>(parts) * rows_pad * cap);
+    s.cand_j.resize(static_cast<size_t>(parts) * rows_pad * cap);
+    s.ncand.resize(static_cast<size_t>(parts) * rows_pad);
+    if (parts > 1) s.merged_j.resize(static_cast<size_t>(rows_pad) * cap);
+    SAEKIT_LAUNCH(cuda::screen_prep_rows_kernel, static_cast<unsigned>(std::min(65535, (rows_pad + 3) / 4)), 128, s.stream, s.x.get(), b_dec_.get(), apply, n,
+                  rows_pad, din, Kp_, s.xb.get(), s.rnorm.get(), s.rerr.get());
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    SAEKIT_LAUNCH(cuda::screen_candidates_kernel, dim3(static_cast<unsigned>(std::min(65535, rows_pad / cuda::SCREEN_BM)), static_cast<unsigned>(parts)),
+                  cuda::SCREEN_THREADS, s.stream, s.xb.get(), Wt_.get(), b_enc_.get(), s.rnorm.get(), s.rerr.get(), werr_.get(), wtil_.get(),
+                  topk ? nullptr : admit_.get(), n, rows_pad, din, Kp_, dsae, Np_, k, cap, s.cand_d.get(), s.cand_j.get(), s.ncand.get());
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    if (parts == 1) return s.cand_j.get();
+    // The threshold architectures keep every admitted latent: the merge joins without a cut.
+    SAEKIT_LAUNCH(cuda::screen_merge_kernel, static_cast<unsigned>(std::min(65535, (n + 3) / 4)), 128, s.stream, s.cand_d.get(), s.cand_j.get(), s.ncand.get(),
+                  parts, n, rows_pad, cap, topk ? k : INT_MAX, din, b_enc_.get(), werr_.get(), wtil_.get(), s.rnorm.get(), s.rerr.get(), s.merged_j.get());
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    return s.merged_j.get();
+  }
+
   /** The top-k kernels on the slot's staged rows, then (COPY_BACK) the [n, k] results to its pinned buffers. */
   void launch_topk(Slot& s, bool copy_back = true) {
     const int n = s.n, k = static_cast<int>(spec_.k);
@@ -398,32 +438,10 @@ class CudaModel final : public BackendModel {
     s.ov.resize(static_cast<size_t>(n) * k);
     s.oc.resize(n);
     if (screened_) {
-      const int rows_pad = (n + cuda::SCREEN_BM - 1) / cuda::SCREEN_BM * cuda::SCREEN_BM;
       const int cap = cuda::screen_default_cap(k);
-      const int parts = screen_parts(rows_pad / cuda::SCREEN_BM);
-      s.xb.resize(static_cast<size_t>(rows_pad) * Kp_);
-      s.rnorm.resize(rows_pad);
-      s.rerr.resize(rows_pad);
-      s.cand_d.resize(static_cast<size_t>(parts) * rows_pad * cap);
-      s.cand_j.resize(static_cast<size_t>(parts) * rows_pad * cap);
-      s.ncand.resize(static_cast<size_t>(parts) * rows_pad);
-      if (parts > 1) s.merged_j.resize(static_cast<size_t>(rows_pad) * cap);
-      SAEKIT_LAUNCH(cuda::screen_prep_rows_kernel, static_cast<unsigned>(std::min(65535, (rows_pad + 3) / 4)), 128, s.stream, s.x.get(), b_dec_.get(), apply, n,
-                    rows_pad, din, Kp_, s.xb.get(), s.rnorm.get(), s.rerr.get());
-      SAEKIT_CUDA_CHECK(cudaGetLastError());
-      SAEKIT_LAUNCH(cuda::screen_candidates_kernel, dim3(static_cast<unsigned>(std::min(65535, rows_pad / cuda::SCREEN_BM)), static_cast<unsigned>(parts)),
-                    cuda::SCREEN_THREADS, s.stream,
-                    s.xb.get(), Wt_.get(), b_enc_.get(), s.rnorm.get(), s.rerr.get(), werr_.get(), wtil_.get(), n, rows_pad, din, Kp_, dsae, Np_, k, cap,
-                    s.cand_d.get(), s.cand_j.get(), s.ncand.get());
-      SAEKIT_CUDA_CHECK(cudaGetLastError());
-      if (parts > 1) {
-        SAEKIT_LAUNCH(cuda::screen_merge_kernel, static_cast<unsigned>(std::min(65535, (n + 3) / 4)), 128, s.stream, s.cand_d.get(), s.cand_j.get(),
-                      s.ncand.get(), parts, n, rows_pad, cap, k, din, b_enc_.get(), werr_.get(), wtil_.get(), s.rnorm.get(), s.rerr.get(), s.merged_j.get());
-        SAEKIT_CUDA_CHECK(cudaGetLastError());
-      }
+      const int32_t* cand = launch_screen(s, k, cap);
       SAEKIT_LAUNCH(cuda::screen_rescore_kernel, static_cast<unsigned>(std::min(65535, (n + 3) / 4)), 128, s.stream, s.x.get(), WT_.get(), b_enc_.get(),
-                    b_dec_.get(), apply, n, din, dsae, k, cap, parts > 1 ? s.merged_j.get() : s.cand_j.get(), s.ncand.get(), s.oi.get(), s.ov.get(),
-                    s.oc.get());
+                    b_dec_.get(), apply, n, din, dsae, k, cap, cand, s.ncand.get(), s.oi.get(), s.ov.get(), s.oc.get());
       SAEKIT_CUDA_CHECK(cudaGetLastError());
     } else {
       const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + cuda::ENCODE_WARPS_PER_BLOCK - 1) / cuda::ENCODE_WARPS_PER_BLOCK, 65535));
@@ -456,6 +474,10 @@ class CudaModel final : public BackendModel {
 
   /** Count then fill (kernels/encode_threshold.cuh), synchronous: the host turns the counts into row offsets. */
   void encode_threshold(Slot& s, SparseCodes* out) {
+    if (screened_) {
+      encode_threshold_screened(s, out);
+      return;
+    }
     const int n = s.n;
     const float* th = spec_.activation == Activation::JumpReLU ? threshold_.get() : nullptr;
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK - 1) / cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK, 65535));
@@ -494,6 +516,58 @@ class CudaModel final : public BackendModel {
     s.n = 0;
   }
 
+  /**
+   * Standard / jumprelu through the tensor-core screen: candidates (up >= admission), then the
+   * fp32 rescoring counts, the host's row offsets, the fill; each row sorted by latent here
+   * (candidates arrive in list order). Values and keep rule as the fp32 kernel's.
+   */
+  void encode_threshold_screened(Slot& s, SparseCodes* out) {
+    const int n = s.n, din = static_cast<int>(spec_.d_in), dsae = static_cast<int>(spec_.d_sae), apply = spec_.apply_b_dec_to_input ? 1 : 0;
+    const float* th = spec_.activation == Activation::JumpReLU ? threshold_.get() : nullptr;
+    const int cap = cuda::SCREEN_THRESHOLD_CAP;
+    const int32_t* cand = launch_screen(s, 0, cap);
+    const unsigned grid = static_cast<unsigned>(std::min(65535, (n + 3) / 4));
+    s.oc.resize(n);
+    s.hc.resize(n);
+    SAEKIT_LAUNCH(cuda::screen_rescore_threshold_kernel, grid, 128, s.stream, s.x.get(), WT_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, cap,
+                  cand, s.ncand.get(), nullptr, s.oc.get(), nullptr, nullptr);
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    copy_to_host(s.hc.get(), s.oc.get(), n, s.stream);
+    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    s.hptr.resize(static_cast<size_t>(n) + 1);
+    uint32_t* ip = s.hptr.get();
+    ip[0] = 0;
+    for (int r = 0; r < n; ++r) ip[r + 1] = ip[r] + static_cast<uint32_t>(s.hc.get()[r]);
+    const uint32_t nnz = ip[n];
+    s.indptr.resize(static_cast<size_t>(n) + 1);
+    s.oi.resize(nnz);
+    s.ov.resize(nnz);
+    copy_to_device(s.indptr.get(), ip, static_cast<size_t>(n) + 1, s.stream);
+    SAEKIT_LAUNCH(cuda::screen_rescore_threshold_kernel, grid, 128, s.stream, s.x.get(), WT_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, cap,
+                  cand, s.ncand.get(), s.indptr.get(), nullptr, s.oi.get(), s.ov.get());
+    SAEKIT_CUDA_CHECK(cudaGetLastError());
+    s.hi.resize(nnz);
+    s.hv.resize(nnz);
+    copy_to_host(s.hi.get(), s.oi.get(), nnz, s.stream);
+    copy_to_host(s.hv.get(), s.ov.get(), nnz, s.stream);
+    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+    const size_t base = out->indices.size();
+    out->indices.resize(base + nnz);
+    out->values.resize(base + nnz);
+    std::vector<std::pair<int32_t, float>> row;
+    for (int r = 0; r < n; ++r) {
+      row.clear();
+      for (uint32_t e = ip[r]; e < ip[r + 1]; ++e) row.emplace_back(s.hi.get()[e], s.hv.get()[e]);
+      std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+      for (size_t e = 0; e < row.size(); ++e) {
+        out->indices[base + ip[r] + e] = row[e].first;
+        out->values[base + ip[r] + e] = row[e].second;
+      }
+      out->indptr[s.r0 + r + 1] = static_cast<uint32_t>(base + ip[r + 1]);
+    }
+    s.n = 0;
+  }
+
   /** Waits for the slot's decoded chunk and writes it to OUT, undoing the per-row normalization. */
   void finish_decode(Slot& s, const SparseCodesView& c, float* out) {
     SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
@@ -518,7 +592,7 @@ class CudaModel final : public BackendModel {
   bool screened_ = false;
   int Kp_ = 0, Np_ = 0, sm_count_ = 1;
   DeviceBuffer<uint16_t> Wt_;
-  DeviceBuffer<float> WT_, werr_, wtil_;
+  DeviceBuffer<float> WT_, werr_, wtil_, admit_;
 };
 
 }  // namespace

@@ -3,6 +3,7 @@
 // checks the emulation's own warp intrinsics on a test kernel. Prints one line per case and
 // exits 1 on the first mismatch. Seeded from argv[1] (fresh seed per run from the test).
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -346,7 +347,7 @@ void test_encode_screened(std::mt19937& rng, int rows, int d_in, int d_sae, int 
   // reset. PARTS > 1: the latent split (grid.y), then the merge.
   saekit::emu::launch(dim3(1, parts), dim3(SCREEN_THREADS), screen_candidates_kernel, static_cast<const uint16_t*>(xb.data()), static_cast<const uint16_t*>(p.Wt.data()),
                       static_cast<const float*>(be.data()), static_cast<const float*>(rnorm.data()), static_cast<const float*>(rerr.data()),
-                      static_cast<const float*>(p.werr.data()), static_cast<const float*>(p.wtil.data()), rows, rows_pad, d_in, p.Kp, d_sae, p.Np, k, cap, cand_d.data(),
+                      static_cast<const float*>(p.werr.data()), static_cast<const float*>(p.wtil.data()), static_cast<const float*>(nullptr), rows, rows_pad, d_in, p.Kp, d_sae, p.Np, k, cap, cand_d.data(),
                       cand_j.data(), ncand.data());
   std::vector<int32_t> merged(static_cast<size_t>(rows_pad) * cap, -1);
   if (parts > 1) {
@@ -386,6 +387,87 @@ void test_encode_screened(std::mt19937& rng, int rows, int d_in, int d_sae, int 
                   (aligned ? " (errors parallel to the rows: Cauchy-Schwarz tight, norms 2^-20..2^20)" : "") +
                   (parts > 1 ? " latent split in " + std::to_string(parts) + " + merge" : "") + ": identical to the fp32 kernel" + (lists_ok ? "" : " (BAD candidate lists)") + "; candidates/row " +
                   (screened ? fmt(static_cast<double>(total) / screened) : std::string("-")) + ", overflow rows " + std::to_string(overflow));
+}
+
+// The threshold screen (standard / jumprelu: candidates up >= max(threshold, 0), fp32
+// rescoring count then fill) must give exactly the fp32 threshold kernel's codes once each row
+// is sorted by latent; CAP below a row's admissions forces the overflow path (every latent).
+void test_encode_screened_threshold(std::mt19937& rng, int rows, int d_in, int d_sae, bool jump, int cap, int parts) {
+  using namespace saekit::cuda;
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(rows) * d_in), W(static_cast<size_t>(d_in) * d_sae), be(d_sae), bd(d_in), th(d_sae), admit(d_sae);
+  for (auto& v : x) v = normal(rng);
+  const float ws = 1.f / std::sqrt(static_cast<float>(d_in));
+  for (auto& v : W) v = normal(rng) * ws;
+  for (auto& v : be) v = normal(rng) * 0.3f - 0.4f;
+  for (auto& v : bd) v = normal(rng) * 0.1f;
+  for (auto& v : th) v = std::fabs(normal(rng)) * 0.5f;
+  // Latents whose exact value sits within bf16 error of the threshold: the screen cannot decide them.
+  for (int j = 0; j < d_sae; j += 7) th[j] = 0.1f;
+  for (int j = 0; j < d_sae; ++j) admit[j] = jump ? std::max(th[j], 0.f) : 0.f;
+  const ScreenWeights p = screen_pack_weights(W.data(), false, d_in, d_sae);
+  const int rows_pad = (rows + SCREEN_BM - 1) / SCREEN_BM * SCREEN_BM;
+  std::vector<uint16_t> xb(static_cast<size_t>(rows_pad) * p.Kp);
+  std::vector<float> rnorm(rows_pad), rerr(rows_pad);
+  saekit::emu::launch(dim3(2), dim3(64), screen_prep_rows_kernel, x.data(), bd.data(), 1, rows, rows_pad, d_in, p.Kp, xb.data(), rnorm.data(), rerr.data());
+  std::vector<float> cand_d(static_cast<size_t>(parts) * rows_pad * cap, std::nanf(""));
+  std::vector<int32_t> cand_j(static_cast<size_t>(parts) * rows_pad * cap, -1), ncand(static_cast<size_t>(parts) * rows_pad, -7);
+  saekit::emu::launch(dim3(1, parts), dim3(SCREEN_THREADS), screen_candidates_kernel, static_cast<const uint16_t*>(xb.data()),
+                      static_cast<const uint16_t*>(p.Wt.data()), static_cast<const float*>(be.data()), static_cast<const float*>(rnorm.data()),
+                      static_cast<const float*>(rerr.data()), static_cast<const float*>(p.werr.data()), static_cast<const float*>(p.wtil.data()),
+                      static_cast<const float*>(admit.data()), rows, rows_pad, d_in, p.Kp, d_sae, p.Np, 0, cap, cand_d.data(), cand_j.data(), ncand.data());
+  if (parts > 1) {
+    std::vector<int32_t> merged(static_cast<size_t>(rows_pad) * cap, -1);
+    saekit::emu::launch(dim3(2), dim3(64), screen_merge_kernel, static_cast<const float*>(cand_d.data()), static_cast<const int32_t*>(cand_j.data()),
+                        ncand.data(), parts, rows, rows_pad, cap, INT_MAX, d_in, static_cast<const float*>(be.data()), static_cast<const float*>(p.werr.data()),
+                        static_cast<const float*>(p.wtil.data()), static_cast<const float*>(rnorm.data()), static_cast<const float*>(rerr.data()), merged.data());
+    cand_j = merged;
+  }
+  const float* thp = jump ? th.data() : nullptr;
+  auto run = [&](bool screened, std::vector<uint32_t>& ip, std::vector<int32_t>& idx, std::vector<float>& val) {
+    std::vector<int32_t> count(rows, -1);
+    ip.assign(rows + 1, 0);
+    for (int pass = 0; pass < 2; ++pass) {
+      const uint32_t* ipp = pass ? ip.data() : nullptr;
+      int32_t* cnt = pass ? nullptr : count.data();
+      if (pass) {
+        for (int r = 0; r < rows; ++r) ip[r + 1] = ip[r] + static_cast<uint32_t>(count[r]);
+        idx.assign(ip[rows], -7);
+        val.assign(ip[rows], std::nanf(""));
+      }
+      if (screened)
+        saekit::emu::launch(dim3(2), dim3(128), screen_rescore_threshold_kernel, static_cast<const float*>(x.data()), static_cast<const float*>(p.WT.data()),
+                            static_cast<const float*>(be.data()), static_cast<const float*>(bd.data()), thp, 1, rows, d_in, d_sae, cap,
+                            static_cast<const int32_t*>(cand_j.data()), static_cast<const int32_t*>(ncand.data()), ipp, cnt, pass ? idx.data() : nullptr,
+                            pass ? val.data() : nullptr);
+      else
+        saekit::emu::launch(dim3(2), dim3(32 * ENCODE_THRESHOLD_WARPS_PER_BLOCK), encode_threshold_f32_kernel, static_cast<const float*>(x.data()),
+                            static_cast<const float*>(W.data()), static_cast<const float*>(be.data()), static_cast<const float*>(bd.data()), thp, 1, rows, d_in,
+                            d_sae, ipp, cnt, pass ? idx.data() : nullptr, pass ? val.data() : nullptr);
+    }
+  };
+  std::vector<uint32_t> sip, fip;
+  std::vector<int32_t> si, fi;
+  std::vector<float> sv, fv;
+  run(true, sip, si, sv);
+  run(false, fip, fi, fv);
+  bool same = sip == fip;
+  long cands = 0;
+  int overflow = 0;
+  for (int r = 0; r < rows && same; ++r) {
+    if (ncand[r] > cap) ++overflow;
+    else cands += ncand[r];
+    std::vector<std::pair<int32_t, float>> a, b;
+    for (uint32_t e = sip[r]; e < sip[r + 1]; ++e) a.push_back({si[e], sv[e]});
+    for (uint32_t e = fip[r]; e < fip[r + 1]; ++e) b.push_back({fi[e], fv[e]});
+    std::sort(a.begin(), a.end(), [](const auto& u, const auto& v) { return u.first < v.first; });
+    same = a == b;
+  }
+  const int screened = rows - overflow;
+  check(same, std::string("encode_screened_threshold ") + (jump ? "jumprelu" : "standard") + " rows " + std::to_string(rows) + " d_in " + std::to_string(d_in) +
+                  " d_sae " + std::to_string(d_sae) + " cap " + std::to_string(cap) + (parts > 1 ? " latent split in " + std::to_string(parts) + " + merge" : "") +
+                  ": identical to the fp32 kernel; candidates/row " + (screened ? fmt(static_cast<double>(cands) / screened) : std::string("-")) +
+                  ", overflow rows " + std::to_string(overflow));
 }
 
 }  // namespace
@@ -440,6 +522,10 @@ int main(int argc, char** argv) {
   if (want("screened")) test_encode_screened(rng, 9, 33, 300, 5, screen_default_cap(5), ScreenData::Ties, 4);
   if (want("screened")) test_encode_screened(rng, 12, 64, 300, 8, screen_default_cap(8), ScreenData::Aligned, 2);
   if (want("screened")) test_encode_screened(rng, 9, 64, 400, 12, SCREEN_BN + 4, ScreenData::Random, 2);
+  // The threshold screen: jumprelu and standard, a latent split, and a cap that overflows.
+  if (want("screened")) test_encode_screened_threshold(rng, 20, 40, 300, true, saekit::cuda::SCREEN_THRESHOLD_CAP, 1);
+  if (want("screened")) test_encode_screened_threshold(rng, 9, 33, 400, false, saekit::cuda::SCREEN_THRESHOLD_CAP, 3);
+  if (want("screened")) test_encode_screened_threshold(rng, 9, 64, 300, true, SCREEN_BN + 2, 2);
   std::printf("%s\n", failures == 0 ? "all passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

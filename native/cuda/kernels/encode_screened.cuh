@@ -49,6 +49,9 @@ constexpr int SCREEN_LDS = SCREEN_BK + 8;
 // Candidate list capacity per row: one latent tile plus room for the k kept and near ties.
 constexpr int SCREEN_MAX_CAP = 256;
 inline int screen_default_cap(int k) { return SCREEN_BN + 2 * (k > 32 ? k : 32); }
+// The threshold architectures keep every admitted latent (no compaction): room for ~384
+// (L0 ~ 50-150 for Gemma Scope-like SAEs, plus the latents near their threshold).
+constexpr int SCREEN_THRESHOLD_CAP = SCREEN_BN + 384;
 
 /** The bf16 screen's copy of W_enc and the per-latent norms its bound needs (host-side packing). */
 struct ScreenWeights {
@@ -194,14 +197,19 @@ __device__ __forceinline__ int screen_compact_row(float* cd, int32_t* cj, int n,
  * Latent split: gridDim.y = parts; block (x, p) screens the p-th of `parts` ranges of latent
  * tiles into list p, with its own running threshold. A batch of few rows (a row tile or two)
  * then still fills the card; screen_merge_kernel joins the lists (parts == 1: no merge).
+ *
+ * ADMIT != nullptr: the threshold architectures (standard, jumprelu). A latent is a candidate
+ * when up >= admit[j] (max(threshold_j, 0), or 0), the only way its exact value can pass; all
+ * of them are needed, so lists are never compacted and a row that fills its list overflows.
+ * Any cap > SCREEN_BN then works (no per-lane arrays).
  */
 // Two blocks per SM, so one block's copies and epilogue overlap the other's mma: at most 128
-// registers. Unbounded, ptxas (nvcc 13) takes 156 on sm_80 (one block per SM); bounded it
-// spills 8-24 bytes (sm_90 / sm_80), the cheaper side of that trade.
+// registers. Unbounded, ptxas (nvcc 13) took 156 on sm_80 (one block per SM); bounded it
+// spills at most a few bytes (12 on sm_90 today), the cheaper side of that trade.
 __global__ void __launch_bounds__(SCREEN_THREADS, 2) screen_candidates_kernel(const uint16_t* __restrict__ xb, const uint16_t* __restrict__ Wt, const float* __restrict__ b_enc,
                                          const float* __restrict__ rnorm, const float* __restrict__ rerr, const float* __restrict__ werr,
-                                         const float* __restrict__ wtil, int rows, int rows_pad, int d_in, int Kp, int d_sae, int Np, int k, int cap,
-                                         float* __restrict__ cand_d, int32_t* __restrict__ cand_j, int32_t* __restrict__ ncand) {
+                                         const float* __restrict__ wtil, const float* __restrict__ admit, int rows, int rows_pad, int d_in, int Kp, int d_sae,
+                                         int Np, int k, int cap, float* __restrict__ cand_d, int32_t* __restrict__ cand_j, int32_t* __restrict__ ncand) {
   __shared__ __align__(16) uint16_t sA[2][SCREEN_BM * SCREEN_LDS];
   __shared__ __align__(16) uint16_t sB[2][SCREEN_BN * SCREEN_LDS];
   __shared__ float s_thr[SCREEN_BM], s_xn[SCREEN_BM], s_xe[SCREEN_BM];
@@ -288,7 +296,7 @@ __global__ void __launch_bounds__(SCREEN_THREADS, 2) screen_candidates_kernel(co
             if (j >= d_sae || s_over[rl]) continue;
             float low, up;
             screen_interval(d, b_enc[j], werr[j], wtil[j], s_xn[rl], s_xe[rl], slack_rel, &low, &up);
-            if (up < s_thr[rl]) continue;
+            if (up < (admit != nullptr ? admit[j] : s_thr[rl])) continue;
             const int slot = atomicAdd(&s_cnt[rl], 1);  // < cap: the list had room for a whole tile
             cand_d[(list0 + r0 + rl) * cap + slot] = d;
             cand_j[(list0 + r0 + rl) * cap + slot] = j;
@@ -297,6 +305,10 @@ __global__ void __launch_bounds__(SCREEN_THREADS, 2) screen_candidates_kernel(co
       const bool last = step == steps - 1;
       for (int rl = warp; rl < SCREEN_BM; rl += SCREEN_WARPS) {
         if (s_over[rl] || (!last && s_cnt[rl] <= cap - SCREEN_BN)) continue;
+        if (admit != nullptr) {  // nothing can be dropped: a full list overflows
+          if (!last && lane == 0) s_over[rl] = 1;
+          continue;
+        }
         const int64_t base = (list0 + r0 + rl) * cap;
         const int n = screen_compact_row(cand_d + base, cand_j + base, s_cnt[rl], k, &s_thr[rl], b_enc, werr, wtil, s_xn[rl], s_xe[rl], slack_rel);
         if (lane == 0) {
@@ -381,13 +393,45 @@ __global__ void screen_merge_kernel(const float* __restrict__ cand_d, const int3
   }
 }
 
+/** One warp's staging area for the rescoring dots (shared memory). */
+struct RescoreStage {
+  float w[32][33];  // [candidate][i], padded: lane c reads row c without bank conflicts
+  float x[32];
+  int j[32];
+};
+
 /**
- * Rescoring: per row (one warp), the fp32 pre-activation of each candidate (every latent for
- * an overflowed row) from the latent-major copy WT; the exact top-k with ties to the lower
- * index, ReLU, ascending output. Lane c owns candidate c of a group of 32 and sums it in the
- * fp32 kernels' order (acc = fma(x'_i, w_i, acc), i = 0..d_in-1, then + b_j: bit-identical to
- * them), but the loads are coalesced: 32-wide slices of the 32 candidates' rows are staged
- * through shared memory (one 128-byte row slice per load instruction, transposed on read).
+ * The fp32 dot x'.w_J of lane's candidate J (-1: none) for a group of 32 candidates, summed in
+ * the fp32 kernels' order (acc = fma(x'_i, w_i, acc), i = 0..d_in-1: bit-identical to them)
+ * from the latent-major copy WT, with coalesced loads: 32-wide slices of the 32 candidates'
+ * rows are staged through shared memory (one 128-byte row slice per load instruction) and
+ * read transposed. Add b_enc[J] to get the pre-activation.
+ */
+__device__ __forceinline__ float rescore_dot(const float* xr, const float* __restrict__ WT, const float* __restrict__ b_dec, int apply_b_dec, int d_in, int j,
+                                             RescoreStage& st) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  st.j[lane] = j;
+  float acc = 0.f;
+  for (int i0 = 0; i0 < d_in; i0 += 32) {
+    const int i = i0 + lane;
+    __syncwarp();  // the previous slice is consumed (and st.j written) before it is overwritten
+    st.x[lane] = i < d_in ? (apply_b_dec ? xr[i] - b_dec[i] : xr[i]) : 0.f;
+    for (int cc = 0; cc < 32; ++cc) {
+      const int jc = st.j[cc];
+      st.w[cc][lane] = jc >= 0 && i < d_in ? WT[static_cast<int64_t>(jc) * d_in + i] : 0.f;
+    }
+    __syncwarp();
+    const int len = d_in - i0 < 32 ? d_in - i0 : 32;
+    for (int t = 0; t < len; ++t) acc = fmaf(st.x[t], st.w[lane][t], acc);
+  }
+  __syncwarp();  // all lanes are done with the stage before the caller's next group
+  return acc;
+}
+
+/**
+ * Rescoring (top-k): per row (one warp), the fp32 pre-activation of each candidate (every
+ * latent for an overflowed row), the exact top-k with ties to the lower index, ReLU,
+ * ascending output into [rows, k] slots.
  */
 __global__ void screen_rescore_kernel(const float* __restrict__ x, const float* __restrict__ WT, const float* __restrict__ b_enc, const float* __restrict__ b_dec,
                                       int apply_b_dec, int rows, int d_in, int d_sae, int k, int cap, const int32_t* __restrict__ cand_j,
@@ -396,9 +440,7 @@ __global__ void screen_rescore_kernel(const float* __restrict__ x, const float* 
   constexpr int WARPS = 4;
   __shared__ float vals[WARPS][SCREEN_MAX_K];
   __shared__ int idx[WARPS][SCREEN_MAX_K];
-  __shared__ float s_w[WARPS][32][33];  // [candidate][i], padded: lane c reads row c without bank conflicts
-  __shared__ float s_x[WARPS][32];
-  __shared__ int s_j[WARPS][32];
+  __shared__ RescoreStage stage[WARPS];
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   for (int row = static_cast<int>(blockIdx.x) * WARPS + warp; row < rows; row += static_cast<int>(gridDim.x) * WARPS) {
     const float* xr = x + static_cast<int64_t>(row) * d_in;
@@ -409,24 +451,49 @@ __global__ void screen_rescore_kernel(const float* __restrict__ x, const float* 
     for (int base = 0; base < total; base += 32) {
       const int c = base + lane;
       const int j = c < total ? (all ? c : cand_j[static_cast<int64_t>(row) * cap + c]) : -1;
-      s_j[warp][lane] = j;
-      float acc = 0.f;
-      for (int i0 = 0; i0 < d_in; i0 += 32) {
-        const int i = i0 + lane;
-        __syncwarp();  // the previous slice is consumed (and s_j written) before it is overwritten
-        s_x[warp][lane] = i < d_in ? (apply_b_dec ? xr[i] - b_dec[i] : xr[i]) : 0.f;
-        for (int cc = 0; cc < 32; ++cc) {
-          const int jc = s_j[warp][cc];
-          s_w[warp][cc][lane] = jc >= 0 && i < d_in ? WT[static_cast<int64_t>(jc) * d_in + i] : 0.f;
-        }
-        __syncwarp();
-        const int len = d_in - i0 < 32 ? d_in - i0 : 32;
-        for (int t = 0; t < len; ++t) acc = fmaf(s_x[warp][t], s_w[warp][lane][t], acc);
-      }
-      const float pre = j >= 0 ? acc + b_enc[j] : -INFINITY;
-      warp_topk_merge(pre, j, vals[warp], idx[warp], k, filled);
+      const float acc = rescore_dot(xr, WT, b_dec, apply_b_dec, d_in, j, stage[warp]);
+      warp_topk_merge(j >= 0 ? acc + b_enc[j] : -INFINITY, j, vals[warp], idx[warp], k, filled);
     }
     warp_topk_emit(vals[warp], idx[warp], filled, k, row, out_indices, out_values, out_count);
+  }
+}
+
+/**
+ * Rescoring (standard / jumprelu), count then fill like encode_threshold_f32_kernel and with
+ * its keep rule (pre > 0, and pre > threshold[j] for jumprelu) and values (bit-identical): pass
+ * 1 (indptr == nullptr) writes each row's count, pass 2 writes (latent, value) at indptr[row]
+ * in candidate order (ascending for an overflowed row, which runs every latent); the host
+ * sorts each row by latent.
+ */
+__global__ void screen_rescore_threshold_kernel(const float* __restrict__ x, const float* __restrict__ WT, const float* __restrict__ b_enc,
+                                                const float* __restrict__ b_dec, const float* __restrict__ threshold, int apply_b_dec, int rows, int d_in,
+                                                int d_sae, int cap, const int32_t* __restrict__ cand_j, const int32_t* __restrict__ ncand,
+                                                const uint32_t* __restrict__ indptr, int32_t* __restrict__ out_count, int32_t* __restrict__ out_indices,
+                                                float* __restrict__ out_values) {
+  constexpr int WARPS = 4;
+  __shared__ RescoreStage stage[WARPS];
+  const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+  for (int row = static_cast<int>(blockIdx.x) * WARPS + warp; row < rows; row += static_cast<int>(gridDim.x) * WARPS) {
+    const float* xr = x + static_cast<int64_t>(row) * d_in;
+    const int nc = ncand[row];
+    const bool all = nc > cap;
+    const int total = all ? d_sae : nc;
+    uint32_t written = 0;
+    for (int base = 0; base < total; base += 32) {
+      const int c = base + lane;
+      const int j = c < total ? (all ? c : cand_j[static_cast<int64_t>(row) * cap + c]) : -1;
+      const float acc = rescore_dot(xr, WT, b_dec, apply_b_dec, d_in, j, stage[warp]);
+      const float pre = j >= 0 ? acc + b_enc[j] : 0.f;
+      const bool keep = j >= 0 && pre > 0.f && (threshold == nullptr || pre > threshold[j]);
+      const unsigned kept = __ballot_sync(0xffffffffu, keep);
+      if (indptr != nullptr && keep) {
+        const uint32_t slot = indptr[row] + written + static_cast<uint32_t>(__popc(kept & ((1u << lane) - 1u)));
+        out_indices[slot] = j;
+        out_values[slot] = pre;
+      }
+      written += static_cast<uint32_t>(__popc(kept));
+    }
+    if (indptr == nullptr && lane == 0) out_count[row] = static_cast<int32_t>(written);
   }
 }
 
