@@ -473,64 +473,44 @@ class CudaModel final : public BackendModel {
   }
 
   /** Count then fill (kernels/encode_threshold.cuh), synchronous: the host turns the counts into row offsets. */
+  /**
+   * Standard / jumprelu, count then fill: the tensor-core screen's candidates rescored in fp32
+   * (kernels/encode_screened.cuh) or the fp32 kernel over every latent
+   * (kernels/encode_threshold.cuh), same keep rule and values either way.
+   */
   void encode_threshold(Slot& s, SparseCodes* out) {
+    const int n = s.n, din = static_cast<int>(spec_.d_in), dsae = static_cast<int>(spec_.d_sae), apply = spec_.apply_b_dec_to_input ? 1 : 0;
+    const float* th = spec_.activation == Activation::JumpReLU ? threshold_.get() : nullptr;
     if (screened_) {
-      encode_threshold_screened(s, out);
+      const int cap = cuda::SCREEN_THRESHOLD_CAP;
+      const int32_t* cand = launch_screen(s, 0, cap);
+      const unsigned grid = static_cast<unsigned>(std::min(65535, (n + 3) / 4));
+      // Candidates arrive in list order: each row is sorted by latent on the way out.
+      count_then_fill(s, out, true, [&](const uint32_t* indptr, int32_t* count, int32_t* idx, float* val) {
+        SAEKIT_LAUNCH(cuda::screen_rescore_threshold_kernel, grid, 128, s.stream, s.x.get(), WT_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, cap,
+                      cand, s.ncand.get(), indptr, count, idx, val);
+      });
       return;
     }
-    const int n = s.n;
-    const float* th = spec_.activation == Activation::JumpReLU ? threshold_.get() : nullptr;
     const unsigned grid = static_cast<unsigned>(std::min<int64_t>((n + cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK - 1) / cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK, 65535));
-    const unsigned block = 32 * cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK;
-    const int din = static_cast<int>(spec_.d_in), dsae = static_cast<int>(spec_.d_sae), apply = spec_.apply_b_dec_to_input ? 1 : 0;
-    s.oc.resize(n);
-    s.hc.resize(n);
-    SAEKIT_LAUNCH(cuda::encode_threshold_f32_kernel, grid, block, s.stream, s.x.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, nullptr,
-                  s.oc.get(), nullptr, nullptr);
-    SAEKIT_CUDA_CHECK(cudaGetLastError());
-    copy_to_host(s.hc.get(), s.oc.get(), n, s.stream);
-    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
-    s.hptr.resize(static_cast<size_t>(n) + 1);
-    uint32_t* ip = s.hptr.get();
-    ip[0] = 0;
-    for (int r = 0; r < n; ++r) ip[r + 1] = ip[r] + static_cast<uint32_t>(s.hc.get()[r]);
-    const uint32_t nnz = ip[n];
-    s.indptr.resize(static_cast<size_t>(n) + 1);
-    s.oi.resize(nnz);
-    s.ov.resize(nnz);
-    copy_to_device(s.indptr.get(), ip, static_cast<size_t>(n) + 1, s.stream);
-    SAEKIT_LAUNCH(cuda::encode_threshold_f32_kernel, grid, block, s.stream, s.x.get(), W_enc_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae,
-                  s.indptr.get(), nullptr, s.oi.get(), s.ov.get());
-    SAEKIT_CUDA_CHECK(cudaGetLastError());
-    const size_t base = out->indices.size();
-    out->indices.resize(base + nnz);
-    out->values.resize(base + nnz);
-    s.hi.resize(nnz);
-    s.hv.resize(nnz);
-    copy_to_host(s.hi.get(), s.oi.get(), nnz, s.stream);
-    copy_to_host(s.hv.get(), s.ov.get(), nnz, s.stream);
-    SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
-    std::copy(s.hi.get(), s.hi.get() + nnz, out->indices.data() + base);
-    std::copy(s.hv.get(), s.hv.get() + nnz, out->values.data() + base);
-    for (int r = 0; r < n; ++r) out->indptr[s.r0 + r + 1] = static_cast<uint32_t>(base + ip[r + 1]);
-    s.n = 0;
+    count_then_fill(s, out, false, [&](const uint32_t* indptr, int32_t* count, int32_t* idx, float* val) {
+      SAEKIT_LAUNCH(cuda::encode_threshold_f32_kernel, grid, 32 * cuda::ENCODE_THRESHOLD_WARPS_PER_BLOCK, s.stream, s.x.get(), W_enc_.get(), b_enc_.get(),
+                    b_dec_.get(), th, apply, n, din, dsae, indptr, count, idx, val);
+    });
   }
 
   /**
-   * Standard / jumprelu through the tensor-core screen: candidates (up >= admission), then the
-   * fp32 rescoring counts, the host's row offsets, the fill; each row sorted by latent here
-   * (candidates arrive in list order). Values and keep rule as the fp32 kernel's.
+   * The count-then-fill protocol on the slot's stream: PASS(nullptr, counts, nullptr, nullptr)
+   * writes each row's count, the host turns them into row offsets, PASS(indptr, nullptr,
+   * indices, values) fills; the result is appended to OUT's CSR (each row sorted by latent when
+   * SORT_ROWS).
    */
-  void encode_threshold_screened(Slot& s, SparseCodes* out) {
-    const int n = s.n, din = static_cast<int>(spec_.d_in), dsae = static_cast<int>(spec_.d_sae), apply = spec_.apply_b_dec_to_input ? 1 : 0;
-    const float* th = spec_.activation == Activation::JumpReLU ? threshold_.get() : nullptr;
-    const int cap = cuda::SCREEN_THRESHOLD_CAP;
-    const int32_t* cand = launch_screen(s, 0, cap);
-    const unsigned grid = static_cast<unsigned>(std::min(65535, (n + 3) / 4));
+  template <class Pass>
+  void count_then_fill(Slot& s, SparseCodes* out, bool sort_rows, Pass pass) {
+    const int n = s.n;
     s.oc.resize(n);
     s.hc.resize(n);
-    SAEKIT_LAUNCH(cuda::screen_rescore_threshold_kernel, grid, 128, s.stream, s.x.get(), WT_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, cap,
-                  cand, s.ncand.get(), nullptr, s.oc.get(), nullptr, nullptr);
+    pass(static_cast<const uint32_t*>(nullptr), s.oc.get(), static_cast<int32_t*>(nullptr), static_cast<float*>(nullptr));
     SAEKIT_CUDA_CHECK(cudaGetLastError());
     copy_to_host(s.hc.get(), s.oc.get(), n, s.stream);
     SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
@@ -543,8 +523,7 @@ class CudaModel final : public BackendModel {
     s.oi.resize(nnz);
     s.ov.resize(nnz);
     copy_to_device(s.indptr.get(), ip, static_cast<size_t>(n) + 1, s.stream);
-    SAEKIT_LAUNCH(cuda::screen_rescore_threshold_kernel, grid, 128, s.stream, s.x.get(), WT_.get(), b_enc_.get(), b_dec_.get(), th, apply, n, din, dsae, cap,
-                  cand, s.ncand.get(), s.indptr.get(), nullptr, s.oi.get(), s.ov.get());
+    pass(static_cast<const uint32_t*>(s.indptr.get()), static_cast<int32_t*>(nullptr), s.oi.get(), s.ov.get());
     SAEKIT_CUDA_CHECK(cudaGetLastError());
     s.hi.resize(nnz);
     s.hv.resize(nnz);
@@ -556,12 +535,17 @@ class CudaModel final : public BackendModel {
     out->values.resize(base + nnz);
     std::vector<std::pair<int32_t, float>> row;
     for (int r = 0; r < n; ++r) {
-      row.clear();
-      for (uint32_t e = ip[r]; e < ip[r + 1]; ++e) row.emplace_back(s.hi.get()[e], s.hv.get()[e]);
-      std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-      for (size_t e = 0; e < row.size(); ++e) {
-        out->indices[base + ip[r] + e] = row[e].first;
-        out->values[base + ip[r] + e] = row[e].second;
+      if (sort_rows) {
+        row.clear();
+        for (uint32_t e = ip[r]; e < ip[r + 1]; ++e) row.emplace_back(s.hi.get()[e], s.hv.get()[e]);
+        std::sort(row.begin(), row.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+        for (size_t e = 0; e < row.size(); ++e) {
+          out->indices[base + ip[r] + e] = row[e].first;
+          out->values[base + ip[r] + e] = row[e].second;
+        }
+      } else {
+        std::copy(s.hi.get() + ip[r], s.hi.get() + ip[r + 1], out->indices.data() + base + ip[r]);
+        std::copy(s.hv.get() + ip[r], s.hv.get() + ip[r + 1], out->values.data() + base + ip[r]);
       }
       out->indptr[s.r0 + r + 1] = static_cast<uint32_t>(base + ip[r + 1]);
     }

@@ -32,6 +32,7 @@
 
 #include "compat.h"
 #include "cp_async.cuh"
+#include "encode_threshold.cuh"
 #include "mma.cuh"
 #include "warp_topk.cuh"
 
@@ -428,6 +429,17 @@ __device__ __forceinline__ float rescore_dot(const float* xr, const float* __res
   return acc;
 }
 
+/** A row's latents to rescore: its candidate list, or every latent when the row overflowed. */
+struct RowCandidates {
+  const int32_t* list;
+  int total;
+  bool all;
+  __device__ RowCandidates(const int32_t* cand_j, const int32_t* ncand, int row, int cap, int d_sae)
+      : list(cand_j + static_cast<int64_t>(row) * cap), total(ncand[row] > cap ? d_sae : ncand[row]), all(ncand[row] > cap) {}
+  /** The C-th latent, -1 past the end. */
+  __device__ int operator[](int c) const { return c < total ? (all ? c : list[c]) : -1; }
+};
+
 /**
  * Rescoring (top-k): per row (one warp), the fp32 pre-activation of each candidate (every
  * latent for an overflowed row), the exact top-k with ties to the lower index, ReLU,
@@ -444,13 +456,10 @@ __global__ void screen_rescore_kernel(const float* __restrict__ x, const float* 
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   for (int row = static_cast<int>(blockIdx.x) * WARPS + warp; row < rows; row += static_cast<int>(gridDim.x) * WARPS) {
     const float* xr = x + static_cast<int64_t>(row) * d_in;
-    const int nc = ncand[row];
-    const bool all = nc > cap;
-    const int total = all ? d_sae : nc;
+    const RowCandidates cands(cand_j, ncand, row, cap, d_sae);
     int filled = 0;
-    for (int base = 0; base < total; base += 32) {
-      const int c = base + lane;
-      const int j = c < total ? (all ? c : cand_j[static_cast<int64_t>(row) * cap + c]) : -1;
+    for (int base = 0; base < cands.total; base += 32) {
+      const int j = cands[base + lane];
       const float acc = rescore_dot(xr, WT, b_dec, apply_b_dec, d_in, j, stage[warp]);
       warp_topk_merge(j >= 0 ? acc + b_enc[j] : -INFINITY, j, vals[warp], idx[warp], k, filled);
     }
@@ -475,23 +484,13 @@ __global__ void screen_rescore_threshold_kernel(const float* __restrict__ x, con
   const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
   for (int row = static_cast<int>(blockIdx.x) * WARPS + warp; row < rows; row += static_cast<int>(gridDim.x) * WARPS) {
     const float* xr = x + static_cast<int64_t>(row) * d_in;
-    const int nc = ncand[row];
-    const bool all = nc > cap;
-    const int total = all ? d_sae : nc;
+    const RowCandidates cands(cand_j, ncand, row, cap, d_sae);
     uint32_t written = 0;
-    for (int base = 0; base < total; base += 32) {
-      const int c = base + lane;
-      const int j = c < total ? (all ? c : cand_j[static_cast<int64_t>(row) * cap + c]) : -1;
+    for (int base = 0; base < cands.total; base += 32) {
+      const int j = cands[base + lane];
       const float acc = rescore_dot(xr, WT, b_dec, apply_b_dec, d_in, j, stage[warp]);
       const float pre = j >= 0 ? acc + b_enc[j] : 0.f;
-      const bool keep = j >= 0 && pre > 0.f && (threshold == nullptr || pre > threshold[j]);
-      const unsigned kept = __ballot_sync(0xffffffffu, keep);
-      if (indptr != nullptr && keep) {
-        const uint32_t slot = indptr[row] + written + static_cast<uint32_t>(__popc(kept & ((1u << lane) - 1u)));
-        out_indices[slot] = j;
-        out_values[slot] = pre;
-      }
-      written += static_cast<uint32_t>(__popc(kept));
+      threshold_emit(j >= 0 && threshold_keep(pre, threshold, j), j, pre, indptr, row, written, out_indices, out_values);
     }
     if (indptr == nullptr && lane == 0) out_count[row] = static_cast<int32_t>(written);
   }

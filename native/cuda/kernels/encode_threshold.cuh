@@ -17,6 +17,26 @@ namespace saekit::cuda {
 
 constexpr int ENCODE_THRESHOLD_WARPS_PER_BLOCK = 4;
 
+/** The threshold architectures' keep rule: pre > 0, and pre > threshold[j] for jumprelu. */
+__device__ __forceinline__ bool threshold_keep(float pre, const float* threshold, int j) { return pre > 0.f && (threshold == nullptr || pre > threshold[j]); }
+
+/**
+ * Count-then-fill output of one group of 32 lanes: the lanes that KEEP take consecutive slots
+ * (lane order) after the row's WRITTEN so far; pass 2 (INDPTR set) writes (J, PRE) there.
+ * WRITTEN grows by the group's kept count in every lane.
+ */
+__device__ __forceinline__ void threshold_emit(bool keep, int j, float pre, const uint32_t* indptr, int row, uint32_t& written, int32_t* out_indices,
+                                               float* out_values) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const unsigned kept = __ballot_sync(0xffffffffu, keep);
+  if (indptr != nullptr && keep) {
+    const uint32_t slot = indptr[row] + written + static_cast<uint32_t>(__popc(kept & ((1u << lane) - 1u)));
+    out_indices[slot] = j;
+    out_values[slot] = pre;
+  }
+  written += static_cast<uint32_t>(__popc(kept));
+}
+
 /**
  * threshold == nullptr: standard (keep pre > 0); else jumprelu (keep pre > threshold[j] and
  * pre > 0). Pass 1 (indptr == nullptr): counts into out_count[rows]. Pass 2: writes
@@ -38,15 +58,9 @@ __global__ void encode_threshold_f32_kernel(const float* __restrict__ x, const f
       bool keep = false;
       if (j < d_sae) {
         pre = preactivation_f32(xr, W_enc, b_enc, b_dec, apply_b_dec, d_in, d_sae, j);
-        keep = pre > 0.f && (threshold == nullptr || pre > threshold[j]);
+        keep = threshold_keep(pre, threshold, j);
       }
-      const unsigned kept = __ballot_sync(0xffffffffu, keep);
-      if (indptr != nullptr && keep) {
-        const uint32_t slot = indptr[row] + written + static_cast<uint32_t>(__popc(kept & ((1u << lane) - 1u)));
-        out_indices[slot] = j;
-        out_values[slot] = pre;
-      }
-      written += static_cast<uint32_t>(__popc(kept));
+      threshold_emit(keep, j, pre, indptr, row, written, out_indices, out_values);
     }
     if (indptr == nullptr && lane == 0) out_count[row] = static_cast<int32_t>(written);
   }
