@@ -13,6 +13,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdlib>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -169,6 +170,7 @@ class CudaModel final : public BackendModel {
   }
 
   void encode(const float* x, int64_t rows, SparseCodes* out) override {
+    std::lock_guard<std::mutex> lock(mu_);  // the addon runs calls on several pool threads; the slots are one set
     const bool per_row = spec_.normalization != Normalization::None;
     out->indptr.assign(static_cast<size_t>(rows) + 1, 0);
     out->indices.clear();
@@ -201,6 +203,7 @@ class CudaModel final : public BackendModel {
   }
 
   void decode(const SparseCodesView& c, float* out) override {
+    std::lock_guard<std::mutex> lock(mu_);
     const int64_t din = spec_.d_in;
     const int64_t chunk = chunk_rows(c.rows);
     try {
@@ -570,6 +573,7 @@ class CudaModel final : public BackendModel {
   }
 
   SaeSpec spec_;
+  std::mutex mu_;  // one encode or decode at a time: they share the slots
   DeviceBuffer<float> W_enc_, b_enc_, W_dec_, b_dec_, threshold_;
   Slot slots_[2];
   // The tensor-core screen (topk, k <= SCREEN_MAX_K): bf16 W_enc, fp32 latent-major W_enc, norms.
