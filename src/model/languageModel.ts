@@ -308,13 +308,7 @@ async function originalSha256(path: string): Promise<string> {
     // no note yet, or an unreadable one: hash the file
   }
   const sha256 = await sha256File(path);
-  const tmp = tempPathFor(notePath);
-  try {
-    await writeFile(tmp, JSON.stringify({ ...key, sha256 }) + '\n');
-    await rename(tmp, notePath);
-  } catch {
-    await rm(tmp, { force: true }).catch(() => undefined);
-  }
+  await writeAtomically(notePath, new TextEncoder().encode(`${JSON.stringify({ ...key, sha256 })}\n`)).catch(() => undefined);
   return sha256;
 }
 

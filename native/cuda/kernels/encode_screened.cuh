@@ -139,6 +139,21 @@ __device__ __forceinline__ float key_value(uint32_t key) {
 
 
 /**
+ * The K-th largest of the warp's keys, bit by bit from the top: the largest key with at least
+ * K keys at or above it. COUNT_AT_LEAST(c) = how many of this lane's keys are >= c. The warp
+ * must hold at least K keys.
+ */
+template <class CountAtLeast>
+__device__ __forceinline__ uint32_t warp_kth_largest_key(int k, CountAtLeast count_at_least) {
+  uint32_t key = 0;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t c = key | (1u << bit);
+    if (__reduce_add_sync(0xffffffffu, static_cast<unsigned>(count_at_least(c))) >= static_cast<unsigned>(k)) key = c;
+  }
+  return key;
+}
+
+/**
  * One warp compacts one row's candidate list (N entries of screened dot CD and latent CJ):
  * THR rises to the k-th largest low among the entries (when there are at least K), and the
  * entries with up >= THR are kept, in order. Returns the new count (same in every lane).
@@ -159,16 +174,13 @@ __device__ __forceinline__ int screen_compact_row(float* cd, int32_t* cj, int n,
   }
   float t = *thr;
   if (n >= k) {
-    // The k-th largest low, bit by bit from the top: the largest key with >= k lows at or above it.
-    uint32_t key = 0;
-    for (int bit = 31; bit >= 0; --bit) {
-      const uint32_t c = key | (1u << bit);
+    const uint32_t key = warp_kth_largest_key(k, [&](uint32_t c) {
       int cnt = 0;
       SAEKIT_UNROLL
       for (int q = 0; q < PER_LANE; ++q) cnt += j[q] >= 0 && order_key(low[q]) >= c;
-      if (__reduce_add_sync(0xffffffffu, static_cast<unsigned>(cnt)) >= static_cast<unsigned>(k)) key = c;
-    }
-    t = fmaxf(t, key_value(key));
+      return cnt;
+    });
+    t = fmaxf(t, key_value(key));  // the k-th largest low
   }
   __syncwarp();  // every lane has read its entries before any is overwritten
   int kept = 0;
@@ -357,9 +369,7 @@ __global__ void screen_merge_kernel(const float* __restrict__ cand_d, const int3
     };
     float t = -INFINITY;
     if (!over && total >= k) {
-      uint32_t key = 0;
-      for (int bit = 31; bit >= 0; --bit) {
-        const uint32_t c = key | (1u << bit);
+      t = key_value(warp_kth_largest_key(k, [&](uint32_t c) {
         int cnt = 0;
         for (int p = 0; p < parts; ++p) {
           const int n = ncand[static_cast<int64_t>(p) * rows_pad + row];
@@ -369,9 +379,8 @@ __global__ void screen_merge_kernel(const float* __restrict__ cand_d, const int3
             cnt += order_key(low) >= c;
           }
         }
-        if (__reduce_add_sync(0xffffffffu, static_cast<unsigned>(cnt)) >= static_cast<unsigned>(k)) key = c;
-      }
-      t = key_value(key);
+        return cnt;
+      }));
     }
     int kept = 0;
     for (int p = 0; p < parts && !over; ++p) {
