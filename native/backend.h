@@ -82,6 +82,9 @@ class BackendModel {
   }
   // The screen the most recent screened block used ("off" if none ran yet).
   virtual const char* last_screen() const { return "off"; }
+  // The encode kernel decisions made for this model (CPU, native/cpu/kernel_choice.h) as a
+  // JSON array of {kernel, how, why, key, sampleRows, usPerRow}; "[]" where none.
+  virtual std::string kernel_report() const { return "[]"; }
 };
 
 // ---- Training ---------------------------------------------------------------------------

@@ -37,6 +37,8 @@ export interface AddonSae {
   hintMisses(): number;
   /** Exact bf16 screening since load: rows screened, candidates rescored, rows sent to fp32. */
   screenStats(): ScreenStats;
+  /** JSON text: KernelDecision[] (the measured encode kernel choices of this SAE). */
+  kernelReport(): string;
 }
 
 export interface NativeTrainSpec {
@@ -117,7 +119,29 @@ export interface ScreenStats {
 }
 
 /** The low-precision screens of the exact screened encode (README, "Why the screened encode is exact"). */
-export type ScreenName = 'bf16' | 'int8' | 'int8-256';
+export type ScreenName = 'bf16' | 'int8' | 'int8-256' | 'amx-bf16' | 'amx-bf16-emu';
+
+/** The encode kernels: the plain fp32 kernel and the screens. */
+export type EncodeKernelName = 'fp32' | ScreenName;
+
+/**
+ * How an SAE's encode kernel was chosen for one shape class (native/cpu/kernel_choice.h): the
+ * kernels this CPU runs timed on the SAE's own weights at its first encode of that batch size
+ * class, or the decision a previous process stored in the kernel cache file.
+ */
+export interface KernelDecision {
+  kernel: EncodeKernelName;
+  /** 'measured', or 'cached (<file>)'. */
+  how: string;
+  /** One sentence with the figures behind the choice. */
+  why: string;
+  /** The shape class: saekit version, CPU, threads, d_in, d_sae, selection, batch class, weight dtype. */
+  key: string;
+  /** Rows each kernel was timed on. */
+  sampleRows: number;
+  /** Microseconds per row of each kernel timed (best run); -1: it cannot hold this SAE. */
+  usPerRow: Record<string, number>;
+}
 
 export interface CpuVariantInfo {
   current: CpuVariantName;
@@ -125,14 +149,22 @@ export interface CpuVariantInfo {
   supported: CpuVariantName[];
   /** The CPU can run the bf16 screen (AVX512-BF16). */
   bf16Screening: boolean;
-  /** The screens this CPU can run: bf16 (AVX512-BF16), int8 (AVX512-VNNI), int8-256 (AVX-VNNI). */
+  /** The screens this CPU can run: bf16 (AVX512-BF16), int8 (AVX512-VNNI), int8-256 (AVX-VNNI), amx-bf16 (AMX), amx-bf16-emu (the AMX kernel emulated; tests). */
   screens: ScreenName[];
-  /** The default screen ('auto'): the best this CPU runs. */
-  bestScreen: ScreenName | 'off';
-  /** The screen SAEKIT_SCREEN selects now for SAEs loaded from here on ('off' with an error below). */
-  screen: ScreenName | 'off';
-  /** Why SAEKIT_SCREEN's value cannot be used (unknown name, or a screen this CPU cannot run). */
-  screenError?: string;
+  /** The kernels the measured choice picks among on this CPU, fp32 first. */
+  kernels: EncodeKernelName[];
+  /** Whether AMX runs here, and why or why not. */
+  amx: string;
+  /** The CPU as the kernel choice keys it (brand string, family, model, stepping). */
+  cpuModel: string;
+  /** The kernel choice cache file ('' when SAEKIT_KERNEL_CACHE=0 or no home directory). */
+  kernelCache: string;
+  /** 'auto' (measured per SAE), or the kernel SAEKIT_ENCODE_KERNEL / SAEKIT_SCREEN forces. */
+  encodeKernel: EncodeKernelName | 'auto';
+  /** E.g. 'SAEKIT_ENCODE_KERNEL=bf16' when a kernel is forced. */
+  encodeKernelSource?: string;
+  /** Why the variable's value cannot be used (unknown name, or a kernel this CPU cannot run). */
+  encodeKernelError?: string;
 }
 
 export interface BackendInfo {
@@ -158,6 +190,10 @@ export interface Addon {
   /** u8 x s8 dot-product peak (vpdpbusd, GOP/s, 2 ops per multiply-add): zmm when wide, else ymm (AVX-VNNI); 0 without. */
   probeVnniPeak(seconds: number, wide: boolean): Promise<number>;
   probeCopyBandwidth(bytes: number, reps: number): Promise<number>;
+  /** AMX TDPBF16PS peak (GFLOP/s, 4 independent tiles per thread); 0 where AMX cannot run. */
+  probeAmxBf16Peak(seconds: number): Promise<number>;
+  /** JSON text: KernelDecision[] stored in the kernel choice cache file. */
+  cachedKernelDecisions(): string;
 }
 
 /** Error shape of rejected native Promises. */

@@ -1,8 +1,8 @@
 // saekit's public API.
 export { Sae, createSae, loadSae, validateWeights, type LoadOptions } from './sae.js';
-export type { ScreenStats, ScreenName, CpuVariantInfo } from './addon.js';
+export type { ScreenStats, ScreenName, CpuVariantInfo, EncodeKernelName, KernelDecision } from './addon.js';
 export { type SparseCodes, validateCodes, codesRow } from './codes.js';
-export { backends, threads, setThreads, cpuVariant, setCpuVariant, resolveDevice, type Device, type BackendInfo, type CpuVariantName } from './system.js';
+export { backends, threads, setThreads, cpuVariant, setCpuVariant, cachedKernelDecisions, resolveDevice, type Device, type BackendInfo, type CpuVariantName } from './system.js';
 export { SaekitError, FormatError, ValidationError, NonFiniteInputError, UsageError, NativeError } from './errors.js';
 export { syntheticSae, syntheticActivations, Rng } from './synthetic.js';
 export type { Architecture, Normalization, SaeConfig, SaeFormat, SaeWeights } from './types.js';

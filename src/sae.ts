@@ -1,6 +1,6 @@
 // The typed SAE API: validation in TypeScript with precise messages, heavy work in the addon
 // off the main thread (every call returns a Promise), explicit lifetime with dispose().
-import { addon, type AddonSae, type NativeFailure, type ScreenStats } from './addon.js';
+import { addon, type AddonSae, type NativeFailure, type KernelDecision, type ScreenStats } from './addon.js';
 import { type SparseCodes, validateCodes } from './codes.js';
 import { NativeError, NonFiniteInputError, ValidationError, expected } from './errors.js';
 import { existsSync } from 'node:fs';
@@ -123,6 +123,17 @@ export class Sae {
    */
   get screenStats(): ScreenStats {
     return this.#native?.screenStats() ?? { rows: 0, candidates: 0, fallbacks: 0, screen: 'off' };
+  }
+
+  /**
+   * How this SAE's encode kernel was chosen, per batch size class encoded so far: the kernels
+   * timed on its weights at the first encode of the class (or a stored decision), the winner
+   * and why. Empty before the first encode, where a kernel is forced (SAEKIT_ENCODE_KERNEL), on
+   * CPUs with no screen, and on the CUDA backend.
+   */
+  get kernelChoice(): KernelDecision[] {
+    const text = this.#native?.kernelReport() ?? '[]';
+    return JSON.parse(text) as KernelDecision[];
   }
 
   /** Frees the native memory now. Calls already running finish first; later calls throw. */

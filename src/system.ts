@@ -1,5 +1,5 @@
 // Process-wide settings of the native side: kernel threads, CPU kernel variant, backends.
-import { addon, type BackendInfo, type CpuVariantInfo, type CpuVariantName, type ScreenName } from './addon.js';
+import { addon, type BackendInfo, type CpuVariantInfo, type CpuVariantName, type KernelDecision, type ScreenName } from './addon.js';
 import { ValidationError, expected } from './errors.js';
 
 export type { BackendInfo, CpuVariantInfo, CpuVariantName, ScreenName };
@@ -31,6 +31,14 @@ export function cpuVariant(): CpuVariantInfo {
   } catch (e) {
     throw new ValidationError((e as Error).message);  // e.g. a bad SAEKIT_ISA value
   }
+}
+
+/**
+ * The encode kernel decisions stored in the kernel choice cache file (cpuVariant().kernelCache)
+ * by earlier processes on this machine: one per shape class measured.
+ */
+export function cachedKernelDecisions(): KernelDecision[] {
+  return JSON.parse(addon().cachedKernelDecisions()) as KernelDecision[];
 }
 
 /** Forces a CPU kernel variant ('auto' restores the best). Tests use it to run every variant. */

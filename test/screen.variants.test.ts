@@ -17,12 +17,14 @@ import { freshSeed } from './helpers/testData.js';
 const FILE = 'screen.variants.test';
 const seed = freshSeed(FILE);
 
-const ENV_KEYS = ['SAEKIT_SCREEN', 'SAEKIT_SCREEN_CAP', 'SAEKIT_SCREEN_APPROX', 'SAEKIT_HINT_SCALE'] as const;
+const ENV_KEYS = ['SAEKIT_SCREEN', 'SAEKIT_ENCODE_KERNEL', 'SAEKIT_SCREEN_CAP', 'SAEKIT_SCREEN_APPROX', 'SAEKIT_HINT_SCALE'] as const;
 const savedEnv = Object.fromEntries(ENV_KEYS.map((key) => [key, process.env[key]]));
 for (const key of ENV_KEYS) delete process.env[key];
 
 const info = cpuVariant();
-const SCREENS = ['bf16', 'int8', 'int8-256'] as const;
+// amx-bf16-emu: the AMX kernel's source on the scalar tile emulation (native/cpu/amx_tiles.h),
+// so the AMX kernel is tested on every CPU; amx-bf16 runs the same tests on real tiles.
+const SCREENS = ['bf16', 'int8', 'int8-256', 'amx-bf16', 'amx-bf16-emu'] as const;
 type Screen = (typeof SCREENS)[number];
 for (const s of SCREENS) if (!info.screens.includes(s)) console.log(`${FILE}: this CPU cannot run the ${s} screen: its tests are skipped`);
 
@@ -293,8 +295,9 @@ describe('SAEKIT_SCREEN values', () => {
   it('an unknown value is an error naming SAEKIT_SCREEN and the value, at load and at encode', async () => {
     setCpuVariant('auto');
     const w = topkSae({ dIn: 16, dSae: 64, k: 4, seed: seed + 3000 });
-    await expect(withEnv({ SAEKIT_SCREEN: 'fp8' }, () => createSae(w, { device: 'cpu' }))).rejects.toThrow(/SAEKIT_SCREEN=fp8: unknown screen/);
-    expect(cpuVariant().screenError ?? '').toBe('');
+    await expect(withEnv({ SAEKIT_SCREEN: 'fp8' }, () => createSae(w, { device: 'cpu' }))).rejects.toThrow(/SAEKIT_SCREEN=fp8: unknown encode kernel/);
+    await expect(withEnv({ SAEKIT_ENCODE_KERNEL: 'fp8' }, () => createSae(w, { device: 'cpu' }))).rejects.toThrow(/SAEKIT_ENCODE_KERNEL=fp8: unknown encode kernel/);
+    expect(cpuVariant().encodeKernelError ?? '').toBe('');
     const sae = await createSae(w, { device: 'cpu' });
     try {
       await expect(withEnv({ SAEKIT_SCREEN: 'fp8' }, () => sae.encode(gaussianRows(64, 16, new Rng(1))))).rejects.toThrow(/SAEKIT_SCREEN=fp8/);
@@ -311,12 +314,17 @@ describe('SAEKIT_SCREEN values', () => {
       await expect(withEnv({ SAEKIT_SCREEN: s }, () => createSae(w, { device: 'cpu' }))).rejects.toThrow(`SAEKIT_SCREEN=${s}: this CPU cannot run`);
   });
 
-  it('auto is the best screen this CPU runs, 0 and off are the plain kernel', () => {
-    expect(withEnvSync({ SAEKIT_SCREEN: undefined }, () => cpuVariant().screen)).toBe(info.bestScreen);
-    expect(withEnvSync({ SAEKIT_SCREEN: 'auto' }, () => cpuVariant().screen)).toBe(info.bestScreen);
-    expect(withEnvSync({ SAEKIT_SCREEN: '0' }, () => cpuVariant().screen)).toBe('off');
-    expect(withEnvSync({ SAEKIT_SCREEN: 'off' }, () => cpuVariant().screen)).toBe('off');
-    if (info.screens.includes('bf16')) expect(info.bestScreen).toBe('bf16');
+  it('unset and auto are the measured choice, 0 / off / fp32 the plain kernel, a name that kernel; SAEKIT_ENCODE_KERNEL wins', () => {
+    expect(withEnvSync({ SAEKIT_SCREEN: undefined }, () => cpuVariant().encodeKernel)).toBe('auto');
+    expect(withEnvSync({ SAEKIT_SCREEN: 'auto' }, () => cpuVariant().encodeKernel)).toBe('auto');
+    expect(withEnvSync({ SAEKIT_SCREEN: '0' }, () => cpuVariant().encodeKernel)).toBe('fp32');
+    expect(withEnvSync({ SAEKIT_SCREEN: 'off' }, () => cpuVariant().encodeKernel)).toBe('fp32');
+    expect(withEnvSync({ SAEKIT_ENCODE_KERNEL: 'fp32', SAEKIT_SCREEN: 'auto' }, () => cpuVariant().encodeKernel)).toBe('fp32');
+    expect(withEnvSync({ SAEKIT_ENCODE_KERNEL: 'amx-bf16-emu' }, () => cpuVariant().encodeKernelSource)).toBe('SAEKIT_ENCODE_KERNEL=amx-bf16-emu');
+    // The candidates of the measured choice: fp32 first, the screens this CPU runs, never the emulation.
+    expect(info.kernels[0]).toBe('fp32');
+    expect(info.kernels).not.toContain('amx-bf16-emu');
+    for (const s of info.screens) if (s !== 'amx-bf16-emu') expect(info.kernels).toContain(s);
   });
 });
 

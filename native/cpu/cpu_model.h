@@ -11,10 +11,12 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -26,6 +28,7 @@
 #include "decode_kernels.h"
 #include "encode_kernels.h"
 #include "isa.h"
+#include "kernel_choice.h"
 #include "screen.h"
 #include "../normalization.h"
 #include "sinks.h"
@@ -106,12 +109,22 @@ class CpuModel final : public BackendModel {
     if (w.W_dec != nullptr) std::memcpy(W_dec_.get(), w.W_dec, sizeof(float) * d_sae * d_in);
     if (w.b_dec != nullptr) std::memcpy(b_dec_.get(), w.b_dec, sizeof(float) * d_in);
     else std::fill(b_dec_.get(), b_dec_.get() + d_in, 0.0f);
-    // SAEKIT_SCREEN=0 at load also skips the screening copies (up to two more W_enc's worth
-    // of memory); a screen the CPU cannot run is an error here.
+    // The kernel is chosen by measurement at the first encode of each batch size class
+    // (kernel_choice.h); nothing is built for it here. A kernel forced by
+    // SAEKIT_ENCODE_KERNEL (or SAEKIT_SCREEN) at load has its copy built now, so an SAE it
+    // cannot hold, or a kernel this CPU cannot run, is an error at load.
     screening_allowed_ = screening;
     if (screening && spec.activation != Activation::Standard) {
-      load_screen_ = screen_from_env();
-      if (load_screen_ != Screen::Off) screen_copy(load_screen_, screen_named());
+      const KernelRequest req = kernel_request_from_env();
+      if (req.forced && req.kernel != Screen::Off) screen_copy(req.kernel, true);
+      // Weights exactly representable in bf16 (an SAE stored as bf16) have no bf16 weight
+      // error: a shape class of their own.
+      bf16_weights_ = true;
+      for (int64_t i = 0; i < n_panels_ * d_in * kPanel && bf16_weights_; ++i) {
+        uint32_t u;
+        std::memcpy(&u, b_packed_.get() + i, 4);
+        bf16_weights_ = (u & 0xFFFFu) == 0;
+      }
     }
   }
 
@@ -125,10 +138,18 @@ class CpuModel final : public BackendModel {
 
   const char* last_screen() const override { return screen_name(static_cast<Screen>(last_screen_.load())); }
 
+  // The measured kernel decisions of this model so far (kernel_choice.h), as a JSON array.
+  std::string kernel_report() const override {
+    std::lock_guard<std::mutex> lock(choice_mutex_);
+    std::string out = "[";
+    for (const auto& [key, d] : decisions_) out += (out.size() > 1 ? "," : "") + decision_json(d);
+    return out + "]";
+  }
+
   int64_t bytes() const override {
     int64_t screen = wt32_ ? sizeof(float) * (spec_.d_sae * spec_.d_in + 2 * n_panels_ * kPanel) : 0;
     for (int s = 0; s < kScreenKinds; ++s)
-      if (screen_built_[s].load(std::memory_order_acquire) && screens_[s]) screen += screens_[s]->bytes();
+      if (auto c = std::atomic_load(&screens_[s])) screen += c->bytes();
     return sizeof(float) * (n_panels_ * spec_.d_in * kPanel + 2 * n_panels_ * kPanel +
                             (W_dec_ ? spec_.d_sae * spec_.d_in : 0) + spec_.d_in) + screen;
   }
@@ -166,11 +187,29 @@ class CpuModel final : public BackendModel {
   }
 
   void encode(const float* x, int64_t rows, SparseCodes* out) override {
+    encode_with(kernel_for_call(x, rows), x, rows, out);
+  }
+
+  // One encode with the given kernel (Off: the plain fp32 kernel). Every kernel gives the
+  // same codes bit for bit; a screen that cannot run here or hold this SAE runs as fp32.
+  void encode_with(Screen kernel, const float* x, int64_t rows, SparseCodes* out) {
     const Variant var = variant(current_isa());
     const int mr = var.mr;
     const int T = threads();
-    const int64_t n_micro = (rows + mr - 1) / mr;
-    const int64_t target_micro = (kTargetBlockRows + mr - 1) / mr;
+    // Screening (exact, see screen.h) where a variant that can rescore runs (avx512; avx2 too
+    // for the int8-256 screen and the AMX emulation).
+    std::shared_ptr<const ScreenCopy> copy;
+    if (screening_allowed_ && spec_.activation != Activation::Standard && kernel != Screen::Off) {
+      const bool avx2_ok = kernel == Screen::Int8x256 || kernel == Screen::AmxBf16Emu;
+      const bool isa_ok = current_isa() == Isa::Avx512 || (avx2_ok && current_isa() == Isa::Avx2);
+      if (isa_ok && !screen_off_[static_cast<int>(kernel)].load(std::memory_order_relaxed)) copy = screen_copy(kernel, false);
+    }
+    // The work split: blocks of ~kTargetBlockRows rows in whole micro-panels, or the screen's
+    // own block size and row multiple (AMX: 32-row tile pairs).
+    const int split_mr = copy && copy->row_multiple() > 0 ? copy->row_multiple() : mr;
+    const int64_t target_rows = copy && copy->block_rows() > 0 ? copy->block_rows() : kTargetBlockRows;
+    const int64_t n_micro = (rows + split_mr - 1) / split_mr;
+    const int64_t target_micro = (target_rows + split_mr - 1) / split_mr;
     int64_t n_blocks = ((n_micro + T * target_micro - 1) / (T * target_micro)) * T;
     n_blocks = std::max<int64_t>(1, std::min(n_blocks, n_micro));
     const int64_t n_splits = n_blocks >= T ? 1 : std::min<int64_t>(n_panels_, (T + n_blocks - 1) / n_blocks);
@@ -185,20 +224,10 @@ class CpuModel final : public BackendModel {
     // path. Read once per call, not per block.
     const char* scale_env = std::getenv("SAEKIT_HINT_SCALE");
     const float hint_scale = scale_env ? std::strtof(scale_env, nullptr) : 1.0f;
-    // Screening (exact, see screen.h) is the default where built and a variant that can
-    // rescore runs (avx512; avx2 too for the int8-256 screen). SAEKIT_SCREEN at encode: unset /
-    // auto / 1 / on: the screen chosen at load; 0 / off: the plain fp32 kernel; a screen's
-    // name: that screen (its copy built on first use). SAEKIT_SCREEN_CAP caps candidates per
-    // row (tests force the fp32 fallback with a small cap). The default cap grows with d_sae: a
-    // candidate costs one d_in-long dot product, the screen saves about half of d_sae of them.
-    // SAEKIT_SCREEN_APPROX=1: the approximate mode (topk only, screen.h): no rescoring.
-    const ScreenCopy* copy = nullptr;
-    if (screening_allowed_ && spec_.activation != Activation::Standard) {
-      const Screen want = screen_for_call();
-      const bool isa_ok = current_isa() == Isa::Avx512 || (want == Screen::Int8x256 && current_isa() == Isa::Avx2);
-      if (want != Screen::Off && isa_ok && !screen_off_[static_cast<int>(want)].load(std::memory_order_relaxed))
-        copy = screen_copy(want, screen_named());
-    }
+    // SAEKIT_SCREEN_CAP caps candidates per row (tests force the fp32 fallback with a small
+    // cap). The default cap grows with d_sae: a candidate costs one d_in-long dot product, the
+    // screen saves about half of d_sae of them. SAEKIT_SCREEN_APPROX=1: the approximate mode
+    // (topk only, screen.h): no rescoring.
     const bool screen = copy != nullptr;
     const char* approx_env = std::getenv("SAEKIT_SCREEN_APPROX");
     const bool approx = approx_env != nullptr && std::strcmp(approx_env, "1") == 0 && spec_.activation == Activation::TopK;
@@ -208,7 +237,7 @@ class CpuModel final : public BackendModel {
     // The int8 screens' margin is ~4x bf16's (8-bit absmax steps vs bf16's 8-bit mantissas),
     // so their rows carry several times the candidates: a fallback (a whole fp32 row on top of
     // the screen) costs as much as ~d_sae / 8 rescored candidates, so their cap is d_sae / 16.
-    const bool int8 = copy != nullptr && copy->kind() != Screen::Bf16;
+    const bool int8 = copy != nullptr && (copy->kind() == Screen::Int8 || copy->kind() == Screen::Int8x256);
     const int64_t default_cap = spec_.activation == Activation::TopK
                                     ? std::max({4 * spec_.k, spec_.k + 256, spec_.d_sae / (int8 ? 16 : 64)})
                                     : std::max<int64_t>(256, spec_.d_sae / 16);
@@ -218,8 +247,8 @@ class CpuModel final : public BackendModel {
     std::vector<TaskCodes> results(n_blocks * n_splits);
     parallel_for(n_blocks * n_splits, [&](int64_t task, int) {
       const int64_t b = task / n_splits, s = task % n_splits;
-      const int64_t row0 = block_micro_begin(b) * mr;
-      const int64_t row1 = std::min(rows, block_micro_begin(b + 1) * mr);
+      const int64_t row0 = block_micro_begin(b) * split_mr;
+      const int64_t row1 = std::min(rows, block_micro_begin(b + 1) * split_mr);
       const int block_rows = static_cast<int>(row1 - row0);
       const int64_t micro = (block_rows + mr - 1) / mr;
       float* a = thread_workspace(micro * mr * spec_.d_in);
@@ -385,38 +414,64 @@ class CpuModel final : public BackendModel {
     hint_ratio_.store(off || !std::isfinite(next) ? 0.0f : 0.9f * next, std::memory_order_relaxed);
   }
 
-  // Whether SAEKIT_SCREEN names a screen (bf16, int8, int8-256) rather than auto or off.
-  static bool screen_named() {
-    const char* env = std::getenv("SAEKIT_SCREEN");
-    const std::string v = env ? env : "";
-    return !(v.empty() || v == "auto" || v == "1" || v == "on" || v == "0" || v == "off");
-  }
-
-  // The screen an encode call uses (SAEKIT_SCREEN, see encode()).
-  Screen screen_for_call() const {
-    const char* env = std::getenv("SAEKIT_SCREEN");
-    const std::string v = env ? env : "";
-    if (v.empty() || v == "auto" || v == "1" || v == "on") return load_screen_;
-    return screen_from_env();  // 0 / off / a name (an error for one this CPU cannot run)
+  // The kernel for this call: forced by SAEKIT_ENCODE_KERNEL / SAEKIT_SCREEN, else this
+  // shape class's measured decision (kernel_choice.h): from memory, from the disk cache, or
+  // measured now on the call's first rows (once per class; concurrent calls wait for it).
+  Screen kernel_for_call(const float* x, int64_t rows) {
+    if (!screening_allowed_ || spec_.activation == Activation::Standard) return Screen::Off;
+    const KernelRequest req = kernel_request_from_env();
+    if (req.forced) return req.kernel;
+    const std::vector<Screen> candidates = encode_kernel_candidates();
+    if (candidates.size() == 1) return Screen::Off;
+    const BatchClass cls = batch_class(rows);
+    const std::string key = choice_key(spec_, cls, bf16_weights_, threads());
+    std::lock_guard<std::mutex> lock(choice_mutex_);
+    if (auto it = decisions_.find(key); it != decisions_.end()) return it->second.kernel;
+    KernelDecision d;
+    if (!load_cached_decision(key, &d)) {
+      const int64_t sample = calibration_rows(spec_, rows);
+      SparseCodes scratch;
+      d = measure_kernels(candidates, sample, [&](Screen k) {
+        if (k != Screen::Off && !screen_copy(k, false)) return -1.0;  // cannot hold this SAE
+        const auto t0 = std::chrono::steady_clock::now();
+        encode_with(k, x, sample, &scratch);
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      });
+      d.key = key;
+      save_decision(d);
+    }
+    d.key = key;
+    decisions_[key] = d;
+    // Copies no decision uses are freed (a screen's copy is up to a W_enc's worth of memory);
+    // an encode still holding one keeps it alive until it returns.
+    for (Screen s : candidates) {
+      bool used = false;
+      for (const auto& [k, dec] : decisions_) used = used || dec.kernel == s;
+      if (s != Screen::Off && !used) std::atomic_store(&screens_[static_cast<int>(s)], std::shared_ptr<const ScreenCopy>());
+    }
+    return d.kernel;
   }
 
   // The copy of screen `kind`, built on first use (the fp32 latent-major W_enc, the screen's
   // bias and admission arrays are shared by all screens). Null where the screen cannot hold
-  // this SAE; with `required` (a screen forced at load) that is an error instead.
-  const ScreenCopy* screen_copy(Screen kind, bool required) {
+  // this SAE; with `required` (a kernel forced at load) that is an error instead.
+  std::shared_ptr<const ScreenCopy> screen_copy(Screen kind, bool required) {
     const int s = static_cast<int>(kind);
-    if (screen_built_[s].load(std::memory_order_acquire)) return screens_[s].get();
+    if (auto c = std::atomic_load(&screens_[s])) return c;
     std::lock_guard<std::mutex> lock(screen_mutex_);
-    if (!screen_built_[s].load(std::memory_order_relaxed)) {
+    auto c = std::atomic_load(&screens_[s]);
+    if (!c && !cannot_hold_[s]) {
       if (!wt32_) build_screen_common();
-      screens_[s] = make_screen_copy(kind, wt32_.get(), spec_.d_in, spec_.d_sae, b_max_);
-      screen_built_[s].store(true, std::memory_order_release);
+      c = make_screen_copy(kind, wt32_.get(), spec_.d_in, spec_.d_sae, b_max_);
+      cannot_hold_[s] = !c;
+      std::atomic_store(&screens_[s], c);
     }
-    if (!screens_[s] && required)
-      throw Error(std::string("SAEKIT_SCREEN=") + screen_name(kind) + ": this SAE cannot be screened that way (" +
-                  (kind == Screen::Bf16 ? "non-finite weight norms" : "d_in " + std::to_string(spec_.d_in) +
-                   " is too large for exact int32 sums, or non-finite weight norms") + ")");
-    return screens_[s].get();
+    if (!c && required)
+      throw Error(std::string("SAEKIT_ENCODE_KERNEL=") + screen_name(kind) + ": this SAE cannot be screened that way (" +
+                  (kind == Screen::Int8 || kind == Screen::Int8x256
+                       ? "d_in " + std::to_string(spec_.d_in) + " is too large for exact int32 sums, or non-finite weight norms"
+                       : std::string("non-finite weight norms")) + ")");
+    return c;
   }
 
   // The fp32 latent-major W_enc for rescoring (from the fp32 panels), and the bias and
@@ -640,10 +695,13 @@ class CpuModel final : public BackendModel {
   // Screening (screen.h): one low-precision copy per screen kind built so far, the fp32
   // latent-major W_enc for rescoring, -inf admission for real latents.
   bool screening_allowed_ = false;
-  Screen load_screen_ = Screen::Off;
-  std::unique_ptr<ScreenCopy> screens_[kScreenKinds];
-  std::atomic<bool> screen_built_[kScreenKinds] = {};
+  bool bf16_weights_ = false;  // every W_enc value exactly a bf16 (part of the shape class)
+  std::shared_ptr<const ScreenCopy> screens_[kScreenKinds];  // atomic_load / atomic_store
+  bool cannot_hold_[kScreenKinds] = {};                      // make_screen_copy said no (under screen_mutex_)
   std::mutex screen_mutex_;
+  // Measured kernel decisions by shape-class key (kernel_choice.h).
+  mutable std::mutex choice_mutex_;
+  std::map<std::string, KernelDecision> decisions_;
   std::atomic<int> last_screen_{0};
   AlignedFloats wt32_, screen_admit_, screen_bias_;
   double b_max_ = 0;

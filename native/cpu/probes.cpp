@@ -127,6 +127,13 @@ double probe_bf16_gflops(double seconds) {
   return timed_on_pool(bf16_loop, seconds, 24 * 16 * 4);  // 16 lanes x 2 products x 2 FLOPs
 }
 
+double amx_bf16_loop(int64_t iters);  // encode_amx.cpp
+
+double probe_amx_bf16_gflops(double seconds) {
+  if (!screen_supported(Screen::AmxBf16)) return 0.0;
+  return timed_on_pool(amx_bf16_loop, seconds, 4.0 * 16 * 16 * 32 * 2);
+}
+
 double probe_vnni_gops(double seconds, bool wide) {
   if (!screen_supported(wide ? Screen::Int8 : Screen::Int8x256)) return 0.0;
   if (wide) return timed_on_pool(vnni_loop, seconds, 24 * 16 * 8);  // 16 lanes x 4 products x 2 ops

@@ -14,6 +14,8 @@ double probe_bf16_gflops(double seconds);
 // counting 2 ops per multiply-add: zmm (AVX512-VNNI) when wide, else ymm (AVX-VNNI); 0 where
 // the CPU lacks it. The roofline of the int8 screens.
 double probe_vnni_gops(double seconds, bool wide);
+// AMX TDPBF16PS into 4 independent tiles on every pool thread, GFLOP/s (0 without AMX-BF16).
+double probe_amx_bf16_gflops(double seconds);
 // Copy bandwidth in GB/s, counting bytes read + bytes written, over buffers of `bytes` each.
 double probe_copy_gbps(int64_t bytes, int reps);
 

@@ -222,6 +222,10 @@ class ScreenCopy {
   // Screens the packed rows against every latent into args.sink (args: bias, admit, n_panels
   // and sink set by the caller).
   virtual void run(const ScreenWork& work, int rows, EncodeBlockArgs args) const = 0;
+  // Rows per block the kernel prefers (the encode's work split): a multiple of its row
+  // blocking, sized for the packed rows to stay in L2. 0: the fp32 kernel's split.
+  virtual int block_rows() const { return 0; }
+  virtual int row_multiple() const { return 0; }
 };
 
 // Thread-local workspace for pack/run.
@@ -234,6 +238,19 @@ std::unique_ptr<ScreenCopy> make_screen_copy(Screen kind, const float* wt, int64
 
 // The kernels.
 void encode_block_bf16(const EncodeBlockArgs& args);
+// AMX-BF16 (encode_amx_bf16.inc): rows x (ktiles x 32 d_in) A against n_panels panels of B.
+struct AmxBlockArgs {
+  const uint32_t* a = nullptr;  // [ceil(rows / 32) * 32][ktiles * 16] bf16 pairs, zero padded
+  int rows = 0;
+  int64_t ktiles = 0;
+  const uint32_t* b = nullptr;  // [n_panels][ktiles][2][16][16] bf16 pairs
+  const float* bias = nullptr;  // [n_panels * 32]
+  const float* admit = nullptr; // [n_panels * 32]
+  int64_t n_panels = 0;
+  TileSink* sink = nullptr;
+};
+void encode_block_amx_bf16(const AmxBlockArgs& args);      // the tile instructions (amx_usable() only)
+void encode_block_amx_bf16_emu(const AmxBlockArgs& args);  // the same source, tiles emulated
 void encode_block_int8_avx512(const EncodeBlockArgs& args);
 void encode_block_int8_avx256(const EncodeBlockArgs& args);
 

@@ -218,11 +218,103 @@ class Int8Screen final : public ScreenCopy {
   AlignedFloats b8_, scale_, sum128_;
 };
 
+
+// AMX-BF16 tiles: B [n_panels][ktiles][2][16 pairs][16 latents] (one 1 KiB tile per k-tile
+// and latent half), A [rows_pad][ktiles * 16 pairs] row-major. d_in is zero padded to whole
+// k-tiles of 32: the padding adds exact zeros, the margin counts it anyway (d_pad).
+// emulated: the same kernel source on the scalar tile emulation (amx_tiles.h).
+class AmxBf16Screen final : public ScreenCopy {
+ public:
+  AmxBf16Screen(const float* wt, int64_t d_in, int64_t d_sae, double b_max, bool emulated)
+      : d_in_(d_in), ktiles_((d_in + 31) / 32), n_panels_((d_sae + kPanel - 1) / kPanel), b_max_(b_max), emulated_(emulated) {
+    b16_ = aligned_floats(n_panels_ * ktiles_ * 512);
+    auto* b16 = reinterpret_cast<uint32_t*>(b16_.get());
+    std::vector<double> err(d_sae), qnorm(d_sae);
+    parallel_for(n_panels_, [&](int64_t p, int) {
+      for (int j = 0; j < kPanel; ++j) {
+        const int64_t l = p * kPanel + j;
+        const bool real = l < d_sae;
+        double e2 = 0, q2 = 0;
+        for (int64_t i2 = 0; i2 < ktiles_ * 16; ++i2) {
+          float v[2] = {0.0f, 0.0f};
+          for (int h = 0; h < 2; ++h)
+            if (real && 2 * i2 + h < d_in) v[h] = wt[l * d_in + 2 * i2 + h];
+          const uint32_t pr = bf16_pair(v[0], v[1]);
+          const int64_t t = i2 / 16, row = i2 % 16, half = j / 16, col = j % 16;
+          b16[(((p * ktiles_ + t) * 2 + half) * 16 + row) * 16 + col] = pr;
+          for (int h = 0; h < 2; ++h) {
+            const double q = from_bf16(static_cast<uint16_t>(pr >> (16 * h)));
+            e2 += (v[h] - q) * (v[h] - q);
+            q2 += q * q;
+          }
+        }
+        if (real) err[l] = std::sqrt(e2), qnorm[l] = std::sqrt(q2);
+      }
+    });
+    w_err_max_ = *std::max_element(err.begin(), err.end());
+    wq_norm_max_ = *std::max_element(qnorm.begin(), qnorm.end());
+  }
+
+  bool ok() const { return std::isfinite(w_err_max_) && std::isfinite(wq_norm_max_); }
+  Screen kind() const override { return emulated_ ? Screen::AmxBf16Emu : Screen::AmxBf16; }
+  int64_t bytes() const override { return n_panels_ * ktiles_ * 512 * 4; }
+  int row_multiple() const override { return 32; }
+  // The packed rows (2 bytes per d_in entry) re-read from L2 for every panel: 256 rows at
+  // d_in <= 2048 (1 MiB), fewer above, never under 64.
+  int block_rows() const override {
+    const int64_t fit = (int64_t{1} << 20) / (ktiles_ * 64);
+    return static_cast<int>(std::max<int64_t>(64, std::min<int64_t>(256, fit / 32 * 32)));
+  }
+
+  void pack(const float* xr, int rows, ScreenWork& work, float* margins) const override {
+    const int64_t d = d_in_, words = ktiles_ * 16, rows_pad = (rows + 31) / 32 * 32;
+    uint32_t* a16 = work.rows(rows_pad * words);
+    for (int r = 0; r < rows; ++r) {
+      const float* xp = xr + r * d;
+      double x2 = 0, e2 = 0, q2 = 0;
+      uint32_t* dst = a16 + r * words;
+      for (int64_t i2 = 0; 2 * i2 < d; ++i2) {
+        const float v0 = xp[2 * i2], v1 = 2 * i2 + 1 < d ? xp[2 * i2 + 1] : 0.0f;
+        const uint32_t pr = bf16_pair(v0, v1);
+        dst[i2] = pr;
+        const double q0 = from_bf16(static_cast<uint16_t>(pr)), q1 = from_bf16(static_cast<uint16_t>(pr >> 16));
+        x2 += static_cast<double>(v0) * v0 + static_cast<double>(v1) * v1;
+        e2 += (v0 - q0) * (v0 - q0) + (v1 - q1) * (v1 - q1);
+        q2 += q0 * q0 + q1 * q1;
+      }
+      margins[r] = screen_margin(std::sqrt(x2), std::sqrt(e2), std::sqrt(q2), w_err_max_, wq_norm_max_, b_max_, ktiles_ * 32);
+    }
+  }
+
+  void run(const ScreenWork& work, int rows, EncodeBlockArgs args) const override {
+    AmxBlockArgs a;
+    a.a = reinterpret_cast<const uint32_t*>(work.a.get());
+    a.rows = rows;
+    a.ktiles = ktiles_;
+    a.b = reinterpret_cast<const uint32_t*>(b16_.get());
+    a.bias = args.bias;
+    a.admit = args.admit;
+    a.n_panels = args.n_panels;
+    a.sink = args.sink;
+    if (emulated_) encode_block_amx_bf16_emu(a);
+    else encode_block_amx_bf16(a);
+  }
+
+ private:
+  int64_t d_in_, ktiles_, n_panels_;
+  double b_max_, w_err_max_ = 0, wq_norm_max_ = 0;
+  bool emulated_;
+  AlignedFloats b16_;
+};
+
 }  // namespace
 
 std::unique_ptr<ScreenCopy> make_screen_copy(Screen kind, const float* wt, int64_t d_in, int64_t d_sae, double b_max) {
   if (kind == Screen::Bf16) {
     auto s = std::make_unique<Bf16Screen>(wt, d_in, d_sae, b_max);
+    if (s->ok()) return s;
+  } else if (kind == Screen::AmxBf16 || kind == Screen::AmxBf16Emu) {
+    auto s = std::make_unique<AmxBf16Screen>(wt, d_in, d_sae, b_max, kind == Screen::AmxBf16Emu);
     if (s->ok()) return s;
   } else if (kind == Screen::Int8 || kind == Screen::Int8x256) {
     if (!Int8Screen::fits(d_in)) return nullptr;

@@ -142,7 +142,8 @@ Napi::Function AddonSae::Define(Napi::Env env) {
                                  {InstanceMethod("encode", &AddonSae::Encode), InstanceMethod("decode", &AddonSae::Decode),
                                   InstanceMethod("dispose", &AddonSae::Dispose), InstanceMethod("bytes", &AddonSae::Bytes),
                                   InstanceMethod("hintMisses", &AddonSae::HintMisses),
-                                  InstanceMethod("screenStats", &AddonSae::ScreenStats)});
+                                  InstanceMethod("screenStats", &AddonSae::ScreenStats),
+                                  InstanceMethod("kernelReport", &AddonSae::KernelReport)});
   return f;
 }
 
@@ -233,6 +234,11 @@ Napi::Value AddonSae::ScreenStats(const Napi::CallbackInfo& info) {
   o.Set("fallbacks", static_cast<double>(fallbacks));
   o.Set("screen", model_ ? model_->last_screen() : "off");
   return o;
+}
+
+// kernelReport() -> JSON text: the measured encode kernel decisions (native/cpu/kernel_choice.h)
+Napi::Value AddonSae::KernelReport(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), model_ ? model_->kernel_report() : std::string("[]"));
 }
 
 }  // namespace saekit::napi

@@ -23,6 +23,7 @@ class AddonSae : public Napi::ObjectWrap<AddonSae> {
   Napi::Value Bytes(const Napi::CallbackInfo& info);
   Napi::Value HintMisses(const Napi::CallbackInfo& info);
   Napi::Value ScreenStats(const Napi::CallbackInfo& info);
+  Napi::Value KernelReport(const Napi::CallbackInfo& info);
   std::shared_ptr<BackendModel> model(Napi::Env env);
 
   std::shared_ptr<BackendModel> model_;

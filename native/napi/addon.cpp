@@ -4,6 +4,7 @@
 
 #include "../backend.h"
 #include "../cpu/isa.h"
+#include "../cpu/kernel_choice.h"
 #include "../cpu/probes.h"
 #include "../thread_pool.h"
 #include "AddonSae.h"
@@ -38,8 +39,9 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), threads());
 }
 
-// cpuVariant() -> {current, best, supported: string[], bf16Screening, screens: string[], bestScreen,
-//                 screen, screenError?}
+// cpuVariant() -> {current, best, supported: string[], bf16Screening, screens: string[],
+//                 kernels: string[], amx, cpuModel, kernelCache, encodeKernel, encodeKernelSource?,
+//                 encodeKernelError?}
 Napi::Value CpuVariant(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -57,17 +59,32 @@ Napi::Value CpuVariant(const Napi::CallbackInfo& info) {
   o.Set("bf16Screening", cpu::bf16_screening_supported());
   Napi::Array screens = Napi::Array::New(env);
   n = 0;
-  for (cpu::Screen sc : {cpu::Screen::Bf16, cpu::Screen::Int8, cpu::Screen::Int8x256})
+  for (cpu::Screen sc : {cpu::Screen::Bf16, cpu::Screen::Int8, cpu::Screen::Int8x256, cpu::Screen::AmxBf16, cpu::Screen::AmxBf16Emu})
     if (cpu::screen_supported(sc)) screens.Set(n++, cpu::screen_name(sc));
   o.Set("screens", screens);
-  o.Set("bestScreen", cpu::screen_name(cpu::best_screen()));
+  Napi::Array kernels = Napi::Array::New(env);
+  n = 0;
+  for (cpu::Screen sc : cpu::encode_kernel_candidates()) kernels.Set(n++, cpu::kernel_name(sc));
+  o.Set("kernels", kernels);
+  o.Set("amx", cpu::amx_status());
+  o.Set("cpuModel", cpu::cpu_model_string());
+  o.Set("kernelCache", cpu::kernel_cache_path());
   try {
-    o.Set("screen", cpu::screen_name(cpu::screen_from_env()));
+    const cpu::KernelRequest req = cpu::kernel_request_from_env();
+    o.Set("encodeKernel", req.forced ? cpu::kernel_name(req.kernel) : "auto");
+    if (req.forced) o.Set("encodeKernelSource", req.source);
   } catch (const std::exception& e) {
-    o.Set("screen", "off");
-    o.Set("screenError", e.what());
+    o.Set("encodeKernel", "auto");
+    o.Set("encodeKernelError", e.what());
   }
   return o;
+}
+
+// cachedKernelDecisions() -> JSON text: every decision in the kernel choice cache file.
+Napi::Value CachedKernelDecisions(const Napi::CallbackInfo& info) {
+  std::string out = "[";
+  for (const auto& d : cpu::cached_decisions()) out += (out.size() > 1 ? "," : "") + cpu::decision_json(d);
+  return Napi::String::New(info.Env(), out + "]");
 }
 
 Napi::Value SetCpuVariant(const Napi::CallbackInfo& info) {
@@ -94,6 +111,15 @@ Napi::Value ProbeBf16Peak(const Napi::CallbackInfo& info) {
   auto result = std::make_shared<double>(0);
   return queue(new LambdaWorker(
       info.Env(), [=] { *result = cpu::probe_bf16_gflops(seconds); },
+      [=](Napi::Env env) { return Napi::Number::New(env, *result); }));
+}
+
+// probeAmxBf16Peak(seconds) -> Promise<GFLOP/s> (0 where AMX-BF16 cannot run)
+Napi::Value ProbeAmxBf16Peak(const Napi::CallbackInfo& info) {
+  double seconds = info[0].As<Napi::Number>().DoubleValue();
+  auto result = std::make_shared<double>(0);
+  return queue(new LambdaWorker(
+      info.Env(), [=] { *result = cpu::probe_amx_bf16_gflops(seconds); },
       [=](Napi::Env env) { return Napi::Number::New(env, *result); }));
 }
 
@@ -141,6 +167,8 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("probeFmaPeak", Napi::Function::New(env, ProbeFmaPeak));
   exports.Set("probeBf16Peak", Napi::Function::New(env, ProbeBf16Peak));
   exports.Set("probeVnniPeak", Napi::Function::New(env, ProbeVnniPeak));
+  exports.Set("probeAmxBf16Peak", Napi::Function::New(env, ProbeAmxBf16Peak));
+  exports.Set("cachedKernelDecisions", Napi::Function::New(env, CachedKernelDecisions));
   exports.Set("probeCopyBandwidth", Napi::Function::New(env, ProbeCopyBandwidth));
   return exports;
 }

@@ -23,14 +23,17 @@ export async function infoCommand(argv: string[]): Promise<number> {
   const c = w.config;
   const weightBytes = 4 * (w.W_enc.length + w.W_dec.length + w.b_enc.length + w.b_dec.length + (w.threshold?.length ?? 0));
   // The exact screened encode (topk/jumprelu, CPUs with a screen) keeps more copies of W_enc
-  // once loaded: the screen's low-precision panels (bf16 pairs, or int8 quads plus a scale and
-  // a column sum per latent) and an fp32 latent-major copy for rescoring. SAEKIT_SCREEN picks
-  // the screen (default: the best this CPU runs).
+  // once a screen is chosen: the screen's low-precision panels (bf16 pairs, or int8 quads plus
+  // a scale and a column sum per latent) and an fp32 latent-major copy for rescoring. The
+  // kernel is measured at the first encode ('auto'; the bf16 size is the upper bound) unless
+  // SAEKIT_ENCODE_KERNEL forces one.
   const v = cpuVariant();
-  const screen = c.architecture === 'topk' || c.architecture === 'jumprelu' ? v.screen : 'off';
+  const screening = (c.architecture === 'topk' || c.architecture === 'jumprelu') && v.kernels.length > 1;
+  const kernel = !screening ? 'fp32' : v.encodeKernel;
   const panels = Math.ceil(c.dSae / 32) * 32;
-  const lowPrecision = screen === 'bf16' ? panels * Math.ceil(c.dIn / 2) * 4 : screen === 'off' ? 0 : panels * (Math.ceil(c.dIn / 4) + 2) * 4;
-  const screeningBytes = screen === 'off' ? 0 : lowPrecision + 4 * c.dSae * c.dIn + 2 * 4 * panels;
-  process.stdout.write(`${JSON.stringify({ ...c, weightBytesFloat32: weightBytes, screen, screeningBytes }, null, 2)}\n`);
+  const lowPrecision = kernel === 'fp32' ? 0 : kernel === 'int8' || kernel === 'int8-256' ? panels * (Math.ceil(c.dIn / 4) + 2) * 4 : panels * Math.ceil(c.dIn / 32) * 16 * 4;
+  const screeningBytes = kernel === 'fp32' ? 0 : lowPrecision + 4 * c.dSae * c.dIn + 2 * 4 * panels;
+  const screen = kernel === 'fp32' ? 'off' : kernel;
+  process.stdout.write(`${JSON.stringify({ ...c, weightBytesFloat32: weightBytes, encodeKernel: kernel, screen, screeningBytes }, null, 2)}\n`);
   return 0;
 }
