@@ -149,7 +149,9 @@ for (const r of flags['screen-only'] ? [] : rowsOut)
 // own peaks probed in the same run (bf16 dot, vpdpbusd on zmm and ymm).
 if (!flags['no-screen']) {
   const { cpuVariant: cv } = await import('../dist/index.js');
-  const screens = cv().screens;
+  // Every kernel the measured choice picks among (never the AMX emulation: tests only).
+  const screens = cv().kernels.filter((k) => k !== 'fp32');
+  const amxPeak = await addon().probeAmxBf16Peak(0.25);
   const bf16Peak = await addon().probeBf16Peak(0.25);
   const vnniPeak = await addon().probeVnniPeak(0.25, true);
   const vnni256Peak = await addon().probeVnniPeak(0.25, false);
@@ -162,8 +164,14 @@ if (!flags['no-screen']) {
         { name: 'd4096', dIn: 4096, dSae: 65536, k: 64, rows: 1024 },
         // Gemma Scope-like: jumprelu, thresholds giving ~60 active latents per row.
         { name: 'gemma-2-2b jumprelu', dIn: 2304, dSae: 16384, k: 0, rows: 2048, jumprelu: 0.5 },
+        // Small batches (a live model's tokens): bound by streaming W_enc, not by arithmetic.
+        { name: 'gpt2-small N=16', dIn: 768, dSae: 24576, k: 32, rows: 16 },
+        { name: 'gpt2-small N=64', dIn: 768, dSae: 24576, k: 32, rows: 64 },
+        { name: 'gpt2-small N=256', dIn: 768, dSae: 24576, k: 32, rows: 256 },
       ];
   const screenRows = [];
+  const choiceRows = [];
+  process.env.SAEKIT_KERNEL_CACHE = '0';
   if (screens.length > 0) {
     for (const s of screenShapes) {
       const w = s.jumprelu
@@ -176,7 +184,9 @@ if (!flags['no-screen']) {
       const flops = 2 * s.rows * s.dIn * s.dSae;
       const out = {};
       let plainCodes;
-      for (const mode of ['0', ...screens]) {
+      // 'auto': the default encode, the kernel measured on this SAE at its first call (the
+      // cache file off so this run measures; kernelChoice says what was picked and why).
+      for (const mode of ['0', ...screens, 'auto']) {
         process.env.SAEKIT_SCREEN = mode;
         const codes = await sae.encode(x); // warm-up (builds the screen's copy on first use)
         if (mode === '0') plainCodes = codes;
@@ -188,15 +198,17 @@ if (!flags['no-screen']) {
         const after = sae.screenStats;
         out[mode].stats = { rows: after.rows - before.rows, candidates: after.candidates - before.candidates, fallbacks: after.fallbacks - before.fallbacks };
       }
+      const choice = sae.kernelChoice.at(-1);
       sae.dispose();
       for (const mode of screens) screenRows.push({ s, screen: mode, fp32: out['0'], screened: out[mode] });
+      choiceRows.push({ s, fp32: out['0'], auto: out.auto, choice, best: Math.min(...screens.map((m) => out[m].seconds)) });
     }
     process.env.SAEKIT_SCREEN = '0';
   }
   console.log('');
   console.log(
     `exact screened encode (screen + fp32 rescoring, outputs checked bit-identical to the fp32 kernel); probes: fp32 FMA ${fmt(fmaPeak)} GFLOP/s, ` +
-      `bf16 dot ${fmt(bf16Peak)} GFLOP/s (${fmt(bf16Peak / fmaPeak, 2)}x), vpdpbusd zmm ${fmt(vnniPeak)} GOP/s (${fmt(vnniPeak / fmaPeak, 2)}x), ymm ${fmt(vnni256Peak)} GOP/s (${fmt(vnni256Peak / fmaPeak, 2)}x):`,
+      `AMX bf16 ${amxPeak > 0 ? `${fmt(amxPeak)} GFLOP/s (${fmt(amxPeak / fmaPeak, 2)}x)` : 'n/a'}, bf16 dot ${fmt(bf16Peak)} GFLOP/s (${fmt(bf16Peak / fmaPeak, 2)}x), vpdpbusd zmm ${fmt(vnniPeak)} GOP/s (${fmt(vnniPeak / fmaPeak, 2)}x), ymm ${fmt(vnni256Peak)} GOP/s (${fmt(vnni256Peak / fmaPeak, 2)}x):`,
   );
   if (screens.length === 0) console.log('(this CPU has no screen (AVX512-BF16, AVX512-VNNI or AVX-VNNI): the screened encode does not run)');
   console.log('| shape | d_in | d_sae | k | N | screen | fp32 tok/s | fp32 / FMA peak | screened tok/s | screened / fp32 roofline | speed-up | candidates/row | fallback rate |');
@@ -208,6 +220,18 @@ if (!flags['no-screen']) {
       `| ${r.s.name} | ${r.s.dIn} | ${r.s.dSae} | ${r.s.jumprelu ? '-' : r.s.k} | ${r.s.rows} | ${r.screen} | ${fmt(r.s.rows / r.fp32.seconds, 0)} | ${pct(r.fp32)} | ` +
         `${fmt(r.s.rows / r.screened.seconds, 0)} | ${fmt(r.screened.ratio, 2)}x (${fmt(r.screened.spread[0], 2)}-${fmt(r.screened.spread[1], 2)}) | ` +
         `${fmt(r.fp32.seconds / r.screened.seconds, 2)}x | ${st.rows === 0 ? 'screen off (most rows over the cap: the fp32 kernel ran)' : fmt(screenedRows > 0 ? st.candidates / screenedRows : 0)} | ${fmt(st.rows > 0 ? st.fallbacks / st.rows : 0, 4)} |`,
+    );
+  }
+  // ---- the default encode: the measured kernel choice ----
+  console.log('');
+  console.log(`default encode (SAEKIT_ENCODE_KERNEL unset): the kernel each SAE measured at its first encode; CPU ${cv().cpuModel}; AMX: ${cv().amx}`);
+  console.log('| shape | N | chosen | timings at the choice (us/row) | default tok/s | default / fp32 roofline | default / fp32 kernel | default / best screen timed | why |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  for (const r of choiceRows) {
+    const t = r.choice ? Object.entries(r.choice.usPerRow).map(([k, us]) => `${k} ${us < 0 ? 'n/a' : fmt(us, 2)}`).join(', ') : '-';
+    console.log(
+      `| ${r.s.name} | ${r.s.rows} | ${r.choice?.kernel ?? 'fp32 (no choice)'} | ${t} | ${fmt(r.s.rows / r.auto.seconds, 0)} | ${fmt(r.auto.ratio, 2)}x | ` +
+        `${fmt(r.fp32.seconds / r.auto.seconds, 2)}x | ${fmt(r.best / r.auto.seconds, 2)}x | ${r.choice?.why ?? ''} |`,
     );
   }
 }

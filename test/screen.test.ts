@@ -30,9 +30,12 @@ const FILE = 'screen.test';
 const seed = freshSeed(FILE);
 
 // The screen's knobs are read on every encode: start from the defaults, restore at the end.
-const ENV_KEYS = ['SAEKIT_SCREEN', 'SAEKIT_SCREEN_CAP', 'SAEKIT_HINT_SCALE'] as const;
+const ENV_KEYS = ['SAEKIT_SCREEN', 'SAEKIT_ENCODE_KERNEL', 'SAEKIT_SCREEN_CAP', 'SAEKIT_HINT_SCALE'] as const;
 const savedEnv = Object.fromEntries(ENV_KEYS.map((key) => [key, process.env[key]]));
 for (const key of ENV_KEYS) delete process.env[key];
+// The bf16 screen by name: unforced, each SAE measures which kernel is fastest for it
+// (native/cpu/kernel_choice.h, test/kernelChoice.test.ts), and small test SAEs may pick fp32.
+if (cpuVariant().screens.includes('bf16')) process.env.SAEKIT_SCREEN = 'bf16';
 
 /** Whether screening runs here: a 128-row encode of a small topk SAE on the AVX-512 variant. */
 async function screeningRuns(): Promise<boolean> {
