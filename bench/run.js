@@ -201,7 +201,7 @@ if (!flags['no-screen']) {
       const choice = sae.kernelChoice.at(-1);
       sae.dispose();
       for (const mode of screens) screenRows.push({ s, screen: mode, fp32: out['0'], screened: out[mode] });
-      choiceRows.push({ s, fp32: out['0'], auto: out.auto, choice, best: Math.min(...screens.map((m) => out[m].seconds)) });
+      choiceRows.push({ s, fp32: out['0'], auto: out.auto, choice, best: Math.max(...screens.map((m) => out[m].ratio)) });
     }
     process.env.SAEKIT_SCREEN = '0';
   }
@@ -225,13 +225,13 @@ if (!flags['no-screen']) {
   // ---- the default encode: the measured kernel choice ----
   console.log('');
   console.log(`default encode (SAEKIT_ENCODE_KERNEL unset): the kernel each SAE measured at its first encode; CPU ${cv().cpuModel}; AMX: ${cv().amx}`);
-  console.log('| shape | N | chosen | timings at the choice (us/row) | default tok/s | default / fp32 roofline | default / fp32 kernel | default / best screen timed | why |');
+  console.log('| shape | N | chosen | timings at the choice (us/row) | default tok/s | default / fp32 roofline | default / fp32 kernel (probe-normalized) | default / best screen timed (probe-normalized) | why |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of choiceRows) {
     const t = r.choice ? Object.entries(r.choice.usPerRow).map(([k, us]) => `${k} ${us < 0 ? 'n/a' : fmt(us, 2)}`).join(', ') : '-';
     console.log(
       `| ${r.s.name} | ${r.s.rows} | ${r.choice?.kernel ?? 'fp32 (no choice)'} | ${t} | ${fmt(r.s.rows / r.auto.seconds, 0)} | ${fmt(r.auto.ratio, 2)}x | ` +
-        `${fmt(r.fp32.seconds / r.auto.seconds, 2)}x | ${fmt(r.best / r.auto.seconds, 2)}x | ${r.choice?.why ?? ''} |`,
+        `${fmt(r.auto.ratio / r.fp32.ratio, 2)}x | ${fmt(r.auto.ratio / r.best, 2)}x | ${r.choice?.why ?? ''} |`,
     );
   }
 }

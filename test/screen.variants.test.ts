@@ -121,6 +121,21 @@ for (const screen of SCREENS) {
         });
       });
 
+      // Few rows on two threads: the latent panels are split between the threads and each part
+      // screens its own range (cpu_model.h, encode_screened); k = 1 and k = d_sae included.
+      for (const c of [
+        { dIn: 130, dSae: 900, k: 12, rows: 1 },
+        { dIn: 67, dSae: 500, k: 1, rows: 7 },
+        { dIn: 96, dSae: 333, k: 333, rows: 3 },
+        { dIn: 768, dSae: 2000, k: 32, rows: 13 },
+      ]) {
+        it(`latent split: ${c.rows} rows on 2 threads, d_in ${c.dIn} d_sae ${c.dSae} k ${c.k}`, async () => {
+          setup(2);
+          const w = topkSae({ ...c, seed: seed + 30 + c.rows });
+          await exact(`split ${c.rows} rows k ${c.k}`, screen, w, mixedRows(w, c.rows, seed + 31 + c.rows), { reference: true });
+        });
+      }
+
       it('one row (one thread: no latent split)', async () => {
         setup(1);
         const w = topkSae({ dIn: 130, dSae: 900, k: 12, seed: seed + 20 });
@@ -216,6 +231,14 @@ for (const screen of SCREENS) {
         const d = await exact('SAEKIT_SCREEN_CAP=8', screen, w, x, { env: { SAEKIT_SCREEN_CAP: '8' } });
         expect(d.fallbacks).toBeGreaterThan(64);
       });
+    });
+
+    it('jumprelu on a latent split (6 rows, 2 threads): bit-identical', async () => {
+      setup();
+      const w = syntheticSae({ dIn: 130, dSae: 2000, architecture: 'jumprelu', seed: seed + 1510 });
+      const rng = new Rng(seed + 1511);
+      w.threshold = new Float32Array(2000).map(() => 0.6 * (0.5 + rng.uniform()));
+      await exact('jumprelu split', screen, w, syntheticActivations(w, 6, { seed: seed + 1512, active: 12, noise: 0.1 }), { anyRows: true });
     });
 
     it('jumprelu: bit-identical', async () => {

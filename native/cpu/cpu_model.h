@@ -253,7 +253,9 @@ class CpuModel final : public BackendModel {
       const int64_t micro = (block_rows + mr - 1) / mr;
       float* a = thread_workspace(micro * mr * spec_.d_in);
       float* norms = thread_norms(block_rows);
-      const bool screened = screen && n_splits == 1;  // the screened path packs its own rows
+      // The screened path packs its own rows; with a latent split each part screens its own
+      // panel range (the union of the parts' candidates holds the row's: see encode_screened).
+      const bool screened = screen;
       if (!screened) pack_rows(x, row0, block_rows, mr, a, s == 0 && per_row ? out : nullptr, norms);
 
       const int64_t p0 = split_panel_begin(s), p1 = split_panel_begin(s + 1);
@@ -268,7 +270,8 @@ class CpuModel final : public BackendModel {
       // Kernels number latents from the start of their panel range: shift them back after.
       TaskCodes& res = results[task];
       if (screened) {
-        encode_screened(*copy, x, row0, block_rows, var, args, s == 0 && per_row ? out : nullptr, screen_cap, approx, res);
+        encode_screened(*copy, x, row0, block_rows, var, args, p0, n_splits > 1, s == 0 && per_row ? out : nullptr, screen_cap,
+                        approx, res);
       } else if (spec_.activation == Activation::TopK && n_splits == 1) {
         encode_topk_block(x, row0, block_rows, mr, var, args, norms, hint_scale, res);
       } else if (spec_.activation == Activation::TopK) {
@@ -507,10 +510,21 @@ class CpuModel final : public BackendModel {
   // its admission), no cuts, and the rescored pre_j > a_j are kept. Rows with too many
   // candidates go through the plain fp32 kernel. approx (topk only): the top k of the
   // candidates by their screened values, which are returned as they are (no rescoring).
+  //
+  // Latent split (small batches, split = true): this task screens panels [p0, p0 + n_panels)
+  // only. Its candidates are every latent of the range whose exact value can reach the
+  // range's own k-th largest, a superset of those that can reach the row's (the row's k-th is
+  // at least the range's), so each part's exact top k holds the row's top k among its latents
+  // and assemble() takes the k best of the parts' union: exact. Codes come out numbered from
+  // the range's first latent, as from the plain kernels. Split parts learn their own hints
+  // (a range's k-th value is lower than the row's).
   void encode_screened(const ScreenCopy& copy, const float* x, int64_t row0, int rows, const Variant& var,
-                       EncodeBlockArgs args, SparseCodes* stats, int64_t cap, bool approx, TaskCodes& res) {
+                       EncodeBlockArgs args, int64_t p0, bool split, SparseCodes* stats, int64_t cap, bool approx,
+                       TaskCodes& res) {
     const bool topk = spec_.activation == Activation::TopK;
     const int kind = static_cast<int>(copy.kind());
+    const int hint_slot = kind + (split ? kScreenKinds : 0);
+    const int32_t lat0 = static_cast<int32_t>(p0 * kPanel);
     const int64_t d = spec_.d_in;
     // jumprelu: a "k" no row reaches, so the sink never cuts (it only caps).
     const int64_t k = topk ? spec_.k : spec_.d_sae + 1;
@@ -526,7 +540,7 @@ class CpuModel final : public BackendModel {
     thread_local std::vector<float> hints, norms;
     hints.resize(rows);
     norms.resize(rows);
-    const float ratio = topk ? screen_hint_ratio_[kind].load(std::memory_order_relaxed) : 0.0f;
+    const float ratio = topk ? screen_hint_ratio_[hint_slot].load(std::memory_order_relaxed) : 0.0f;
     for (int r = 0; r < rows; ++r) norms[r] = pack_row(x, row0 + r, r, 1, xr, stats);  // x' row-major (mr = 1)
     ScreenWork& work = thread_screen_work();
     copy.pack(xr, rows, work, margins.data());
@@ -535,8 +549,9 @@ class CpuModel final : public BackendModel {
     thread_local MarginSink sink;
     sink.reset(rows, k, cap, margins.data(), hints.data());
     EncodeBlockArgs sa = args;
-    sa.bias = screen_bias_.get();
-    sa.admit = screen_admit_.get();
+    sa.bias = screen_bias_.get() + p0 * kPanel;
+    sa.admit = screen_admit_.get() + p0 * kPanel;
+    sa.panel0 = p0;
     sa.sink = &sink;
     copy.run(work, rows, sa);
 
@@ -571,7 +586,7 @@ class CpuModel final : public BackendModel {
           if (sv[e] > 0) chosen[r].emplace_back(sv[e], ix[e]);
         continue;
       }
-      for (int64_t e = 0; e < n; ++e) pairs_by_latent.push_back({ix[e], r});
+      for (int64_t e = 0; e < n; ++e) pairs_by_latent.push_back({ix[e] + lat0, r});
     }
     std::sort(pairs_by_latent.begin(), pairs_by_latent.end(),
               [](const ScreenPair& a, const ScreenPair& b) { return a.latent != b.latent ? a.latent < b.latent : a.row < b.row; });
@@ -582,7 +597,7 @@ class CpuModel final : public BackendModel {
       rescore_fma(xr, wt32_.get(), d, pairs_by_latent.data(), static_cast<int64_t>(pairs_by_latent.size()), bias_.get(), rescored.data());
     for (size_t t = 0; t < pairs_by_latent.size(); ++t) {
       const auto [j, r] = pairs_by_latent[t];
-      if (rescored[t] > admit_[j]) chosen[r].emplace_back(rescored[t], j);  // topk: admit 0 (relu); jumprelu: max(threshold, 0)
+      if (rescored[t] > admit_[j]) chosen[r].emplace_back(rescored[t], j - lat0);  // topk: admit 0 (relu); jumprelu: max(threshold, 0)
     }
     for (int r = 0; r < rows; ++r) {
       auto& c = chosen[r];  // ascending latent order already (pairs sorted by latent, staging in order)
@@ -642,15 +657,15 @@ class CpuModel final : public BackendModel {
       }
     }
     // Rows with fewer than k candidates defeat any hint: stop hinting for this SAE.
-    if (short_row) screen_hints_off_[kind].store(true, std::memory_order_relaxed);
-    const bool off = screen_hints_off_[kind].load(std::memory_order_relaxed);
-    screen_hint_ratio_[kind].store(off || !std::isfinite(next) || next <= 0 ? 0.0f : 0.9f * next, std::memory_order_relaxed);
+    if (short_row) screen_hints_off_[hint_slot].store(true, std::memory_order_relaxed);
+    const bool off = screen_hints_off_[hint_slot].load(std::memory_order_relaxed);
+    screen_hint_ratio_[hint_slot].store(off || !std::isfinite(next) || next <= 0 ? 0.0f : 0.9f * next, std::memory_order_relaxed);
     // Most rows over the candidate cap (e.g. a jumprelu SAE with thousands of active latents
     // per row): the screen only adds work, so this SAE uses the fp32 kernel from now on.
     // (Fallbacks for a defeated hint do not count: the hint relearns.)
     if (rows >= 16 && 2 * overflows > rows) screen_off_[kind].store(true, std::memory_order_relaxed);
     last_screen_.store(kind, std::memory_order_relaxed);
-    screen_rows_.fetch_add(rows, std::memory_order_relaxed);
+    if (p0 == 0) screen_rows_.fetch_add(rows, std::memory_order_relaxed);  // a latent split's rows once
     screen_candidates_.fetch_add(n_cand, std::memory_order_relaxed);
     screen_fallbacks_.fetch_add(static_cast<int64_t>(fallback.size()), std::memory_order_relaxed);
   }
@@ -706,8 +721,8 @@ class CpuModel final : public BackendModel {
   AlignedFloats wt32_, screen_admit_, screen_bias_;
   double b_max_ = 0;
   std::atomic<int64_t> screen_rows_{0}, screen_candidates_{0}, screen_fallbacks_{0};
-  std::atomic<float> screen_hint_ratio_[kScreenKinds] = {};
-  std::atomic<bool> screen_hints_off_[kScreenKinds] = {};
+  std::atomic<float> screen_hint_ratio_[2 * kScreenKinds] = {};  // [kind], then [kind] of latent-split parts
+  std::atomic<bool> screen_hints_off_[2 * kScreenKinds] = {};
   std::atomic<bool> screen_off_[kScreenKinds] = {};  // set when most rows fell back: fp32 from then on
   std::atomic<float> hint_ratio_{0.0f};  // 0: no hint yet
   std::atomic<bool> hints_off_{false};

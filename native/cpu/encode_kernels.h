@@ -51,6 +51,9 @@ struct EncodeBlockArgs {
   const float* row_scale = nullptr;
   const float* latent_scale = nullptr;
   const int32_t* latent_sum128 = nullptr;
+  // Screens (screen.h ScreenCopy::run): the first panel of the range to screen (a latent
+  // split); bias, admit and sink already point at that range.
+  int64_t panel0 = 0;
 };
 
 // Rows per micro-panel of each variant (the A packing depends on it).

@@ -72,6 +72,9 @@ KernelDecision measure_kernels(const std::vector<Screen>& candidates, int64_t sa
   std::vector<double> best(candidates.size(), inf);
   std::vector<bool> live(candidates.size(), true);
   // One measurement: repeat the encode until >= 5 ms have passed, seconds per encode.
+  // SAEKIT_KERNEL_TRACE=1: every measurement on stderr.
+  const char* trace_env = std::getenv("SAEKIT_KERNEL_TRACE");
+  const bool trace = trace_env != nullptr && std::string(trace_env) == "1";
   auto measure = [&](Screen s) {
     const auto t0 = Clock::now();
     int n = 0;
@@ -81,16 +84,20 @@ KernelDecision measure_kernels(const std::vector<Screen>& candidates, int64_t sa
       ++n;
       elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
     } while (elapsed < 0.005 && n < 64);
+    if (trace) std::fprintf(stderr, "saekit kernel choice: %s %d run(s) of %lld rows, %.3f ms each\n", kernel_name(s), n, static_cast<long long>(sample_rows), 1e3 * elapsed / n);
     return elapsed / n;
   };
-  for (size_t i = 0; i < candidates.size(); ++i)
-    if (run(candidates[i]) < 0) live[i] = false;  // warm-up
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const double t = run(candidates[i]);  // warm-up
+    if (t < 0) live[i] = false;
+    if (trace) std::fprintf(stderr, "saekit kernel choice: %s warm-up %.3f ms\n", kernel_name(candidates[i]), 1e3 * t);
+  }
   for (int round = 0; round < 2; ++round) {
     double lead = inf;
     for (size_t i = 0; i < candidates.size(); ++i)
       if (live[i]) lead = std::min(lead, best[i]);
     for (size_t i = 0; i < candidates.size(); ++i) {
-      if (!live[i] || (round > 0 && best[i] > 1.5 * lead)) continue;
+      if (!live[i] || (round > 0 && best[i] > 3.0 * lead)) continue;
       const double t = measure(candidates[i]);
       if (t < 0) live[i] = false;
       else best[i] = std::min(best[i], t);

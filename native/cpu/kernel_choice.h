@@ -52,7 +52,7 @@ int64_t calibration_rows(const SaeSpec& spec, int64_t rows);
 // Times each candidate with run(kernel) (seconds for one encode of the sample; < 0 when the
 // kernel cannot hold this SAE): one warm-up run each (it builds the kernel's weight copy and
 // learns its hints), then two timed rounds, each measurement repeated to >= 5 ms; slow
-// candidates (> 1.5x the best after the first round) skip the second.
+// candidates (> 3x the best after the first round) skip the second.
 KernelDecision measure_kernels(const std::vector<Screen>& candidates, int64_t sample_rows,
                                const std::function<double(Screen)>& run);
 

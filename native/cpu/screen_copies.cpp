@@ -91,7 +91,7 @@ class Bf16Screen final : public ScreenCopy {
     args.a_packed = work.a.get();
     args.rows = rows;
     args.d_in = pairs_;
-    args.b_packed = b16_.get();
+    args.b_packed = b16_.get() + args.panel0 * pairs_ * kPanel;
     encode_block_bf16(args);
   }
 
@@ -203,10 +203,10 @@ class Int8Screen final : public ScreenCopy {
     args.a_packed = work.a.get();
     args.rows = rows;
     args.d_in = quads_;
-    args.b_packed = b8_.get();
+    args.b_packed = b8_.get() + args.panel0 * quads_ * kPanel;
     args.row_scale = work.row_scale.data();
-    args.latent_scale = scale_.get();
-    args.latent_sum128 = reinterpret_cast<const int32_t*>(sum128_.get());
+    args.latent_scale = scale_.get() + args.panel0 * kPanel;
+    args.latent_sum128 = reinterpret_cast<const int32_t*>(sum128_.get()) + args.panel0 * kPanel;
     if (wide_) encode_block_int8_avx512(args);
     else encode_block_int8_avx256(args);
   }
@@ -291,7 +291,7 @@ class AmxBf16Screen final : public ScreenCopy {
     a.a = reinterpret_cast<const uint32_t*>(work.a.get());
     a.rows = rows;
     a.ktiles = ktiles_;
-    a.b = reinterpret_cast<const uint32_t*>(b16_.get());
+    a.b = reinterpret_cast<const uint32_t*>(b16_.get()) + args.panel0 * ktiles_ * 512;
     a.bias = args.bias;
     a.admit = args.admit;
     a.n_panels = args.n_panels;
