@@ -207,7 +207,11 @@ class CpuModel final : public BackendModel {
     // The work split: blocks of ~kTargetBlockRows rows in whole micro-panels, or the screen's
     // own block size and row multiple (AMX: 32-row tile pairs).
     const int split_mr = copy && copy->row_multiple() > 0 ? copy->row_multiple() : mr;
-    const int64_t target_rows = copy && copy->block_rows() > 0 ? copy->block_rows() : kTargetBlockRows;
+    // SAEKIT_BLOCK_ROWS overrides the rows per block (bench experiments: bench/NOTES.md).
+    const char* block_env = std::getenv("SAEKIT_BLOCK_ROWS");
+    const int64_t target_rows = block_env != nullptr && std::atoi(block_env) > 0 ? std::atoi(block_env)
+                                : copy && copy->block_rows() > 0 ? copy->block_rows()
+                                                                 : kTargetBlockRows;
     const int64_t n_micro = (rows + split_mr - 1) / split_mr;
     const int64_t target_micro = (target_rows + split_mr - 1) / split_mr;
     int64_t n_blocks = ((n_micro + T * target_micro - 1) / (T * target_micro)) * T;
