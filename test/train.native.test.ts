@@ -254,6 +254,36 @@ test('results do not depend on the thread count (bit-exact)', async () => {
   for (const name of ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const) expect(runs[1]![name]).toEqual(runs[0]![name]);
 });
 
+// The topk forward runs the encode kernel the inference encode would (measured, or forced by
+// SAEKIT_ENCODE_KERNEL); every screen gives the fp32 kernel's codes bit for bit, and its copy is
+// rebuilt after each optimizer step, so training is the same bits whichever kernel runs.
+test('the forward encode kernel does not change training (each screen vs fp32, bit-exact, AuxK on)', async () => {
+  setThreads(2);
+  const rng = new Rng(seed ^ 0x99);
+  const c: Case = { B: 300, dIn: 72, dSae: 700, k: 9, kAux: 20, deadFraction: 0, inputScale: 1.3 };
+  const { params, config } = setup(c, rng);
+  config.deadTokens = 600;
+  const batches = Array.from({ length: 5 }, () => rng.fillNormal(new Float32Array(c.B * c.dIn)));
+  const kernels = ['fp32', ...cpuVariant().screens.filter((s) => s !== 'amx-bf16')];
+  if (cpuVariant().screens.includes('amx-bf16')) kernels.push('amx-bf16');
+  const saved = process.env.SAEKIT_ENCODE_KERNEL;
+  const runs: TrainParams[] = [];
+  try {
+    for (const k of kernels) {
+      process.env.SAEKIT_ENCODE_KERNEL = k;
+      const t = await SaeTrainer.create(config, params);
+      for (const b of batches) await t.trainStep(b, 5e-3);
+      runs.push(t.params());
+      t.dispose();
+    }
+  } finally {
+    if (saved === undefined) delete process.env.SAEKIT_ENCODE_KERNEL;
+    else process.env.SAEKIT_ENCODE_KERNEL = saved;
+  }
+  for (let r = 1; r < runs.length; r++)
+    for (const name of ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const) expect(runs[r]![name], `${kernels[r]} ${name}`).toEqual(runs[0]![name]);
+});
+
 test('the saved SAE (input scale folded in) encodes raw inputs as the trainer selects scaled ones', async () => {
   const rng = new Rng(seed ^ 0x77);
   const c: Case = { B: 40, dIn: 24, dSae: 90, k: 7, kAux: 0, deadFraction: 0, inputScale: 3.25 };

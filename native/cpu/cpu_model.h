@@ -75,9 +75,10 @@ inline float* thread_norms(int64_t rows) {
 // encoder repacked after every optimizer step by set_encoder).
 class CpuModel final : public BackendModel {
  public:
-  // screening: also keep a low-precision copy of W_enc (the screen SAEKIT_SCREEN picks at
-  // load, by default the best this CPU runs) and an fp32 latent-major copy for the exact
-  // screened encode (screen.h). The trainer's forward passes false.
+  // screening: the encode may run a low-precision screen (the kernel measured at the first
+  // encode, kernel_choice.h, or forced by SAEKIT_ENCODE_KERNEL) from a copy of W_enc and an
+  // fp32 latent-major copy for the exact rescoring (screen.h). The AuxK sub-encoder and the
+  // trainer's non-topk forwards pass false.
   CpuModel(const SaeSpec& spec, const SaeWeightsView& w, bool screening = true)
       : spec_(spec), n_panels_((spec.d_sae + kPanel - 1) / kPanel) {
     const int64_t d_in = spec.d_in, d_sae = spec.d_sae;
@@ -184,6 +185,24 @@ class CpuModel final : public BackendModel {
       }
       for (int64_t l = p * kPanel; l < p * kPanel + live; ++l) bias_[l] = b_enc[l];
     });
+    // A screening trainer forward (topk): every low-precision copy is stale now and is
+    // rebuilt at the next encode for the kernel in use only; the fp32 latent-major copy is
+    // Wt itself. (Callers never encode concurrently with set_encoder.)
+    if (screening_allowed_) {
+      std::lock_guard<std::mutex> lock(screen_mutex_);
+      for (int s = 0; s < kScreenKinds; ++s) {
+        std::atomic_store(&screens_[s], std::shared_ptr<const ScreenCopy>());
+        cannot_hold_[s] = false;
+      }
+      if (wt32_) {
+        float* w = wt32_.get();
+        parallel_for(n_panels_, [&](int64_t p, int) {
+          const int64_t l0 = p * kPanel, live = std::min<int64_t>(kPanel, d_sae - l0);
+          std::memcpy(w + l0 * d_in, Wt + l0 * d_in, sizeof(float) * live * d_in);
+        });
+        refresh_screen_arrays();
+      }
+    }
   }
 
   void encode(const float* x, int64_t rows, SparseCodes* out) override {
@@ -493,8 +512,15 @@ class CpuModel final : public BackendModel {
       for (int j = 0; j < live; ++j)
         for (int64_t i = 0; i < d_in; ++i) w[(p * kPanel + j) * d_in + i] = bp[(p * d_in + i) * kPanel + j];
     });
+    wt32_ = std::move(wt);
     screen_admit_ = aligned_floats(n_panels_ * kPanel);
     screen_bias_ = aligned_floats(n_panels_ * kPanel);
+    refresh_screen_arrays();
+  }
+
+  // The screens' bias and admission arrays and the bias bound, from bias_ and admit_.
+  void refresh_screen_arrays() {
+    const int64_t d_sae = spec_.d_sae;
     // jumprelu screens s_j - a_j against -m, a_j = max(threshold_j, 0) its admission: the
     // kernel adds b_j - a_j (rounded once here, once in the add: counted twice in b_max_).
     b_max_ = 0;
@@ -505,7 +531,6 @@ class CpuModel final : public BackendModel {
       screen_bias_[l] = !real ? -std::numeric_limits<float>::infinity() : jump ? bias_[l] - admit_[l] : bias_[l];
       if (real) b_max_ = std::max(b_max_, std::fabs(static_cast<double>(bias_[l])) + (jump ? 2.0 * std::fabs(admit_[l]) + std::fabs(bias_[l]) : 0.0));
     }
-    wt32_ = std::move(wt);
   }
 
   // One block through a screen (screen.h): screen every latent, keep the candidates the

@@ -248,7 +248,10 @@ class CpuTrainer final : public BackendTrainer {
     wv.W_enc = Wt_.get();
     wv.enc_transposed = true;
     wv.b_enc = b_enc_.get();
-    encoder_ = std::make_unique<CpuModel>(es, wv, /*screening=*/false);
+    // topk: the forward may run a screen (the measured kernel choice of the inference encode,
+    // exact: the same codes as fp32); its copy is rebuilt after every optimizer step
+    // (set_encoder). The other architectures switch the selection rule per step and keep fp32.
+    encoder_ = std::make_unique<CpuModel>(es, wv, /*screening=*/spec.arch == TrainArch::TopK);
     if (spec.arch == TrainArch::Standard) encoder_->set_selection(Activation::Standard, 0, 0.0f);
     if (spec.arch == TrainArch::JumpReLU) encoder_->set_selection(Activation::JumpReLU, 0, 0.0f);
   }
