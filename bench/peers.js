@@ -124,12 +124,36 @@ try {
   } else {
     console.log(`PyTorch: not run (${flags.python} cannot import torch, numpy and safetensors; see bench/peers/README.md)`);
   }
+  // Training: steady-state tokens/s of whole optimizer steps (batch 4096, topk, no dead
+  // latents), saekit's SaeTrainer in this process vs the sparsify-style torch trainer.
+  const trainRows = [];
+  {
+    const { SaeTrainer, defaultTrainerConfig, initParams } = await import('../dist/index.js');
+    const B = 4096;
+    const params = initParams({ dIn, dSae, seed: 3, bDecInit: 'mean', sample: x.subarray(0, B * dIn) });
+    const t = await SaeTrainer.create({ ...defaultTrainerConfig(dIn, dSae, k), deadTokens: 1e12 }, params);
+    const xb = x.subarray(0, B * dIn);
+    await t.trainStep(xb, 1e-4);
+    await t.trainStep(xb, 1e-4);
+    const t0 = performance.now();
+    for (let i = 0; i < 4; i++) await t.trainStep(xb, 1e-4);
+    trainRows.push({ name: 'saekit SaeTrainer (topk, CPU)', tokS: (4 * B) / ((performance.now() - t0) / 1000) });
+    t.dispose();
+    if (probe.status === 0) {
+      const r = run('torch train', flags.python, [join(here, 'peers/torch_train.py'), String(dIn), String(dSae), String(k), String(B), String(T), '3']);
+      trainRows.push({ name: `PyTorch ${probe.stdout.trim()} sparsify-style trainer (fp32, autograd, Adam)`, tokS: JSON.parse(r.out).tokens_per_second });
+    }
+  }
   const ours = results[1].s;
   console.log('');
   console.log('| contender | whole process s | tokens/s | / fp32 roofline | saekit (cached) speed-up | top-k overlap with saekit (first 64 rows) |');
   console.log('|---|---|---|---|---|---|');
   for (const r of results)
     console.log(`| ${r.name} | ${r.s.toFixed(2)} | ${(rows / r.s).toFixed(0)} | ${(rows / r.s / roofline).toFixed(2)}x | ${(r.s / ours).toFixed(2)}x | ${r.overlap === undefined ? '-' : `${(100 * r.overlap).toFixed(2)}%`} |`);
+  console.log('');
+  console.log('| trainer (batch 4096, d_in 768, d_sae 24576, k 32) | tokens/s | saekit speed-up |');
+  console.log('|---|---|---|');
+  for (const r of trainRows) console.log(`| ${r.name} | ${r.tokS.toFixed(0)} | ${(trainRows[0].tokS / r.tokS).toFixed(2)}x |`);
   if (!ortOk) process.exitCode = 1;
 } finally {
   if (!flags.keep) await rm(dir, { recursive: true, force: true });
