@@ -6,6 +6,7 @@ import { NativeError, NonFiniteInputError, ValidationError, expected } from './e
 import { existsSync } from 'node:fs';
 import type { HubOptions } from './hub/hub.js';
 import { readSaeDir } from './formats/saeDir.js';
+import { firstNonFinite } from './formats/saeTensors.js';
 import { type Device, resolveDevice } from './system.js';
 import type { SaeConfig, SaeWeights } from './types.js';
 
@@ -187,13 +188,6 @@ export function validateWeights(w: SaeWeights): void {
   }
 }
 
-function firstNonFinite(a: Float32Array): number {
-  for (let i = 0; i < a.length; i++) {
-    const v = a[i]!;
-    if (v - v !== 0) return i; // NaN - NaN and Inf - Inf are NaN
-  }
-  return -1;
-}
 
 /** Loads SAE weights already in memory onto a backend. */
 export async function createSae(weights: SaeWeights, options: LoadOptions = {}): Promise<Sae> {

@@ -143,7 +143,7 @@ describe.skipIf(!choosing)('measured encode kernel choice', () => {
 
   it('a jumprelu SAE is its own class; a standard (relu) SAE never screens', async () => {
     const j = syntheticSae({ dIn: 64, dSae: 1000, architecture: 'jumprelu', seed: seed + 40 });
-    j.threshold.fill(0.5);
+    j.threshold!.fill(0.5);
     const sae = await createSae(j, { device: 'cpu' });
     const s = await createSae(syntheticSae({ dIn: 64, dSae: 1000, architecture: 'standard', seed: seed + 41 }), { device: 'cpu' });
     try {
