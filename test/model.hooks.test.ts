@@ -194,7 +194,7 @@ describe('hook points', () => {
         'm.onnx',
       );
     expectThrow(() => findHooks(graph([{ name: '/transformer/h.0/ln_1/LayerNormalization', opType: 'LayerNormalization' }, { name: 'optimum::if', opType: 'If' }]), 'merged.onnx'), FormatError, 'merged.onnx', 'merged decoder');
-    expectThrow(() => findHooks(graph([{ name: 'MatMul_1', opType: 'MatMul' }]), 'anon.onnx'), FormatError, 'anon.onnx', 'node name');
+    expectThrow(() => findHooks(graph([{ name: 'MatMul_1', opType: 'MatMul' }]), 'anon.onnx'), FormatError, 'anon.onnx', 'no normalization');
     expectThrow(() => decodeOnnx(new Uint8Array([1, 2, 3, 4, 5]), 'junk.onnx'), FormatError, 'junk.onnx');
     const { dir } = await makeModel({ layers: 2, dModel: 32, heads: 2, vocabSize: 500 });
     const m = await LanguageModel.load(dir);

@@ -28,7 +28,7 @@ type ModelOutputs = Record<string, { data: ArrayLike<number>; dims: number[]; ty
 type CallableModel = ((inputs: Record<string, unknown>) => Promise<ModelOutputs>) & { dispose(): Promise<unknown> };
 
 /** Bumped whenever editGraph's output changes, so stale cached edits are not reused. */
-const EDIT_VERSION = 1;
+const EDIT_VERSION = 2;
 
 let transformersPromise: Promise<Transformers> | undefined;
 
@@ -108,7 +108,7 @@ export class LanguageModel {
     }
     const onnxPath = join(dir, 'onnx', `${onnxFile}.onnx`);
     const originalHash = await originalSha256(onnxPath);
-    const index = await hooksIndex(onnxPath, originalHash);
+    const index = await hooksIndex(onnxPath, originalHash, configHints(config));
     pointTransformersAt(tf, dir);
     let raw: unknown;
     try {
@@ -233,7 +233,7 @@ export class LanguageModel {
     const path = join(this.dir, 'onnx', `${fileName}.onnx`);
     if (!existsSync(path)) {
       const original = join(this.dir, 'onnx', `${this.onnxFile}.onnx`);
-      const edited = editGraph(decodeOnnx(await readFile(original), original), original, edit);
+      const edited = editGraph(decodeOnnx(await readFile(original), original), original, edit, configHints(this.config));
       await writeAtomically(path, encodeOnnx(edited));
     }
     pointTransformersAt(this.tf, this.dir);
@@ -257,9 +257,18 @@ function pointTransformersAt(tf: Transformers, dir: string): void {
   tf.env.localModelPath = dirname(dir);
 }
 
+/** What config.json says that the hook finder checks the graph against. */
+function configHints(config: Record<string, unknown>): { layers?: number; family?: string } {
+  const layers = config.num_hidden_layers ?? config.n_layer ?? config.num_layers;
+  return {
+    ...(typeof layers === 'number' && { layers }),
+    ...(typeof config.model_type === 'string' && { family: config.model_type }),
+  };
+}
+
 /** The hook table, cached beside the original keyed by its hash (decoding a GiB graph takes seconds). */
-async function hooksIndex(onnxPath: string, hash: string): Promise<HooksIndex> {
-  const cache = onnxPath.replace(/\.onnx$/, `.saekit-${hash.slice(0, 16)}.hooks.json`);
+async function hooksIndex(onnxPath: string, hash: string, hints: { layers?: number; family?: string }): Promise<HooksIndex> {
+  const cache = onnxPath.replace(/\.onnx$/, `.saekit-${hash.slice(0, 16)}.hooks-v${EDIT_VERSION}.json`);
   if (existsSync(cache)) {
     try {
       return JSON.parse(await readFile(cache, 'utf8')) as HooksIndex;
@@ -267,7 +276,7 @@ async function hooksIndex(onnxPath: string, hash: string): Promise<HooksIndex> {
       // A damaged cache entry is rebuilt below.
     }
   }
-  const found = findHooks(decodeOnnx(await readFile(onnxPath), onnxPath), onnxPath);
+  const found = findHooks(decodeOnnx(await readFile(onnxPath), onnxPath), onnxPath, hints);
   const index: HooksIndex = { family: found.family, layers: found.layers, hooks: [...found.hooks.keys()] };
   await writeAtomically(cache, new TextEncoder().encode(`${JSON.stringify(index)}\n`)).catch(() => undefined); // a read-only folder only loses the cache
   return index;

@@ -4,16 +4,13 @@
 //
 // Exported decoders only have `logits` and `present.*` outputs, but ONNX runtime returns
 // whatever the graph lists as outputs, so exposing an internal tensor is a protobuf edit:
-// one Identity node and one more graph output. The hooks are found from node names, which
-// the torch exporter scopes by module path (`/transformer/h.3/ln_1/LayerNormalization`):
-// the residual stream entering block L is the one non-constant tensor that flows INTO the
-// scope of block L's first LayerNorm; an attention or MLP output is the one tensor that flows
-// OUT of that sublayer's scope. This works whether LayerNorm is one op (opset >= 17) or
-// spelled out as ReduceMean/Sub/Pow/... (older exports), and whatever the exporter did
-// inside the scopes.
+// one Cast-to-float32 node and one more graph output. The hooks are found by the graph's
+// structure (residualStream.ts: the chain of residual additions), so they are the same
+// tensors whichever exporter wrote the graph and however it named or fused the nodes.
 
 import onnxProto from 'onnx-proto';
 import { FormatError, ValidationError } from '../errors.js';
+import { elemTypeOf, nameSkipSums, skipBiasIndex, SKIP_NORMS, traceResidualStream, type HookTensor } from './residualStream.js';
 
 const { onnx } = onnxProto;
 export type OnnxModel = InstanceType<typeof onnx.ModelProto>;
@@ -31,23 +28,6 @@ export type HookKind = (typeof HOOK_KINDS)[number];
 
 /** The input that replaces a hooked tensor in a spliced graph. */
 export const OVERRIDE_INPUT = 'saekit.override';
-
-/** How one model family's exporter scopes its modules (only GPT-2 is tested). */
-interface Family {
-  name: string;
-  block: (layer: number) => string;
-  ln1: string;
-  ln2: string;
-  attn: string;
-  mlp: string;
-  finalNorm: string;
-}
-
-const FAMILIES: Family[] = [
-  { name: 'gpt2', block: (l) => `/transformer/h.${l}/`, ln1: 'ln_1/', ln2: 'ln_2/', attn: 'attn/', mlp: 'mlp/', finalNorm: '/transformer/ln_f/' },
-  // Llama, Mistral, Qwen2 as exported by torch (optimum). Untested: no such model is generated here.
-  { name: 'llama', block: (l) => `/model/layers.${l}/`, ln1: 'input_layernorm/', ln2: 'post_attention_layernorm/', attn: 'self_attn/', mlp: 'mlp/', finalNorm: '/model/norm/' },
-];
 
 /** A parsed hook name: `blocks.6.hook_resid_pre` -> { layer 6, kind resid_pre }. */
 export interface HookPoint {
@@ -84,50 +64,21 @@ export function encodeOnnx(model: OnnxModel): Uint8Array {
 
 /**
  * The hook table of a decoder graph: every available hook name -> the tensor it reads.
- * Throws a FormatError when the graph is a merged decoder (an `If` node choosing between
- * with-past and without-past branches) or when no supported naming is found.
+ * Inlines a merged decoder (an `If` choosing between with-past and without-past branches)
+ * and names the Skip* norms' residual sums first (both edit MODEL). LAYERS, from config.json,
+ * is checked against the graph. Throws a FormatError naming the file and what was found
+ * when the residual stream cannot be traced unambiguously.
  */
-export function findHooks(model: OnnxModel, file: string): { family: string; layers: number; hooks: Map<string, string> } {
+export function findHooks(
+  model: OnnxModel,
+  file: string,
+  opts: { layers?: number; family?: string } = {},
+): { family: string; layers: number; parallel: boolean; hooks: Map<string, HookTensor> } {
   inlineMergedDecoder(model, file);
   const graph = model.graph as Graph;
-  const producers = producerMap(graph);
-  const initializers = new Set((graph.initializer ?? []).map((t) => t.name as string));
-  const constant = (tensor: string): boolean => {
-    if (initializers.has(tensor)) return true;
-    const p = producers.get(tensor);
-    return p !== undefined && (p.opType === 'Constant' || p.opType === 'ConstantOfShape');
-  };
-
-  for (const family of FAMILIES) {
-    let layers = 0;
-    while (nodes(graph).some((n) => (n.name as string).startsWith(family.block(layers)))) layers++;
-    if (layers === 0) continue;
-    const hooks = new Map<string, string>();
-    for (let l = 0; l < layers; l++) {
-      const block = family.block(l);
-      const pre = flowInto(graph, block + family.ln1, producers, constant);
-      if (pre) hooks.set(`blocks.${l}.hook_resid_pre`, pre);
-      const mid = flowInto(graph, block + family.ln2, producers, constant);
-      if (mid) hooks.set(`blocks.${l}.hook_resid_mid`, mid);
-      const attn = flowOutOf(graph, block + family.attn);
-      if (attn) hooks.set(`blocks.${l}.hook_attn_out`, attn);
-      const mlp = flowOutOf(graph, block + family.mlp);
-      if (mlp) hooks.set(`blocks.${l}.hook_mlp_out`, mlp);
-    }
-    for (let l = 0; l < layers; l++) {
-      const next = l + 1 < layers ? hooks.get(`blocks.${l + 1}.hook_resid_pre`) : flowInto(graph, family.finalNorm, producers, constant);
-      if (next) hooks.set(`blocks.${l}.hook_resid_post`, next);
-    }
-    if (!hooks.has('blocks.0.hook_resid_pre')) {
-      throw new FormatError(file, `found ${family.name}-style blocks but not the residual stream entering block 0 (no single input to ${family.block(0)}${family.ln1})`);
-    }
-    return { family: family.name, layers, hooks };
-  }
-  throw new FormatError(
-    file,
-    'cannot find transformer blocks by node name: hook points need the torch exporter\'s scoped node names ' +
-      `(${FAMILIES.map((f) => `${f.block(0)}...`).join(' or ')})`,
-  );
+  nameSkipSums(graph);
+  const stream = traceResidualStream(graph, file, opts.layers);
+  return { family: opts.family ?? 'unknown', layers: stream.layers, parallel: stream.parallel, hooks: stream.hooks };
 }
 
 /**
@@ -170,44 +121,6 @@ export function inlineMergedDecoder(model: OnnxModel, file: string): void {
   if (!stillUsed) graph.input = (graph.input ?? []).filter((i) => i.name !== cond);
 }
 
-/** The single non-constant tensor produced outside SCOPE and consumed inside it, if exactly one. */
-function flowInto(graph: Graph, scope: string, producers: Map<string, Node>, constant: (t: string) => boolean): string | undefined {
-  const found = new Set<string>();
-  for (const n of nodes(graph)) {
-    if (!(n.name as string).startsWith(scope)) continue;
-    for (const input of ins(n)) {
-      if (input === '' || constant(input)) continue;
-      const p = producers.get(input);
-      if (p && (p.name as string).startsWith(scope)) continue;
-      found.add(input);
-    }
-  }
-  return found.size === 1 ? [...found][0] : undefined;
-}
-
-/** The single tensor produced inside SCOPE and consumed outside it (not a graph output), if exactly one. */
-function flowOutOf(graph: Graph, scope: string): string | undefined {
-  const inside = new Set<string>();
-  for (const n of nodes(graph)) if ((n.name as string).startsWith(scope)) for (const o of outs(n)) inside.add(o);
-  // Graph outputs and whatever reaches them only through Identity renames (present.* of a
-  // merged decoder's inlined branch) are outputs, not the sublayer's result.
-  const graphOutputs = new Set((graph.output ?? []).map((o) => o.name as string));
-  const producers = producerMap(graph);
-  for (const pending = [...graphOutputs]; pending.length > 0; ) {
-    const p = producers.get(pending.pop() as string);
-    if (p?.opType === 'Identity' && !graphOutputs.has(ins(p)[0]!)) {
-      graphOutputs.add(ins(p)[0]!);
-      pending.push(ins(p)[0]!);
-    }
-  }
-  const found = new Set<string>();
-  for (const n of nodes(graph)) {
-    if ((n.name as string).startsWith(scope)) continue;
-    for (const input of ins(n)) if (inside.has(input) && !graphOutputs.has(input)) found.add(input);
-  }
-  return found.size === 1 ? [...found][0] : undefined;
-}
-
 function producerMap(graph: Graph): Map<string, Node> {
   const m = new Map<string, Node>();
   for (const n of nodes(graph)) for (const o of outs(n)) m.set(o, n);
@@ -233,10 +146,10 @@ export interface GraphEdit {
  * needs, so a graph that only exposes blocks.3.hook_resid_pre runs blocks 0-2 and nothing
  * else, and a spliced graph does not recompute what the override replaces.
  */
-export function editGraph(model: OnnxModel, file: string, edit: GraphEdit): OnnxModel {
-  const { hooks, layers } = findHooks(model, file); // inlines a merged decoder first
+export function editGraph(model: OnnxModel, file: string, edit: GraphEdit, opts: { layers?: number } = {}): OnnxModel {
+  const { hooks, layers } = findHooks(model, file, opts); // inlines a merged decoder first
   const graph = model.graph as Graph;
-  const tensorOf = (name: string): string => {
+  const tensorOf = (name: string): HookTensor => {
     const hp = parseHookName(name);
     const t = hooks.get(name);
     if (t === undefined) {
@@ -248,37 +161,79 @@ export function editGraph(model: OnnxModel, file: string, edit: GraphEdit): Onnx
     }
     return t;
   };
-  const floatType = activationElemType(graph);
+  const FLOAT = onnx.TensorProto.DataType.FLOAT;
   const originalOutputs = edit.keepLogits ? (graph.output ?? []).filter((o) => o.name === 'logits') : [];
   if (edit.keepLogits && originalOutputs.length === 0) throw new FormatError(file, 'has no output named logits');
   const outputs = [...originalOutputs];
+  const added: onnxProto.onnx.INodeProto[] = [];
+  const node = (opType: string, name: string, input: string[], output: string[], attribute: onnxProto.onnx.IAttributeProto[] = []) =>
+    added.push(onnx.NodeProto.create({ name: `/saekit/${name}/${opType}`, opType, input, output, attribute }));
+  const castTo = (to: number) => [onnx.AttributeProto.create({ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: to })];
 
+  // Hooks leave the graph as float32 whatever the model computes in (fp16 exports).
   for (const name of new Set(edit.expose)) {
-    const tensor = tensorOf(name);
-    (graph.node ??= []).push(onnx.NodeProto.create({ name: `/saekit/${name}/Identity`, opType: 'Identity', input: [tensor], output: [name] }));
-    outputs.push(valueInfo(name, floatType));
+    const h = tensorOf(name);
+    let t = h.tensor;
+    if (h.bias) node('Add', `${name}/bias`, [t, h.bias], [(t = `/saekit/${name}/with_bias`)]);
+    node('Cast', name, [t], [name], castTo(FLOAT));
+    outputs.push(valueInfo(name, FLOAT));
   }
 
-  if (edit.override !== undefined) {
-    const tensor = tensorOf(edit.override);
-    // Every consumer reads the override instead: in a residual stream that is both the
-    // LayerNorm and the skip connection, as TransformerLens' hook replacement does.
-    for (const n of nodes(graph)) {
-      if ((n.name as string).startsWith('/saekit/')) continue;
-      n.input = ins(n).map((i) => (i === tensor ? OVERRIDE_INPUT : i));
-    }
-    (graph.input ??= []).push(valueInfo(OVERRIDE_INPUT, floatType));
-  }
+  if (edit.override !== undefined) overrideHook(graph, tensorOf(edit.override), node, castTo);
   if (outputs.length === 0) throw new ValidationError('A graph edit must keep the logits or expose at least one hook');
+  graph.node = [...nodes(graph), ...added];
   graph.output = outputs;
   prune(graph);
   return model;
 }
 
-/** The float type of the graph's activations: that of `logits` (float32 for fp32 exports). */
-function activationElemType(graph: Graph): number {
-  const logits = (graph.output ?? []).find((o) => o.name === 'logits') ?? graph.output?.[0];
-  return logits?.type?.tensorType?.elemType ?? onnx.TensorProto.DataType.FLOAT;
+/**
+ * Makes the graph read the input `saekit.override` where it read hook H: every consumer of
+ * the tensor reads the override instead (in a residual stream that is both the next norm and
+ * the skip connection, as TransformerLens' hook replacement does). Fused ops need more:
+ * - a Skip* norm whose residual sum is H also normalizes that sum: it becomes a plain norm of
+ *   the override (the sum itself is then unused and pruned);
+ * - a branch that a Skip* norm adds with its bias input (H = skip + bias): the override
+ *   replaces skip and the bias input is dropped.
+ */
+function overrideHook(
+  graph: Graph,
+  h: HookTensor,
+  node: (opType: string, name: string, input: string[], output: string[], attribute?: onnxProto.onnx.IAttributeProto[]) => void,
+  castTo: (to: number) => onnxProto.onnx.IAttributeProto[],
+): void {
+  const FLOAT = onnx.TensorProto.DataType.FLOAT;
+  const type = elemTypeOf(graph, h.tensor) ?? FLOAT;
+  let source = OVERRIDE_INPUT;
+  if (type !== FLOAT) node('Cast', 'override', [OVERRIDE_INPUT], [(source = '/saekit/override/cast')], castTo(type));
+  (graph.input ??= []).push(valueInfo(OVERRIDE_INPUT, FLOAT));
+  const all = nodes(graph);
+  for (const [i, n] of all.entries()) {
+    if (!SKIP_NORMS.has(n.opType ?? '')) continue;
+    if (outs(n)[3] === h.tensor) {
+      // Skip*Norm(input, skip, gamma[, beta]) -> norm(override, gamma[, beta]), same attributes.
+      const plain = n.opType === 'SkipLayerNormalization' ? 'LayerNormalization' : 'SimplifiedLayerNormalization';
+      const params = n.opType === 'SkipLayerNormalization' ? ins(n).slice(2, 4) : ins(n).slice(2, 3);
+      const eps = (n.attribute ?? []).filter((a) => a.name === 'epsilon');
+      all[i] = onnx.NodeProto.create({
+        name: `/saekit/unfused/${n.name}`,
+        opType: plain,
+        domain: plain === 'LayerNormalization' ? '' : (n.domain === 'com.microsoft' ? '' : n.domain ?? ''),
+        input: [source, ...params.filter((p) => p !== '')],
+        output: [outs(n)[0]!],
+        attribute: [...eps, onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: -1 })],
+      });
+    } else if (h.bias && ins(n)[skipBiasIndex(n)] === h.bias && (ins(n)[0] === h.tensor || ins(n)[1] === h.tensor)) {
+      n.input = ins(n).map((t, k) => (t === h.tensor ? source : k === skipBiasIndex(n) ? '' : t));
+      while (n.input.length > 0 && n.input[n.input.length - 1] === '') n.input.pop();
+      return;
+    }
+  }
+  graph.node = all;
+  for (const n of all) {
+    if ((n.name as string).startsWith('/saekit/')) continue;
+    n.input = ins(n).map((t) => (t === h.tensor ? source : t));
+  }
 }
 
 /** [batch_size, sequence_length, d] with symbolic dims: ORT needs only the element type. */
