@@ -81,6 +81,8 @@ async function modelFolder(family: string, file: string): Promise<string> {
   await mkdir(join(dir, 'onnx'), { recursive: true });
   for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) await cp(join(FIXTURES, family, f), join(dir, f));
   await cp(join(FIXTURES, family, 'onnx', `${file}.onnx`), join(dir, 'onnx', `${file}.onnx`));
+  const data = join(FIXTURES, family, 'onnx', `${file}.onnx_data`);
+  if (existsSync(data)) await cp(data, join(dir, 'onnx', `${file}.onnx_data`));
   return dir;
 }
 

@@ -14,13 +14,14 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { readFile, writeFile, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { FormatError, SaekitError, ValidationError } from '../errors.js';
 import { tempPathFor } from '../formats/fileIo.js';
 import { bf16ToF32Array, f16ToF32Array } from '../formats/float16.js';
 import { wrapTokenizer, type TextTokenizer } from './corpus.js';
-import { resolveModelDir, type ModelSourceOptions } from './modelSource.js';
-import { decodeOnnx, editGraph, encodeOnnx, findHooks, OVERRIDE_INPUT, parseHookName, type GraphEdit } from './onnxGraph.js';
+import { chooseOnnxFile, isOffline, resolveModelDir, type ModelSourceOptions } from './modelSource.js';
+import { hubFile } from '../hub/hub.js';
+import { decodeOnnx, editGraph, encodeOnnx, externalDataFiles, findHooks, OVERRIDE_INPUT, parseHookName, type GraphEdit } from './onnxGraph.js';
 
 type Transformers = typeof import('@huggingface/transformers');
 /** What a transformers.js model call returns: output name -> tensor. */
@@ -68,6 +69,9 @@ interface HooksIndex {
   family: string;
   layers: number;
   hooks: string[];
+  parallel?: boolean;
+  /** Files the graph keeps its weights in (external data), relative to its folder. */
+  externalData?: string[];
 }
 
 export class LanguageModel {
@@ -92,12 +96,11 @@ export class LanguageModel {
 
   /** Loads the tokenizer and config and indexes the hook points; sessions start on first use. */
   static async load(model: string, opts: LanguageModelOptions = {}): Promise<LanguageModel> {
-    const onnxFile = opts.onnxFile ?? 'model';
-    if (!/^[\w.-]+$/.test(onnxFile)) throw new ValidationError(`Expected a file name without extension for --onnx-file but received ${JSON.stringify(onnxFile)}`);
+    const onnxFile = chooseOnnxFile(opts, existsSync(model) ? resolve(model) : undefined);
     if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1)) {
       throw new ValidationError(`Expected an integer >= 1 for threads but received ${opts.threads}`);
     }
-    const dir = await resolveModelDir(model, opts);
+    const dir = await resolveModelDir(model, { ...opts, onnxFile });
     const tf = await loadTransformers();
     const configPath = join(dir, 'config.json');
     let config: Record<string, unknown>;
@@ -109,6 +112,7 @@ export class LanguageModel {
     const onnxPath = join(dir, 'onnx', `${onnxFile}.onnx`);
     const originalHash = await originalSha256(onnxPath);
     const index = await hooksIndex(onnxPath, originalHash, configHints(config));
+    await ensureExternalData(model, dir, onnxPath, index.externalData ?? [], { ...opts, onnxFile });
     pointTransformersAt(tf, dir);
     let raw: unknown;
     try {
@@ -123,11 +127,22 @@ export class LanguageModel {
     return this.index.layers;
   }
 
+  /** Attention and MLP read the same stream (GPT-NeoX/Pythia): no resid_mid hooks. */
+  get parallelBlocks(): boolean {
+    return this.index.parallel === true;
+  }
+
   /** Width of the residual stream. */
   get dModel(): number {
     const d = this.config.n_embd ?? this.config.hidden_size ?? this.config.d_model;
     if (typeof d !== 'number') throw new FormatError(join(this.dir, 'config.json'), 'has no n_embd / hidden_size');
     return d;
+  }
+
+  /** The longest window the model accepts (config.json max_position_embeddings / n_positions), if it says. */
+  get maxPositions(): number | undefined {
+    const n = this.config.max_position_embeddings ?? this.config.n_positions ?? this.config.n_ctx;
+    return typeof n === 'number' && Number.isInteger(n) && n > 0 ? n : undefined;
   }
 
   get vocabSize(): number {
@@ -164,7 +179,7 @@ export class LanguageModel {
   async forward(batch: TokenBatch, opts: { hooks: readonly string[]; logits?: boolean }): Promise<ForwardResult> {
     for (const h of opts.hooks) this.checkHook(h);
     const model = await this.variant({ expose: [...opts.hooks].sort(), keepLogits: opts.logits === true });
-    const out = await model(this.feeds(batch));
+    const out = await this.run(model, this.feeds(batch), opts.hooks.length > 0 ? opts.hooks.join(', ') : 'logits');
     const hooks = new Map<string, Float32Array>();
     for (const h of opts.hooks) hooks.set(h, this.floats(out, h, batch, this.dModel));
     return { hooks, logits: opts.logits ? this.floats(out, 'logits', batch, this.vocabSize) : undefined };
@@ -180,7 +195,21 @@ export class LanguageModel {
     const model = await this.variant({ expose: [], keepLogits: true, override: hook });
     const feeds = this.feeds(batch);
     feeds[OVERRIDE_INPUT] = new this.tf.Tensor('float32', replacement, [batch.batch, batch.length, this.dModel]);
-    return this.floats(await model(feeds), 'logits', batch, this.vocabSize);
+    return this.floats(await this.run(model, feeds, `logits spliced at ${hook}`), 'logits', batch, this.vocabSize);
+  }
+
+  /**
+   * One forward; an ONNX runtime failure becomes one line naming the model file and the node
+   * (its messages can carry whole tensors, and transformers.js may print the feeds).
+   */
+  private async run(model: CallableModel, feeds: Record<string, unknown>, what: string): Promise<ModelOutputs> {
+    try {
+      return await model(feeds);
+    } catch (e) {
+      const first = ((e as Error).message ?? String(e)).split('\n')[0]!;
+      const short = first.length > 300 ? `${first.slice(0, 300)}...` : first;
+      throw new SaekitError(`ONNX runtime failed running ${join(this.dir, 'onnx', `${this.onnxFile}.onnx`)} for ${what}: ${short}`);
+    }
   }
 
   /** Releases every ONNX runtime session. */
@@ -192,6 +221,10 @@ export class LanguageModel {
 
   private feeds(batch: TokenBatch): Record<string, unknown> {
     const { ids, mask, batch: b, length } = batch;
+    const limit = this.maxPositions;
+    if (limit !== undefined && length > limit) {
+      throw new ValidationError(`Windows of ${length} tokens exceed the ${limit} positions of model ${this.name} (config.json): use a context size <= ${limit}`);
+    }
     if (ids.length !== b * length || mask.length !== b * length) {
       throw new ValidationError(`Expected token ids and mask of ${b}x${length} but received ${ids.length} and ${mask.length} values`);
     }
@@ -257,6 +290,28 @@ function pointTransformersAt(tf: Transformers, dir: string): void {
   tf.env.localModelPath = dirname(dir);
 }
 
+/**
+ * Models over 2 GB keep their weights beside the graph (onnx/model.onnx_data): the edited
+ * copies reference the same file, and ONNX runtime reads it from disk, so the weights never
+ * pass through JS. Each data file must be there; from the hub it is fetched into the same
+ * snapshot folder.
+ */
+async function ensureExternalData(model: string, dir: string, onnxPath: string, files: string[], opts: ModelSourceOptions): Promise<void> {
+  for (const f of files) {
+    if (f.includes('..') || f.startsWith('/')) throw new FormatError(onnxPath, `external data location ${JSON.stringify(f)} leaves the model folder`);
+    const local = join(dirname(onnxPath), f);
+    if (existsSync(local)) continue;
+    if (existsSync(model)) throw new FormatError(onnxPath, `keeps its weights in ${f}, which is missing (expected ${local})`);
+    await hubFile(model, `onnx/${f}`, {
+      ...(opts.cacheDir !== undefined && { cacheDir: opts.cacheDir }),
+      ...(opts.revision !== undefined && { revision: opts.revision }),
+      ...(isOffline(opts) && { offline: true }),
+      ...(opts.onProgress && { onProgress: opts.onProgress }),
+    });
+    if (!existsSync(local)) throw new FormatError(onnxPath, `keeps its weights in ${f}, which the hub download did not place at ${local}`);
+  }
+}
+
 /** What config.json says that the hook finder checks the graph against. */
 function configHints(config: Record<string, unknown>): { layers?: number; family?: string } {
   const layers = config.num_hidden_layers ?? config.n_layer ?? config.num_layers;
@@ -276,8 +331,10 @@ async function hooksIndex(onnxPath: string, hash: string, hints: { layers?: numb
       // A damaged cache entry is rebuilt below.
     }
   }
-  const found = findHooks(decodeOnnx(await readFile(onnxPath), onnxPath), onnxPath, hints);
-  const index: HooksIndex = { family: found.family, layers: found.layers, hooks: [...found.hooks.keys()] };
+  const decoded = decodeOnnx(await readFile(onnxPath), onnxPath);
+  const externalData = externalDataFiles(decoded);
+  const found = findHooks(decoded, onnxPath, hints);
+  const index: HooksIndex = { family: found.family, layers: found.layers, hooks: [...found.hooks.keys()], parallel: found.parallel, externalData };
   await writeAtomically(cache, new TextEncoder().encode(`${JSON.stringify(index)}\n`)).catch(() => undefined); // a read-only folder only loses the cache
   return index;
 }

@@ -8,8 +8,14 @@ import { FormatError, ValidationError } from '../errors.js';
 import { hubFile } from '../hub/hub.js';
 
 export interface ModelSourceOptions {
-  /** The ONNX file under onnx/, without extension (default "model"). */
+  /** The ONNX file under onnx/, without extension; wins over dtype. */
   onnxFile?: string;
+  /**
+   * Which published variant, by transformers.js's names: fp32 -> onnx/model.onnx, fp16 ->
+   * model_fp16, q8 -> model_quantized, int8, uint8, q4, q4f16, bnb4 -> model_<dtype>.
+   * Default: fp32 where the folder has it, else the first variant present in that order.
+   */
+  dtype?: ModelDtype;
   /** Never touch the network (also HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1). */
   offline?: boolean;
   /** The hub cache (default $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub). */
@@ -17,6 +23,35 @@ export interface ModelSourceOptions {
   onProgress?: (p: { file: string; bytes: number; total: number }) => void;
   /** Hub revision (default "main"). */
   revision?: string;
+}
+
+export const MODEL_DTYPES = ['fp32', 'fp16', 'q8', 'int8', 'uint8', 'q4', 'q4f16', 'bnb4'] as const;
+export type ModelDtype = (typeof MODEL_DTYPES)[number];
+
+/** transformers.js's file suffix per dtype (DEFAULT_DTYPE_SUFFIX_MAPPING). */
+export function dtypeFile(dtype: ModelDtype): string {
+  return dtype === 'fp32' ? 'model' : dtype === 'q8' ? 'model_quantized' : `model_${dtype}`;
+}
+
+/**
+ * The ONNX file (under onnx/, no extension) to use: --onnx-file, else --dtype's file, else for
+ * a local folder the first of MODEL_DTYPES present (fp32 first), else "model".
+ */
+export function chooseOnnxFile(opts: ModelSourceOptions, localDir?: string): string {
+  if (opts.onnxFile !== undefined) {
+    if (!/^[\w.-]+$/.test(opts.onnxFile)) throw new ValidationError(`Expected a file name without extension for --onnx-file but received ${JSON.stringify(opts.onnxFile)}`);
+    return opts.onnxFile;
+  }
+  if (opts.dtype !== undefined) {
+    if (!(MODEL_DTYPES as readonly string[]).includes(opts.dtype)) {
+      throw new ValidationError(`Expected one of ${MODEL_DTYPES.join(', ')} for --dtype but received ${JSON.stringify(opts.dtype)}`);
+    }
+    return dtypeFile(opts.dtype);
+  }
+  if (localDir !== undefined) {
+    for (const d of MODEL_DTYPES) if (existsSync(join(localDir, 'onnx', `${dtypeFile(d)}.onnx`))) return dtypeFile(d);
+  }
+  return 'model';
 }
 
 /** The files a decoder needs, relative to the model folder. */
@@ -36,9 +71,9 @@ export function isOffline(opts: ModelSourceOptions = {}): boolean {
  */
 export async function resolveModelDir(model: string, opts: ModelSourceOptions = {}): Promise<string> {
   if (typeof model !== 'string' || model === '') throw new ValidationError('Expected a model folder or hub id for --model');
-  const onnxFile = opts.onnxFile ?? 'model';
   if (existsSync(model)) {
     const dir = resolve(model);
+    const onnxFile = chooseOnnxFile(opts, dir);
     if (!statSync(dir).isDirectory()) {
       throw new FormatError(dir, 'a model must be a folder in Hugging Face layout (config.json, tokenizer.json, tokenizer_config.json, onnx/model.onnx)');
     }
@@ -49,6 +84,7 @@ export async function resolveModelDir(model: string, opts: ModelSourceOptions = 
   if (!/^[\w.-]+(\/[\w.-]+)?$/.test(model) || model.includes('..')) {
     throw new ValidationError(`Model ${JSON.stringify(model)} is neither an existing folder nor a hub id (owner/name)`);
   }
+  const onnxFile = chooseOnnxFile(opts);
   // Hub ids share huggingface_hub's cache (src/hub/hub.ts): resumable, verified downloads,
   // and files Python tools fetched are reused. Missing offline: an error at once.
   let dir = '';

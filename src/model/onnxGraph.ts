@@ -58,6 +58,18 @@ export function decodeOnnx(bytes: Uint8Array, file: string): OnnxModel {
   return model;
 }
 
+/** The external-data files the model's initializers point at (location entries), deduplicated. */
+export function externalDataFiles(model: OnnxModel): string[] {
+  const files = new Set<string>();
+  const EXTERNAL = onnx.TensorProto.DataLocation.EXTERNAL;
+  for (const t of model.graph?.initializer ?? []) {
+    if (t.dataLocation !== EXTERNAL) continue;
+    const loc = (t.externalData ?? []).find((e) => e.key === 'location')?.value;
+    if (loc) files.add(loc);
+  }
+  return [...files];
+}
+
 export function encodeOnnx(model: OnnxModel): Uint8Array {
   return onnx.ModelProto.encode(model).finish();
 }

@@ -3,7 +3,7 @@
 import { UsageError } from '../../errors.js';
 import { dumpActivations } from '../../model/activations.js';
 import { choice, num, parse, required } from '../args.js';
-import { loadModelFromFlags, modelFlags, modelUsage } from '../modelFlags.js';
+import { clipContext, loadModelFromFlags, modelFlags, modelUsage } from '../modelFlags.js';
 import { progressBar } from '../progress.js';
 
 export const activationsUsage =
@@ -38,7 +38,7 @@ export async function activationsCommand(argv: string[]): Promise<number> {
       corpus: text,
       output,
       tokens,
-      contextSize: num(values, 'context-size', 'int', 1) ?? 128,
+      contextSize: clipContext(num(values, 'context-size', 'int', 1) ?? 128, '--context-size', model),
       prependBos: values['no-bos'] !== true,
       ...(values['text-field'] !== undefined && { textField: values['text-field'] as string }),
       ...(values['batch-size'] !== undefined && { batchSize: num(values, 'batch-size', 'int', 1) }),

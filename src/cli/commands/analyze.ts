@@ -72,7 +72,7 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
             corpus: values.text as string,
             ...(values['text-field'] !== undefined && { textField: values['text-field'] as string }),
             tokens: tokens!,
-            contextSize: saeContextSize(values, sae, 128),
+            contextSize: saeContextSize(values, sae, 128, model),
             prependBos: saePrependBos(values, sae),
             ...(values['batch-size'] !== undefined && { batchSize: num(values, 'batch-size', 'int', 1) }),
           }

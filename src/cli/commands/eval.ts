@@ -40,7 +40,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     const m = await evaluateSpliced(model, sae, {
       hook,
       corpus: text,
-      contextSize: saeContextSize(values, sae, 128),
+      contextSize: saeContextSize(values, sae, 128, model),
       tokens: num(values, 'tokens', 'int', 1) ?? 4096,
       prependBos: saePrependBos(values, sae),
       ...(values['text-field'] !== undefined && { textField: values['text-field'] as string }),

@@ -31,7 +31,7 @@ export async function featureCommand(argv: string[]): Promise<number> {
           corpus: text,
           ...(values['text-field'] !== undefined && { textField: values['text-field'] as string }),
           tokens: num(values, 'tokens', 'int', 1) ?? 20_000,
-          contextSize: saeContextSize(values, sae, 128),
+          contextSize: saeContextSize(values, sae, 128, model),
           prependBos: saePrependBos(values, sae),
         },
         {
