@@ -31,7 +31,8 @@ export async function loadModelFromFlags(values: Record<string, unknown>, releas
     ...(values.offline === true && { offline: true }),
     ...(values['model-threads'] !== undefined && { threads: num(values, 'model-threads', 'int', 1) }),
   });
-  process.stderr.write(`model ${model.name}: onnx/${model.onnxFile}.onnx, ${model.layers} layers${model.parallelBlocks ? ' (parallel attention + MLP)' : ''}\n`);
+  // Which variant ran is said whenever it is not the plain fp32 onnx/model.onnx.
+  if (model.onnxFile !== 'model') process.stderr.write(`model ${model.name}: using onnx/${model.onnxFile}.onnx\n`);
   return model;
 }
 

@@ -32,6 +32,8 @@ export interface ActivationsManifest {
   tensor: 'activations';
   tokens_tensor: 'token_ids';
   model: string;
+  /** The ONNX file under the model's onnx/ that ran (e.g. model, model_fp16). */
+  onnx_file?: string;
   hook_name: string;
   d_in: number;
   context_size: number;
@@ -163,6 +165,7 @@ async function dump(model: LanguageModel, o: DumpActivationsOptions, plan: DumpP
     tensor: 'activations',
     tokens_tensor: 'token_ids',
     model: model.name,
+    onnx_file: model.onnxFile,
     hook_name: o.hook,
     d_in: d,
     context_size: ctx,

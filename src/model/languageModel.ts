@@ -13,7 +13,7 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { readFile, writeFile, rename, rm, stat } from 'node:fs/promises';
+import { link, lstat, readFile, realpath, writeFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { FormatError, SaekitError, ValidationError } from '../errors.js';
 import { tempPathFor } from '../formats/fileIo.js';
@@ -285,6 +285,9 @@ export class LanguageModel {
 
 /** transformers.js resolves ids against env.localModelPath; saekit always hands it a local folder. */
 function pointTransformersAt(tf: Transformers, dir: string): void {
+  // transformers.js logs a failed run with every input tensor printed in full; saekit reports
+  // failures itself in one line (LanguageModel.run). SAEKIT_TRANSFORMERS_LOG=1 keeps its logs.
+  if (process.env.SAEKIT_TRANSFORMERS_LOG !== '1') (tf.env as { logLevel?: number }).logLevel = 50;
   tf.env.allowLocalModels = true;
   tf.env.allowRemoteModels = false;
   tf.env.localModelPath = dirname(dir);
@@ -309,6 +312,21 @@ async function ensureExternalData(model: string, dir: string, onnxPath: string, 
       ...(opts.onProgress && { onProgress: opts.onProgress }),
     });
     if (!existsSync(local)) throw new FormatError(onnxPath, `keeps its weights in ${f}, which the hub download did not place at ${local}`);
+  }
+  // The hub cache keeps snapshot files as symlinks into blobs/, and ONNX runtime refuses
+  // external data whose resolved path leaves the model's folder: the data files become hard
+  // links to their blobs (same file system: no copy, no extra space).
+  for (const f of files) {
+    const local = join(dirname(onnxPath), f);
+    if (!(await lstat(local)).isSymbolicLink()) continue;
+    const tmp = tempPathFor(local);
+    try {
+      await link(await realpath(local), tmp);
+      await rename(tmp, local);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw new FormatError(local, `cannot hard-link the external data beside the graph (ONNX runtime refuses symlinks out of the model folder): ${(e as Error).message}`);
+    }
   }
 }
 
