@@ -78,7 +78,7 @@ export async function loadPretrainedSae(release: string, id: string | undefined,
   const pulled = await pullSae(release, id, o);
   const weights = await readSaeDir(pulled.dir);
   const c = weights.config;
-  c.hookName ??= pulled.sae.hook_name;
+  if (pulled.sae.hook_name !== '') c.hookName ??= pulled.sae.hook_name;
   c.modelName ??= pulled.entry.model;
   c.metadata = {
     ...c.metadata,

@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { FormatError, ValidationError } from '../errors.js';
+import { catalogReleases } from './saelensCatalog.js';
 
 /** How a release's SAE folders are laid out (which files to fetch, which reader). */
 export type ReleaseFormat = 'saelens' | 'sparsify' | 'gemma-scope';
@@ -95,9 +96,20 @@ export function userRegistryPath(): string {
   return process.env.SAEKIT_RELEASES ?? join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'saekit', 'releases.json');
 }
 
-/** Every known release: the built-ins, then the user's file (same name overrides). */
+/** Known ONNX exports (transformers.js layout) of the models SAE releases name. */
+const ONNX_MODELS: Record<string, { repo: string; onnx_file?: string }> = {
+  'gpt2-small': { repo: 'Xenova/gpt2', onnx_file: 'decoder_model' },
+};
+
+/**
+ * Every known release: SAELens's catalog releases saekit can read (saelensCatalog.ts), then the
+ * built-ins (curated: context size, BOS, widths), then the user's file; a later source
+ * overrides an earlier one of the same name.
+ */
 export function releases(registryFile?: string): Map<string, ReleaseEntry> {
-  const all = new Map(BUILTIN.map((e) => [e.release, e]));
+  const all = new Map<string, ReleaseEntry>();
+  for (const e of catalogReleases().readable) all.set(e.release, ONNX_MODELS[e.model] ? { ...e, onnx_model: ONNX_MODELS[e.model] } : e);
+  for (const e of BUILTIN) all.set(e.release, e);
   const file = registryFile ?? userRegistryPath();
   if (existsSync(file)) {
     let json: unknown;

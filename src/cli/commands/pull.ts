@@ -6,11 +6,12 @@ import { UsageError } from '../../errors.js';
 import { hubCacheDir } from '../../hub/hub.js';
 import { pullSae } from '../../hub/pretrained.js';
 import { findSae, releases, userRegistryPath, type ReleaseEntry, type ReleaseSae } from '../../hub/registry.js';
+import { catalogReleases, saelensCatalog } from '../../hub/saelensCatalog.js';
 import { parse } from '../args.js';
 import { downloadProgress } from '../progress.js';
 
 export const pullUsage = 'saekit pull RELEASE [--id ID] [--registry FILE] [--offline]';
-export const listUsage = 'saekit list [RELEASE] [--registry FILE] [--json]';
+export const listUsage = 'saekit list [RELEASE] [--all] [--registry FILE] [--json]';
 
 export async function pullCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { id: { type: 'string' }, registry: { type: 'string' }, offline: { type: 'boolean' } }, true);
@@ -40,7 +41,7 @@ function cached(entry: ReleaseEntry, sae: ReleaseSae): boolean {
 }
 
 export async function listCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { registry: { type: 'string' }, json: { type: 'boolean' } }, true);
+  const { values, positionals } = parse(argv, { registry: { type: 'string' }, json: { type: 'boolean' }, all: { type: 'boolean' } }, true);
   const all = releases(values.registry as string | undefined);
   const say = (s: string) => process.stdout.write(`${s}\n`);
   if (positionals.length > 1) throw new UsageError('give at most one release name');
@@ -55,10 +56,36 @@ export async function listCommand(argv: string[]): Promise<number> {
     }
     return 0;
   }
-  const rows = [...all.values()].map((e) => ({ release: e.release, repo_id: e.repo_id, model: e.model, architecture: e.architecture, saes: e.saes.length, cached: e.saes.filter((s) => cached(e, s)).length }));
-  if (values.json) say(JSON.stringify(rows, null, 2));
+  const rows = [...all.values()].map((e) => ({
+    release: e.release,
+    repo_id: e.repo_id,
+    model: e.model,
+    format: e.format,
+    architecture: e.architecture,
+    saes: e.saes.length,
+    cached: e.saes.filter((s) => cached(e, s)).length,
+    ...(e.onnx_model && { onnx_model: e.onnx_model.repo }),
+  }));
+  // SAELens releases whose files saekit has no reader for, with the reason.
+  const unreadable = catalogReleases().unreadable.filter((u) => !all.has(u.release));
+  const catalog = saelensCatalog();
+  // JSON: one row per release; those saekit cannot read carry readable: false and the reason.
+  if (values.json) say(JSON.stringify([...rows.map((r) => ({ ...r, readable: true })), ...unreadable.map((u) => ({ ...u, readable: false }))], null, 2));
   else {
-    for (const r of rows) say(`${r.release.padEnd(34)} ${r.model.padEnd(28)} ${r.architecture.padEnd(9)} ${String(r.saes).padStart(3)} SAEs, ${r.cached} cached  (${r.repo_id})`);
+    for (const r of rows) {
+      say(`${r.release.padEnd(40)} ${r.model.padEnd(36)} ${r.format.padEnd(11)} ${String(r.saes).padStart(4)} SAEs, ${r.cached} cached  (${r.repo_id}${r.onnx_model ? `; model ONNX ${r.onnx_model}` : ''})`);
+    }
+    const byReason = new Map<string, { releases: number; saes: number }>();
+    for (const u of unreadable) {
+      const k = `${u.conversion_func ?? 'null'}: ${u.reason}`;
+      const c = byReason.get(k) ?? { releases: 0, saes: 0 };
+      byReason.set(k, { releases: c.releases + 1, saes: c.saes + u.saes });
+    }
+    say(`${rows.length} releases in layouts saekit reads (each SAE's cfg.json or params.npz decides the rest); ${unreadable.length} SAELens releases it cannot read (catalog: ${catalog.source}):`);
+    for (const [k, c] of [...byReason.entries()].sort((a, b) => b[1].saes - a[1].saes)) say(`  ${k} (${c.releases} releases, ${c.saes} SAEs)`);
+    if (values.all) for (const u of unreadable) say(`  - ${u.release} (${u.model}, ${u.saes} SAEs): ${u.reason}`);
+    else say('  (--all lists them)');
+    say(`a model's ONNX export is known for ${[...new Set(rows.filter((r) => r.onnx_model).map((r) => r.model))].join(', ') || 'none'}; others take --model, or "onnx_model": { "repo": ... } in ${userRegistryPath()}`);
     say(`add releases in ${userRegistryPath()} (JSON: { "<release>": { repo_id, model, format, architecture, d_in, saes: [{ id, path, hook_name }] } })`);
   }
   return 0;
