@@ -20,6 +20,7 @@ import { startHubServer, type HubServer } from './helpers/hubServer.js';
 import { freshSeed } from './helpers/testData.js';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures', 'hf');
+const FAMILIES = ['gemma2', 'gemma3', 'gpt2', 'llama', 'mistral', 'pythia', 'qwen2', 'qwen3'];
 const seed = freshSeed('model.hf.cli.test');
 const dirs = tempDirs();
 const saved = { HF_ENDPOINT: process.env.HF_ENDPOINT, HF_HUB_OFFLINE: process.env.HF_HUB_OFFLINE, HF_HUB_CACHE: process.env.HF_HUB_CACHE };
@@ -41,7 +42,7 @@ async function filesOf(dir: string): Promise<{ path: string; data: Uint8Array }[
 
 beforeAll(async () => {
   hub = await startHubServer();
-  for (const family of ['llama', 'pythia', 'gemma2']) hub.addRepo(`tiny/${family}`, await filesOf(join(FIXTURES, family)));
+  for (const family of FAMILIES) hub.addRepo(`tiny/${family}`, await filesOf(join(FIXTURES, family)));
   process.env.HF_ENDPOINT = hub.url;
   process.env.HF_HUB_CACHE = await dirs.make();
   delete process.env.HF_HUB_OFFLINE;
@@ -91,6 +92,29 @@ describe.skipIf(!existsSync(FIXTURES))('real-exporter models through the CLI and
       }
     } finally {
       await shard.close();
+    }
+  });
+
+  it('activations from every family as a hub repo: rows equal a direct forward of the dumped token ids', async () => {
+    for (const family of FAMILIES) {
+      const out = join(await dirs.make(), 'acts');
+      const hook = 'blocks.0.hook_resid_post';
+      const r = await runCli('activations', '--model', `tiny/${family}`, '--hook', hook, '--text', corpus, '--tokens', '48', '--context-size', '24', '--output', out);
+      expect(r.code, `${family}: ${r.err}`).toBe(0);
+      const manifest = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as { activations: string[]; onnx_file: string };
+      expect(manifest.onnx_file).toBe('model');
+      const shard = await SafetensorsReader.open(join(out, manifest.activations[0]!));
+      const m = await LanguageModel.load(`tiny/${family}`, { offline: true });
+      try {
+        const acts = await shard.readFloat32('activations');
+        const ids = Array.from((await shard.readTensor('token_ids')) as Int32Array);
+        const windows = [ids.slice(0, 24), ids.slice(24, 48)];
+        const direct = (await m.forward(padBatch(windows, 0), { hooks: [hook] })).hooks.get(hook)!;
+        expect(Array.from(acts), family).toEqual(Array.from(direct));
+      } finally {
+        await shard.close();
+        await m.dispose();
+      }
     }
   });
 

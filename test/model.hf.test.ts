@@ -5,7 +5,7 @@
 // module computes (torch forward hooks, TransformerLens semantics), and splicing at each hook
 // is consistent: the stream replaced by itself changes nothing, replaced by zeros changes
 // the logits, and the same perturbation at two hooks that name the same sum gives the same logits.
-import { cp, mkdir, readdir, readFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -14,6 +14,10 @@ import { padBatch } from '../src/model/corpus.js';
 import { LanguageModel } from '../src/model/languageModel.js';
 import { decodeOnnx, findHooks } from '../src/model/onnxGraph.js';
 import { tempDirs } from './helpers/formatsFixtures.js';
+import { evaluateSpliced } from '../src/model/splice.js';
+import { syntheticText } from '../src/model/syntheticText.js';
+import { createSae } from '../src/sae.js';
+import type { SaeWeights } from '../src/types.js';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures', 'hf');
 const dirs = tempDirs();
@@ -100,6 +104,34 @@ async function readReference(family: string): Promise<{ ref: Reference; tensors:
   return { ref, tensors };
 }
 
+/** x = relu(x) - relu(-x): a standard SAE of width 2d that reconstructs exactly. */
+async function identitySae(d: number, hook: string) {
+  const W_enc = new Float32Array(d * 2 * d);
+  const W_dec = new Float32Array(2 * d * d);
+  for (let i = 0; i < d; i++) {
+    W_enc[i * 2 * d + i] = 1;
+    W_enc[i * 2 * d + d + i] = -1;
+    W_dec[i * d + i] = 1;
+    W_dec[(d + i) * d + i] = -1;
+  }
+  const w: SaeWeights = {
+    config: { architecture: 'standard', dIn: d, dSae: 2 * d, applyBDecToInput: false, normalizeActivations: 'none', dtype: 'float32', format: 'generated', hookName: hook, metadata: {} },
+    W_enc,
+    encTransposed: false,
+    b_enc: new Float32Array(2 * d),
+    W_dec,
+    b_dec: new Float32Array(d),
+  };
+  return createSae(w, { device: 'cpu' });
+}
+
+let corpusPath: string | undefined;
+async function corpusFile(): Promise<string> {
+  corpusPath ??= join(await dirs.make(), 'corpus.txt');
+  if (!existsSync(corpusPath)) await writeFile(corpusPath, syntheticText(200, 7));
+  return corpusPath;
+}
+
 describe.skipIf(families.length === 0)('hook points on real exports', () => {
   it('the fixtures cover every family and export the issue names', () => {
     expect(families).toEqual(['gemma2', 'gemma3', 'gpt2', 'llama', 'mistral', 'pythia', 'qwen2', 'qwen3']);
@@ -153,6 +185,27 @@ describe.skipIf(families.length === 0)('hook points on real exports', () => {
             await m.dispose();
           }
         });
+
+        if (file === 'model' || file === 'model_optimized') {
+          it(`${file}: spliced evaluation with an identity SAE recovers all of the CE loss, KL 0; zero-ablation costs CE`, async () => {
+            const m = await LanguageModel.load(await modelFolder(family, file), { onnxFile: file });
+            const d = m.dModel;
+            // The last layer's resid_mid (a Skip* norm's sum in the optimized graphs), Pythia's resid_pre.
+            const hook = ref.hooks.includes(`blocks.${ref.layers - 1}.hook_resid_mid`) ? `blocks.${ref.layers - 1}.hook_resid_mid` : `blocks.${ref.layers - 1}.hook_resid_pre`;
+            const sae = await identitySae(d, hook);
+            try {
+              const metrics = await evaluateSpliced(m, sae, { hook, corpus: await corpusFile(), contextSize: 16, tokens: 64, batchSize: 2 });
+              expect(metrics.tokens).toBe(64);
+              expect(metrics.ce_loss_score).toBeCloseTo(1, 5);
+              expect(Math.abs(metrics.kl_div_with_sae)).toBeLessThan(1e-8);
+              expect(metrics.ce_loss_with_ablation).not.toBeCloseTo(metrics.ce_loss_clean, 4);
+              expect(metrics.kl_div_with_ablation).toBeGreaterThan(1e-5);
+            } finally {
+              sae.dispose();
+              await m.dispose();
+            }
+          });
+        }
 
         it(`${file}: splicing at every hook`, async () => {
           const m = await LanguageModel.load(await modelFolder(family, file), { onnxFile: file });
