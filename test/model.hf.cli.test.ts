@@ -137,11 +137,8 @@ describe.skipIf(!existsSync(FIXTURES))('real-exporter models through the CLI and
     await expectReject(() => LanguageModel.load(local, { onnxFile: 'model_external' }), FormatError, 'model_external.onnx', 'model_external.onnx_data', 'missing');
   });
 
-  it('features on Pythia (parallel blocks) and Gemma 2 from the hub equal a direct forward + encode', async () => {
-    for (const [repo, hook] of [
-      ['tiny/pythia', 'blocks.1.hook_resid_post'],
-      ['tiny/gemma2', 'blocks.0.hook_mlp_out'],
-    ] as const) {
+  it('features on every family from the hub equal a direct forward + encode', async () => {
+    for (const [repo, hook] of FAMILIES.map((f, i) => [`tiny/${f}`, i % 2 === 0 ? 'blocks.1.hook_resid_post' : 'blocks.0.hook_mlp_out'] as const)) {
       const saeDir = join(await dirs.make(), 'sae');
       const w = randomWeights('topk', 32, 96, seed, 4);
       w.config.hookName = hook;
@@ -167,6 +164,22 @@ describe.skipIf(!existsSync(FIXTURES))('real-exporter models through the CLI and
         await m.dispose();
       }
     }
+  });
+
+  it('a text past the positions: features reads the first 64 tokens, generate slides its window; both say so in one line', async () => {
+    const saeDir = join(await dirs.make(), 'sae');
+    const w = randomWeights('topk', 32, 96, seed + 1, 4);
+    w.config.hookName = 'blocks.0.hook_resid_pre';
+    await saveSaeLens(saeDir, w);
+    const long = Array.from({ length: 80 }, (_, i) => ['the', 'cat', 'sat', 'on', 'mat', 'and', 'dog', 'ran'][i % 8]).join(' ');
+    const f = await runCli('features', '--model', 'tiny/llama', '--sae', saeDir, '--json', long);
+    expect(f.code, f.err).toBe(0);
+    expect(f.err).toMatch(/exceed the 64 positions of model tiny\/llama: reading the first 64/);
+    expect((JSON.parse(f.out) as { tokens: unknown[] }).tokens).toHaveLength(64);
+    const g = await runCli('generate', '--model', 'tiny/llama', '--max-new-tokens', '70', 'the cat');
+    expect(g.code, g.err).toBe(0);
+    expect(g.err.trim().split('\n')).toHaveLength(1);
+    expect(g.err).toContain('each step reads the last 64');
   });
 
   it('windows past the positions are a clear error; an onnxruntime failure is one line naming the file', async () => {

@@ -45,13 +45,17 @@ const families = existsSync(FIXTURES) ? (await readdir(FIXTURES)).filter((f) => 
  * nearer to ITS reference than to any other hook of the layer.
  */
 function lowPrecision(file: string): boolean {
-  return file === 'model_fp16' || file === 'model_quantized' || file === 'model_q4';
+  return file === 'model_fp16' || file === 'model_quantized' || file === 'model_q4' || file === 'model_q4f16';
 }
+
+/** Activations in fp16 (the fp16 and q4f16 exports). */
+const halfActivations = (file: string) => file === 'model_fp16' || file === 'model_q4f16';
 
 function tolerance(family: string, file: string): number {
   if (file === 'model_fp16') return family.startsWith('gemma') ? 1.0 : 0.1;
   if (file === 'model_quantized') return 0.1;
   if (file === 'model_q4') return 0.5;
+  if (file === 'model_q4f16') return family.startsWith('gemma') ? 1.0 : 0.5;
   return 1e-4;
 }
 
@@ -166,17 +170,17 @@ describe.skipIf(families.length === 0)('hook points on real exports', () => {
               // export, which is too far from HF for that (see tolerance()): there the hooks
               // must be the same graph tensors as in the fp32 export (checked below).
               const layer = hook.split('.')[1];
-              for (const other of family.startsWith('gemma') && file === 'model_fp16' ? [] : ref.hooks) {
+              for (const other of family.startsWith('gemma') && halfActivations(file) ? [] : ref.hooks) {
                 if (other === hook || other.split('.')[1] !== layer) continue;
                 const same = tensors.get(other)!.every((v, i) => v === tensors.get(hook)![i]);
                 if (!same) expect(error(g, tensors.get(other)!), `${family}/${file} ${hook} vs ${other}`).toBeGreaterThan(err);
               }
             }
             expect(error(got.logits!, tensors.get('logits')!), `${family}/${file} logits`).toBeLessThanOrEqual(tolerance(family, file));
-            if (file === 'model_fp16') {
-              // The fp16 converter keeps tensor names: the hooks are the fp32 export's tensors.
-              const fp32 = join(FIXTURES, family, 'onnx', 'model.onnx');
-              const f16 = join(FIXTURES, family, 'onnx', 'model_fp16.onnx');
+            if (halfActivations(file)) {
+              // The fp16 converter keeps tensor names: the hooks are the tensors of the export it converted.
+              const fp32 = join(FIXTURES, family, 'onnx', file === 'model_fp16' ? 'model.onnx' : 'model_q4.onnx');
+              const f16 = join(FIXTURES, family, 'onnx', `${file}.onnx`);
               const a = findHooks(decodeOnnx(await readFile(fp32), fp32), fp32).hooks;
               const b = findHooks(decodeOnnx(await readFile(f16), f16), f16).hooks;
               expect([...b.entries()]).toEqual([...a.entries()]);
@@ -186,7 +190,7 @@ describe.skipIf(families.length === 0)('hook points on real exports', () => {
           }
         });
 
-        if (file === 'model' || file === 'model_optimized') {
+        if (file === 'model' || file === 'model_optimized' || file === 'decoder_model_merged') {
           it(`${file}: spliced evaluation with an identity SAE recovers all of the CE loss, KL 0; zero-ablation costs CE`, async () => {
             const m = await LanguageModel.load(await modelFolder(family, file), { onnxFile: file });
             const d = m.dModel;
@@ -221,11 +225,11 @@ describe.skipIf(families.length === 0)('hook points on real exports', () => {
               // pruned graph differently (a norm fed by a graph input through Casts runs in
               // float32), so they move by fp16's error, relative RMS <= 0.02 measured.
               const same = await m.forwardSpliced(batch, hook, x);
-              if (file === 'model_fp16') expect(relativeRms(same, clean), `${family}/${file} ${hook} self-splice`).toBeLessThanOrEqual(0.05);
+              if (halfActivations(file)) expect(relativeRms(same, clean), `${family}/${file} ${hook} self-splice`).toBeLessThanOrEqual(0.05);
               else expect(scaledError(same, clean), `${family}/${file} ${hook} self-splice`).toBeLessThanOrEqual(1e-5);
               // Replaced by zeros: they do (the override is really read).
               const zero = await m.forwardSpliced(batch, hook, new Float32Array(x.length));
-              const noise = file === 'model_fp16' ? relativeRms(same, clean) : 0;
+              const noise = halfActivations(file) ? relativeRms(same, clean) : 0;
               expect(relativeRms(zero, clean), `${family}/${file} ${hook} zero-splice`).toBeGreaterThan(Math.max(1e-3, 3 * noise));
               // Replaced by x + delta on every position, to compare hooks naming the same sum.
               const delta = Float32Array.from(x, (v, i) => v + 0.5 * Math.sin(i * 0.37));
@@ -235,8 +239,8 @@ describe.skipIf(families.length === 0)('hook points on real exports', () => {
             // is resid_post + d; resid_post of L + d is resid_pre of L + 1 + d.
             // fp16 compares by relative RMS (see the self-splice); int8/int4 quantize the
             // perturbed activations dynamically, which is exact for equal inputs.
-            const tol = file === 'model_fp16' ? 0.05 : 1e-4;
-            const diff = (a: Float32Array, b: Float32Array) => (file === 'model_fp16' ? relativeRms(a, b) : scaledError(a, b) * (rms(b) / cleanRms));
+            const tol = halfActivations(file) ? 0.05 : 1e-4;
+            const diff = (a: Float32Array, b: Float32Array) => (halfActivations(file) ? relativeRms(a, b) : scaledError(a, b) * (rms(b) / cleanRms));
             for (let l = 0; l <= last; l++) {
               const p = (k: string) => perturbed.get(`blocks.${l}.hook_${k}`)!;
               const mid = ref.hooks.includes(`blocks.${l}.hook_resid_mid`) ? 'resid_mid' : 'resid_post';

@@ -219,15 +219,19 @@ export interface GenerateOptions {
 
 /**
  * Greedy generation. With an SAE and interventions the whole sequence is re-run each step
- * (hook read, edited, spliced back): no key/value cache, fine for short continuations.
+ * (hook read, edited, spliced back): no key/value cache, fine for short continuations. A
+ * sequence longer than the model's positions is read through its last maxPositions tokens.
  */
 export async function generate(model: LanguageModel, prompt: string, o: GenerateOptions = {}): Promise<{ ids: number[]; text: string }> {
   const ids = [...((o.prependBos ?? true) && model.tokenizer.bosId !== undefined ? [model.tokenizer.bosId] : []), ...model.tokenizer.encode(prompt)];
   if (ids.length === 0) throw new ValidationError('The prompt is empty');
   const start = ids.length;
   const spliced = o.sae !== undefined && o.hook !== undefined && (o.interventions?.length ?? 0) > 0;
+  // Past the model's positions the window slides: the last maxPositions tokens are read.
+  const limit = model.maxPositions ?? Number.POSITIVE_INFINITY;
   for (let step = 0; step < (o.maxNewTokens ?? 20); step++) {
-    const batch: TokenBatch = padBatch([ids], 0);
+    const window = ids.length > limit ? ids.slice(ids.length - limit) : ids;
+    const batch: TokenBatch = padBatch([window], 0);
     let logits: Float32Array;
     if (spliced) {
       const { hooks } = await model.forward(batch, { hooks: [o.hook!] });
@@ -236,7 +240,7 @@ export async function generate(model: LanguageModel, prompt: string, o: Generate
       logits = (await model.forward(batch, { hooks: [], logits: true })).logits!;
     }
     const V = model.vocabSize;
-    const off = (ids.length - 1) * V;
+    const off = (window.length - 1) * V;
     let best = 0;
     for (let v = 1; v < V; v++) if (logits[off + v]! > logits[off + best]!) best = v;
     ids.push(best);

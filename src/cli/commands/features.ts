@@ -35,7 +35,12 @@ export async function featuresCommand(argv: string[]): Promise<number> {
     model.checkHook(hook);
     if (sae.dIn !== model.dModel) throw new ValidationError(`${saeDir} has d_in ${sae.dIn} but ${hook} of ${model.name} has width ${model.dModel}`);
     const bos = saePrependBos(values, sae) && model.tokenizer.bosId !== undefined ? [model.tokenizer.bosId] : [];
-    const ids = [...bos, ...model.tokenizer.encode(text)];
+    let ids = [...bos, ...model.tokenizer.encode(text)];
+    const limit = model.maxPositions;
+    if (limit !== undefined && ids.length > limit) {
+      process.stderr.write(`the text's ${ids.length} tokens exceed the ${limit} positions of model ${model.name}: reading the first ${limit}\n`);
+      ids = ids.slice(0, limit);
+    }
     const { hooks } = await model.forward(padBatch([ids], 0), { hooks: [hook] });
     const codes = await sae.encode(hooks.get(hook)!);
     const rows: TokenFeatures[] = ids.map((token, p) => {

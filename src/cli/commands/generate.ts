@@ -40,6 +40,11 @@ export async function generateCommand(argv: string[]): Promise<number> {
       const interventions = sae ? specs.map((s) => parseIntervention(s, sae!.dSae)) : [];
       const maxNewTokens = num(values, 'max-new-tokens', 'int', 1) ?? 20;
       const prependBos = saePrependBos(values, sae);
+      const promptTokens = model.tokenizer.encode(prompt).length + (prependBos ? 1 : 0);
+      const limit = model.maxPositions;
+      if (limit !== undefined && promptTokens + maxNewTokens > limit) {
+        process.stderr.write(`prompt (${promptTokens} tokens) + ${maxNewTokens} new tokens exceed the ${limit} positions of model ${model.name}: each step reads the last ${limit}\n`);
+      }
       const out = await generate(model, prompt, { maxNewTokens, prependBos, ...(sae && { sae, hook, interventions }) });
       process.stdout.write(`${prompt}${out.text}\n`);
       return 0;
