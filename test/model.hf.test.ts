@@ -14,10 +14,9 @@ import { padBatch } from '../src/model/corpus.js';
 import { LanguageModel } from '../src/model/languageModel.js';
 import { decodeOnnx, findHooks } from '../src/model/onnxGraph.js';
 import { tempDirs } from './helpers/formatsFixtures.js';
+import { identitySae } from './helpers/identitySae.js';
 import { evaluateSpliced } from '../src/model/splice.js';
 import { syntheticText } from '../src/model/syntheticText.js';
-import { createSae } from '../src/sae.js';
-import type { SaeWeights } from '../src/types.js';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures', 'hf');
 const dirs = tempDirs();
@@ -108,26 +107,6 @@ async function readReference(family: string): Promise<{ ref: Reference; tensors:
   return { ref, tensors };
 }
 
-/** x = relu(x) - relu(-x): a standard SAE of width 2d that reconstructs exactly. */
-async function identitySae(d: number, hook: string) {
-  const W_enc = new Float32Array(d * 2 * d);
-  const W_dec = new Float32Array(2 * d * d);
-  for (let i = 0; i < d; i++) {
-    W_enc[i * 2 * d + i] = 1;
-    W_enc[i * 2 * d + d + i] = -1;
-    W_dec[i * d + i] = 1;
-    W_dec[(d + i) * d + i] = -1;
-  }
-  const w: SaeWeights = {
-    config: { architecture: 'standard', dIn: d, dSae: 2 * d, applyBDecToInput: false, normalizeActivations: 'none', dtype: 'float32', format: 'generated', hookName: hook, metadata: {} },
-    W_enc,
-    encTransposed: false,
-    b_enc: new Float32Array(2 * d),
-    W_dec,
-    b_dec: new Float32Array(d),
-  };
-  return createSae(w, { device: 'cpu' });
-}
 
 let corpusPath: string | undefined;
 async function corpusFile(): Promise<string> {

@@ -21,11 +21,11 @@ import { syntheticText } from '../src/model/syntheticText.js';
 import { writeTinyGpt2, type Gpt2Weights } from '../src/model/tinyGpt2.js';
 import { createSae } from '../src/sae.js';
 import { openRowSource } from '../src/train/data.js';
-import type { SaeWeights } from '../src/types.js';
 import { expectReject, expectThrow } from './helpers/expectError.js';
 import { randomWeights, rng, tempDirs } from './helpers/formatsFixtures.js';
 import { gpt2ForwardF64 } from './helpers/gpt2Reference.js';
 import { freshSeed } from './helpers/testData.js';
+import { identitySae } from './helpers/identitySae.js';
 import { startHubServer, type HubServer } from './helpers/hubServer.js';
 
 const { onnx } = onnxProto;
@@ -249,26 +249,6 @@ describe('hook points', () => {
   });
 });
 
-/** An SAE that reconstructs exactly: standard ReLU with W_enc = [I, -I], W_dec = [I; -I]. */
-async function identitySae(d: number, hook: string) {
-  const W_enc = new Float32Array(d * 2 * d);
-  const W_dec = new Float32Array(2 * d * d);
-  for (let i = 0; i < d; i++) {
-    W_enc[i * 2 * d + i] = 1;
-    W_enc[i * 2 * d + d + i] = -1;
-    W_dec[i * d + i] = 1;
-    W_dec[(d + i) * d + i] = -1;
-  }
-  const w: SaeWeights = {
-    config: { architecture: 'standard', dIn: d, dSae: 2 * d, applyBDecToInput: false, normalizeActivations: 'none', dtype: 'float32', format: 'generated', hookName: hook, metadata: {} },
-    W_enc,
-    encTransposed: false,
-    b_enc: new Float32Array(2 * d),
-    W_dec,
-    b_dec: new Float32Array(d),
-  };
-  return createSae(w, { device: 'cpu' });
-}
 
 describe('splicing', () => {
   it('an identity SAE recovers all of the CE loss with KL 0; clean CE equals the float64 forward', async () => {
