@@ -2,9 +2,10 @@
 // The CPU backend packs W_enc into latent panels at load, and drives the ISA-specific
 // micro-kernels over token blocks on the process-wide thread pool.
 //
-// Work split. Rows are cut into blocks of ~168 (a block's packed A, 168 x d_in floats, stays
-// in L2 while every W_enc panel streams past it once: ~84 FLOPs per byte of W_enc read from
-// memory, far above this machine's ridge point). The block count is a multiple of the thread
+// Work split. Rows are cut into blocks of ~256 for the fp32 kernel (~168 for the screens): a
+// block's packed A is re-read for every W_enc panel while each panel streams past it once
+// (~128 FLOPs per byte of W_enc read from memory); 256 rows measured best on Zen 5 at d_in 768
+// to 4096 (bench/NOTES.md). The block count is a multiple of the thread
 // count so no thread idles at the end. When there are fewer blocks than threads (small batches,
 // where the encode is bound by streaming W_enc anyway) the latent panels are split as well and
 // each row's partial results are merged.
@@ -37,6 +38,11 @@ namespace saekit::cpu {
 
 
 constexpr int kTargetBlockRows = 168;
+// Rows per block of the plain fp32 kernel (the screens keep kTargetBlockRows or their own).
+// Measured on Zen 5 in one process, candidates interleaved (bench/NOTES.md): 256-row blocks
+// beat ~150-row blocks at d_in 768 (+0.5-2 points of the FMA peak), 2304 and 4096 (+6-7), and
+// 512-row blocks at all three.
+constexpr int kFp32BlockRows = 256;
 
 struct Variant {
   int mr;
@@ -230,7 +236,8 @@ class CpuModel final : public BackendModel {
     const char* block_env = std::getenv("SAEKIT_BLOCK_ROWS");
     const int64_t target_rows = block_env != nullptr && std::atoi(block_env) > 0 ? std::atoi(block_env)
                                 : copy && copy->block_rows() > 0 ? copy->block_rows()
-                                                                 : kTargetBlockRows;
+                                : copy                           ? kTargetBlockRows
+                                                                 : kFp32BlockRows;
     const int64_t n_micro = (rows + split_mr - 1) / split_mr;
     const int64_t target_micro = (target_rows + split_mr - 1) / split_mr;
     int64_t n_blocks = ((n_micro + T * target_micro - 1) / (T * target_micro)) * T;
