@@ -29,11 +29,23 @@ export async function readGemmaScope(npzFile: string): Promise<SaeWeights> {
     checkFinite(npzFile, name, a.data, shape);
     return a.data;
   };
+  // Vectors as numpy leaves them: [n], or a kept batch axis [1, n]; a threshold may be one
+  // number for every latent ([] or [1], as SAELens broadcasts a scalar threshold).
+  const vector = (name: string, n: number, scalarOk: boolean): Float32Array => {
+    const a = get(name);
+    const s = a.shape;
+    if (scalarOk && (s.length === 0 || (s.length === 1 && s[0] === 1)) && n !== 1) {
+      const v = weight(name, [...s]);
+      return new Float32Array(n).fill(v[0]!);
+    }
+    if (s.length === 2 && s[0] === 1) return weight(name, [1, n]);
+    return weight(name, [n]);
+  };
   const W_enc = weight('W_enc', [dIn, dSae]);
-  const b_enc = weight('b_enc', [dSae]);
+  const b_enc = vector('b_enc', dSae, false);
   const W_dec = weight('W_dec', [dSae, dIn]);
-  const b_dec = weight('b_dec', [dIn]);
-  const threshold = weight('threshold', [dSae]);
+  const b_dec = vector('b_dec', dIn, false);
+  const threshold = vector('threshold', dSae, true);
   return {
     config: {
       architecture: 'jumprelu',

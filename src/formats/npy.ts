@@ -4,12 +4,15 @@
 // Layout: "\x93NUMPY", version (major, minor), header length (u16 for 1.0, u32 for 2.0/3.0),
 // a Python dict literal {'descr': '<f4', 'fortran_order': False, 'shape': (N, d), } padded
 // with spaces and '\n' so the data starts on a 64-byte boundary, then the raw elements.
-// saekit reads little-endian C-ordered numeric arrays; anything else gets a FormatError that
-// says how to re-save the array.
+// saekit reads every layout numpy writes for numeric arrays: little- or big-endian ('<f4',
+// '>f4', '=f4'), C order or Fortran order (what np.save writes for a transposed array:
+// fortran_order True, the first index fastest). Arrays are handed out C-ordered and
+// little-endian: in-memory members are converted once, and NpyReader reads a block of rows
+// of a Fortran-order file as one contiguous run per column.
 
 import type { FileHandle } from 'node:fs/promises';
 import { FormatError, ValidationError, describe } from '../errors.js';
-import { bytesOf, ELEMENT_SIZE, formatShape, shapeSize, viewAs, type ElementArray, type ElementKind } from './elements.js';
+import { bytesOf, ELEMENT_SIZE, formatShape, shapeSize, toFloat32, viewAs, type ElementArray, type ElementKind } from './elements.js';
 import { openForRead, readAt, readFloat32At, writeAt, writeFileAtomic } from './fileIo.js';
 
 const NPY_KIND = { '<f4': 'f32', '<f8': 'f64', '<f2': 'f16', '<i4': 'i32', '<i8': 'i64' } as const;
@@ -22,11 +25,16 @@ const MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // \x93NUMPY
 const PRELUDE_MAX = 12;
 
 export interface NpyHeader {
+  /** The element type, written little-endian ('<f4') whatever the file's byte order. */
   dtype: NpyDtype;
   kind: ElementKind;
   shape: number[];
   /** Byte position of the first element (end of the header). */
   dataOffset: number;
+  /** The file's elements are big-endian ('>f4'). */
+  bigEndian: boolean;
+  /** The file's elements are in Fortran order (column-major: the first index fastest). */
+  fortranOrder: boolean;
 }
 
 /** Where the header text lies, from the first PRELUDE_MAX bytes (or fewer for tiny files). */
@@ -52,23 +60,22 @@ function parseHeaderText(file: string, text: string, dataOffset: number): NpyHea
   const shapeMatch = /['"]shape['"]\s*:\s*\(([^)]*)\)/.exec(text);
   if (!descr || !fortran || !shapeMatch) throw new FormatError(file, `malformed .npy header: ${JSON.stringify(text.trim())}`);
   if (descr[2]) throw new FormatError(file, 'structured (record) dtype is not supported: save a plain numeric array');
-  const dtype = descr[1]!;
+  const descrText = descr[1]!;
+  // '<' little-endian, '>' big-endian, '=' native (little on every platform saekit builds for).
+  const order = descrText[0];
+  const dtype = order === '>' || order === '=' ? `<${descrText.slice(1)}` : descrText;
   if (!Object.hasOwn(NPY_KIND, dtype)) {
-    const hint = dtype.startsWith('>')
-      ? `big-endian dtype '${dtype}' is not supported: re-save with arr.astype('<${dtype.slice(1)}')`
-      : `dtype '${dtype}' is not supported (supported: ${Object.keys(NPY_KIND).join(', ')})`;
-    throw new FormatError(file, hint);
+    throw new FormatError(file, `dtype '${descrText}' is not supported (supported: ${Object.keys(NPY_KIND).join(', ')}, in either byte order)`);
   }
-  if (fortran[1] === 'True') {
-    throw new FormatError(file, `fortran_order is True (column-major ${dtype} data): re-save with np.ascontiguousarray(arr)`);
-  }
+  const bigEndian = order === '>';
+  const fortranOrder = fortran[1] === 'True';
   const dims = shapeMatch[1]!
     .split(',')
     .map((s) => s.trim().replace(/L$/, '')) // Python 2 wrote longs as 3L
     .filter((s) => s !== '');
   if (!dims.every((s) => /^\d+$/.test(s))) throw new FormatError(file, `malformed shape (${shapeMatch[1]}) in .npy header`);
   const kind = NPY_KIND[dtype as NpyDtype];
-  return { dtype: dtype as NpyDtype, kind, shape: dims.map(Number), dataOffset };
+  return { dtype: dtype as NpyDtype, kind, shape: dims.map(Number), dataOffset, bigEndian, fortranOrder };
 }
 
 /** Parses the header at the start of `bytes`, which must hold at least all of it. */
@@ -94,8 +101,64 @@ export function parseNpy(bytes: Uint8Array, nameForErrors: string): NpyHeader & 
   }
   let data = bytes.subarray(header.dataOffset, end);
   // Typed arrays need element-aligned offsets; numpy aligns to 64 but other writers may not.
-  if (data.byteOffset % ELEMENT_SIZE[header.kind] !== 0) data = data.slice();
-  return { ...header, data: viewAs(header.kind, data) };
+  // A big-endian or Fortran-order array is rewritten, so it gets its own copy too.
+  if (data.byteOffset % ELEMENT_SIZE[header.kind] !== 0 || header.bigEndian || header.fortranOrder) data = data.slice();
+  if (header.bigEndian) swapBytes(data, ELEMENT_SIZE[header.kind]);
+  if (header.fortranOrder && header.shape.length > 1) data = fortranToC(data, header.shape, ELEMENT_SIZE[header.kind]);
+  return { ...header, bigEndian: false, fortranOrder: false, data: viewAs(header.kind, data) };
+}
+
+/** Reverses the bytes of every SIZE-byte element of B in place. */
+function swapBytes(b: Uint8Array, size: number): void {
+  for (let i = 0; i < b.length; i += size) {
+    for (let lo = i, hi = i + size - 1; lo < hi; lo++, hi--) {
+      const t = b[lo]!;
+      b[lo] = b[hi]!;
+      b[hi] = t;
+    }
+  }
+}
+
+/**
+ * For each C-order position of the trailing dims (shape[1:]), its Fortran-order index: in
+ * Fortran order shape[1] varies fastest among them, in C order the last one does.
+ */
+function trailingFortranIndex(shape: readonly number[]): Uint32Array {
+  const dims = shape.slice(1);
+  const n = shapeSize(dims);
+  const map = new Uint32Array(n);
+  const idx = new Array<number>(dims.length).fill(0);
+  for (let c = 0; c < n; c++) {
+    let f = 0;
+    for (let a = dims.length - 1; a >= 0; a--) f = f * dims[a]! + idx[a]!;
+    map[c] = f;
+    for (let a = dims.length - 1; a >= 0; a--) {
+      if (++idx[a]! < dims[a]!) break;
+      idx[a] = 0;
+    }
+  }
+  return map;
+}
+
+/** B (element-aligned) as unsigned integers of SIZE bytes, to move elements bit for bit. */
+function elementView(b: Uint8Array, size: number): Uint8Array | Uint16Array | Uint32Array | BigUint64Array {
+  if (size === 2) return new Uint16Array(b.buffer, b.byteOffset, b.length / 2);
+  if (size === 4) return new Uint32Array(b.buffer, b.byteOffset, b.length / 4);
+  if (size === 8) return new BigUint64Array(b.buffer, b.byteOffset, b.length / 8);
+  return b;
+}
+
+/** A whole Fortran-order array, element SIZE bytes, rewritten in C order. */
+function fortranToC(b: Uint8Array, shape: readonly number[], size: number): Uint8Array {
+  const rows = shape[0]!;
+  const map = trailingFortranIndex(shape);
+  const out = new Uint8Array(b.length);
+  const src = elementView(b, size);
+  const dst = elementView(out, size);
+  for (let i = 0; i < rows; i++) {
+    for (let c = 0; c < map.length; c++) dst[i * map.length + c] = src[map[c]! * rows + i]!;
+  }
+  return out;
 }
 
 /**
@@ -107,6 +170,9 @@ export class NpyReader implements NpyHeader {
   readonly kind: ElementKind;
   readonly shape: number[];
   readonly dataOffset: number;
+  readonly bigEndian: boolean;
+  readonly fortranOrder: boolean;
+  private fortranMap: Uint32Array | undefined;
 
   private constructor(
     readonly file: string,
@@ -117,6 +183,8 @@ export class NpyReader implements NpyHeader {
     this.kind = header.kind;
     this.shape = header.shape;
     this.dataOffset = header.dataOffset;
+    this.bigEndian = header.bigEndian;
+    this.fortranOrder = header.fortranOrder && header.shape.length > 1;
   }
 
   static async open(file: string): Promise<NpyReader> {
@@ -159,8 +227,31 @@ export class NpyReader implements NpyHeader {
       );
     }
     const size = ELEMENT_SIZE[this.kind];
-    const pos = this.dataOffset + rowStart * this.rowSize * size;
-    return readFloat32At(this.fh, this.file, pos, this.kind, rowCount * this.rowSize, 'array data');
+    if (!this.bigEndian && !this.fortranOrder) {
+      const pos = this.dataOffset + rowStart * this.rowSize * size;
+      return readFloat32At(this.fh, this.file, pos, this.kind, rowCount * this.rowSize, 'array data');
+    }
+    // Big-endian or Fortran order: the raw bytes of the rows, swapped and reordered, then
+    // converted. In Fortran order the rows [rowStart, rowStart + rowCount) of one trailing
+    // position are contiguous: one read per trailing position (per column of an [N, d] array).
+    const n = rowCount * this.rowSize;
+    const raw = new Uint8Array(n * size);
+    if (!this.fortranOrder) {
+      await readAt(this.fh, this.file, this.dataOffset + rowStart * this.rowSize * size, raw, 'array data');
+    } else {
+      this.fortranMap ??= trailingFortranIndex(this.shape);
+      const column = new Uint8Array(rowCount * size);
+      const src = elementView(column, size);
+      const dst = elementView(raw, size);
+      for (let c = 0; c < this.rowSize; c++) {
+        await readAt(this.fh, this.file, this.dataOffset + (this.fortranMap[c]! * this.rows + rowStart) * size, column, 'array data');
+        for (let i = 0; i < rowCount; i++) dst[i * this.rowSize + c] = src[i]!;
+      }
+    }
+    if (this.bigEndian) swapBytes(raw, size);
+    const out = new Float32Array(n);
+    toFloat32(this.kind, raw, out);
+    return out;
   }
 
   async readAllFloat32(): Promise<Float32Array> {
