@@ -43,7 +43,10 @@ export function usage(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  const [name, ...args] = argv;
+  // --verbose (any command): a failure also prints its stack, as SAEKIT_DEBUG=1 does.
+  const verbose = args.includes('--verbose');
+  const rest = args.filter((a) => a !== '--verbose');
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(`${usage()}\n`);
     return name === undefined ? 2 : 0;
@@ -66,7 +69,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     const message = e instanceof SaekitError ? e.message : `${(e as Error)?.message ?? e}`;
     process.stderr.write(`saekit ${name}: ${message.split('\n')[0]}\n`);
-    if (process.env.SAEKIT_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    if ((verbose || (process.env.SAEKIT_DEBUG ?? '') !== '') && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     return 1;
   }
 }
