@@ -60,6 +60,15 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`usage: ${command.usage}\n`);
     return 0;
   }
+  // Ctrl-C: one line and exit 130. Outputs are written under temporary names and renamed when
+  // complete, so a rerun of the same command finishes the job (and removes the temporaries).
+  // train and dashboard handle SIGINT themselves (a checkpoint; closing the server).
+  const onSigint = () => {
+    process.stderr.write(`saekit ${name}: interrupted (SIGINT); rerun the same command to finish\n`);
+    process.exit(130);
+  };
+  const ownHandler = name === 'train' || name === 'dashboard';
+  if (!ownHandler) process.on('SIGINT', onSigint);
   try {
     return await command.run(rest);
   } catch (e) {
@@ -71,5 +80,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`saekit ${name}: ${message.split('\n')[0]}\n`);
     if ((verbose || (process.env.SAEKIT_DEBUG ?? '') !== '') && e instanceof Error) process.stderr.write(`${e.stack}\n`);
     return 1;
+  } finally {
+    if (!ownHandler) process.off('SIGINT', onSigint);
   }
 }

@@ -7,6 +7,8 @@
 
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { readdirSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { FormatError } from '../errors.js';
 import { ELEMENT_SIZE, toFloat32, type ElementKind } from './elements.js';
 
@@ -83,9 +85,45 @@ export async function writeAt(fh: FileHandle, bytes: Uint8Array, position: numbe
   }
 }
 
-/** A sibling path no other writer will pick: same directory, so rename() stays atomic. */
+/**
+ * A sibling path no other writer will pick: same directory, so rename() stays atomic. First,
+ * temporaries of PATH left by a process that no longer runs (one killed mid-write) are
+ * removed: a rerun after a SIGKILL leaves no debris.
+ */
 export function tempPathFor(path: string): string {
+  sweepStaleTemps(path);
   return `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'; // alive, another user's
+  }
+}
+
+/** Removes PATH.tmp-<pid>-<hex> siblings whose writer process is gone. Best effort. */
+function sweepStaleTemps(path: string): void {
+  const prefix = `${basename(path)}.tmp-`;
+  let names: string[];
+  try {
+    names = readdirSync(dirname(path));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    // <pid>-<hex>, and the side files writers keep beside it (<pid>-<hex>.values, ...).
+    const m = /^(\d+)-[0-9a-f]{8}(\.[\w-]+)?$/.exec(name.slice(prefix.length));
+    if (!m || Number(m[1]) === process.pid || processAlive(Number(m[1]))) continue;
+    try {
+      rmSync(join(dirname(path), name), { recursive: true, force: true });
+    } catch {
+      // another process may be sweeping too
+    }
+  }
 }
 
 /**

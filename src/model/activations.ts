@@ -183,12 +183,24 @@ async function dump(model: LanguageModel, o: DumpActivationsOptions, plan: DumpP
   return { manifest, seconds: (performance.now() - started) / 1000, forwardSeconds };
 }
 
-/** The output folder must be new or empty: a dump never mixes with older shards. True when created here. */
+/** What an interrupted dump leaves: shards and their temporaries, no manifest. */
+const DUMP_FILE = /^(activations-\d{5}\.safetensors|activations-\d{5}\.safetensors\.tmp-\d+-[0-9a-f]{8}|manifest\.json\.tmp-\d+-[0-9a-f]{8})$/;
+
+/**
+ * The output folder must be new or empty: a dump never mixes with older shards. A folder
+ * holding only what an interrupted dump leaves (shards, no manifest.json) is cleared and the
+ * dump starts over: the dump is deterministic, so the rerun writes the same bytes an
+ * uninterrupted run would. True when the folder was created here.
+ */
 async function prepareOutput(dir: string): Promise<boolean> {
   if (existsSync(dir)) {
     const entries = await readdir(dir).catch(() => {
       throw new FormatError(dir, 'exists and is not a folder');
     });
+    if (entries.length > 0 && entries.every((e) => DUMP_FILE.test(e))) {
+      await Promise.all(entries.map((e) => rm(join(dir, e), { force: true })));
+      return false;
+    }
     if (entries.length > 0) throw new FormatError(dir, 'output folder is not empty (remove it or pick another --output)');
     return false;
   }

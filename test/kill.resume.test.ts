@@ -1,0 +1,147 @@
+// Kill and rerun (issue 17, item 4): `saekit encode`, `decode` and `activations` run as real
+// processes and are killed with SIGKILL at several moments. Each kill must leave either no
+// output or the complete output under the final name (never a partial file there), and a
+// plain rerun of the same command must finish with output byte-identical to an uninterrupted
+// run and no temporary files left. Ctrl-C (SIGINT) stops with one line and exit code 130.
+// The processes run dist/ (built from src first when it is older).
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { saveSaeLens, writeNpy } from '../src/formats/index.js';
+import { syntheticText } from '../src/model/syntheticText.js';
+import { syntheticActivations, syntheticSae } from '../src/synthetic.js';
+import { tempDirs } from './helpers/formatsFixtures.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const BIN = join(ROOT, 'bin', 'saekit.js');
+const dirs = tempDirs();
+let work: string;
+let sae: string;
+let acts: string;
+const killed: Record<string, number> = {};
+
+function newestMtime(dir: string): number {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    t = Math.max(t, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+beforeAll(async () => {
+  const main = join(ROOT, 'dist', 'cli', 'main.js');
+  if (!existsSync(main) || statSync(main).mtimeMs < newestMtime(join(ROOT, 'src'))) {
+    const r = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`cannot build dist/: ${r.stdout}${r.stderr}`);
+  }
+  work = await dirs.make();
+  sae = join(work, 'sae');
+  const w = syntheticSae({ dIn: 256, dSae: 8192, architecture: 'topk', k: 16, seed: 11 });
+  await saveSaeLens(sae, w);
+  acts = join(work, 'acts.npy');
+  await writeNpy(acts, syntheticActivations(w, 60_000, { seed: 12 }), [60_000, 256]);
+}, 120_000);
+afterAll(async () => {
+  console.log('kill.resume: processes killed mid-run, by job:', JSON.stringify(killed));
+  await dirs.cleanup();
+});
+
+function run(args: string[], killAfterMs?: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; ms: number }> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SAEKIT_THREADS: '1' } });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = killAfterMs === undefined ? undefined : setTimeout(() => child.kill(signal), killAfterMs);
+    child.on('error', reject);
+    child.on('close', (code, sig) => {
+      clearTimeout(timer);
+      resolve({ code, signal: sig, stderr, ms: performance.now() - t0 });
+    });
+  });
+}
+
+const sha = async (f: string) => createHash('sha256').update(await readFile(f)).digest('hex');
+
+async function shaDir(d: string): Promise<string> {
+  const h = createHash('sha256');
+  for (const f of (await readdir(d)).sort()) h.update(f).update(await readFile(join(d, f)));
+  return h.digest('hex');
+}
+
+const temporaries = (d: string) => readdirSync(d).filter((f) => f.includes('.tmp-'));
+
+/**
+ * Kills JOB at fractions of its uninterrupted run time, checks what the kill left, reruns it
+ * to the end and compares the result with the uninterrupted one.
+ */
+async function killAndRerun(job: string, args: (out: string) => string[], outName: string, digest: (p: string) => Promise<string>, outDir: (out: string) => string): Promise<void> {
+  const refOut = join(work, `${job}-ref`, outName);
+  await mkdir(join(work, `${job}-ref`), { recursive: true });
+  const ref = await run(args(refOut));
+  expect(ref.code, ref.stderr).toBe(0);
+  const want = await digest(refOut);
+  for (const frac of [0.15, 0.35, 0.55, 0.75, 0.95]) {
+    const dir = join(work, `${job}-${frac}`);
+    await mkdir(dir, { recursive: true });
+    const out = join(dir, outName);
+    const r = await run(args(out), Math.max(30, frac * ref.ms));
+    if (r.signal === 'SIGKILL') killed[job] = (killed[job] ?? 0) + 1;
+    // Under the final name: nothing, or the whole output.
+    if (existsSync(out) && (outName.endsWith('/') ? existsSync(join(out, 'manifest.json')) : true)) expect(await digest(out), `${job} killed at ${frac}`).toBe(want);
+    const again = await run(args(out));
+    expect(again.code, `${job} rerun after a kill at ${frac}: ${again.stderr}`).toBe(0);
+    expect(await digest(out), `${job} rerun after a kill at ${frac}`).toBe(want);
+    expect(temporaries(outDir(out)), `${job} temporaries after the rerun in ${outDir(out)}: ${readdirSync(outDir(out)).join(", ")}`).toEqual([]);
+  }
+}
+
+describe('SIGKILL at any moment, then a plain rerun: the output of an uninterrupted run', () => {
+  it('saekit encode', async () => {
+    await killAndRerun('encode', (out) => ['encode', '--sae', sae, '--input', acts, '--output', out], 'codes.safetensors', sha, (out) => join(out, '..'));
+    expect(killed.encode).toBeGreaterThanOrEqual(2);
+  }, 240_000);
+
+  it('saekit decode', async () => {
+    const codes = join(work, 'codes-for-decode.safetensors');
+    const e = await run(['encode', '--sae', sae, '--input', acts, '--output', codes]);
+    expect(e.code, e.stderr).toBe(0);
+    await killAndRerun('decode', (out) => ['decode', '--sae', sae, '--codes', codes, '--output', out], 'recon.npy', sha, (out) => join(out, '..'));
+    expect(killed.decode).toBeGreaterThanOrEqual(2);
+  }, 240_000);
+
+  it('saekit activations (an interrupted dump folder is cleared and redone)', async () => {
+    const model = join(work, 'gpt2');
+    await cp(join(ROOT, 'test', 'fixtures', 'hf', 'gpt2'), model, { recursive: true, filter: (src) => !/\/onnx\/(?!model\.onnx$)[^/]+$/.test(src) });
+    const corpus = join(work, 'corpus.txt');
+    await writeFile(corpus, syntheticText(20_000, 5));
+    await killAndRerun(
+      'activations',
+      (out) => ['activations', '--model', model, '--hook', 'blocks.1.hook_resid_mid', '--text', corpus, '--tokens', '40000', '--context-size', '32', '--shard-windows', '40', '--output', out],
+      'dump/',
+      shaDir,
+      (out) => out,
+    );
+    expect(killed.activations ?? 0).toBeGreaterThanOrEqual(2);
+  }, 240_000);
+});
+
+describe('Ctrl-C', () => {
+  it('stops encode with one line and exit code 130; the output name stays free', async () => {
+    const out = join(work, 'sigint', 'codes.safetensors');
+    await mkdir(join(work, 'sigint'), { recursive: true });
+    const whole = await run(['encode', '--sae', sae, '--input', acts, '--output', join(work, 'sigint', 'whole.safetensors')]);
+    expect(whole.code, whole.stderr).toBe(0);
+    // Past start-up (the handler is installed once the CLI runs), before the end.
+    const r = await run(['encode', '--sae', sae, '--input', acts, '--output', out], 0.7 * whole.ms, 'SIGINT');
+    if (r.code === 0) return; // finished before the signal (a fast machine): nothing to check
+    expect(r.code).toBe(130);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain('saekit encode: interrupted (SIGINT)');
+    expect(existsSync(out)).toBe(false);
+  }, 60_000);
+});
