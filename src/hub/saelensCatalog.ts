@@ -102,8 +102,11 @@ export function catalogEntry(release: string, r: CatalogRelease): { entry?: Rele
   return { reason: UNREADABLE[r.conversion_func] ?? `conversion ${r.conversion_func}: no reader` };
 }
 
-/** Every catalog release: readable ones as registry entries, the rest with their reason. */
+let split: ReturnType<typeof catalogReleases> | undefined;
+
+/** Every catalog release: readable ones as registry entries, the rest with their reason (computed once). */
 export function catalogReleases(): { readable: ReleaseEntry[]; unreadable: { release: string; model: string; conversion_func: string | null; saes: number; reason: string }[] } {
+  if (split) return split;
   const readable: ReleaseEntry[] = [];
   const unreadable: { release: string; model: string; conversion_func: string | null; saes: number; reason: string }[] = [];
   for (const [name, r] of Object.entries(saelensCatalog().data)) {
@@ -111,5 +114,6 @@ export function catalogReleases(): { readable: ReleaseEntry[]; unreadable: { rel
     if (entry) readable.push(entry);
     else unreadable.push({ release: name, model: r.model, conversion_func: r.conversion_func, saes: r.saes.length, reason: reason! });
   }
-  return { readable, unreadable };
+  split = { readable, unreadable };
+  return split;
 }

@@ -19,7 +19,7 @@ import { FormatError, SaekitError, ValidationError } from '../errors.js';
 import { tempPathFor } from '../formats/fileIo.js';
 import { bf16ToF32Array, f16ToF32Array } from '../formats/float16.js';
 import { wrapTokenizer, type TextTokenizer } from './corpus.js';
-import { chooseOnnxFile, isOffline, resolveModelDir, type ModelSourceOptions } from './modelSource.js';
+import { chooseOnnxFile, hubOptions, resolveModelDir, type ModelSourceOptions } from './modelSource.js';
 import { hubFile } from '../hub/hub.js';
 import { decodeOnnx, editGraph, encodeOnnx, externalDataFiles, findHooks, OVERRIDE_INPUT, parseHookName, type GraphEdit } from './onnxGraph.js';
 
@@ -305,12 +305,7 @@ async function ensureExternalData(model: string, dir: string, onnxPath: string, 
     const local = join(dirname(onnxPath), f);
     if (existsSync(local)) continue;
     if (existsSync(model)) throw new FormatError(onnxPath, `keeps its weights in ${f}, which is missing (expected ${local})`);
-    await hubFile(model, `onnx/${f}`, {
-      ...(opts.cacheDir !== undefined && { cacheDir: opts.cacheDir }),
-      ...(opts.revision !== undefined && { revision: opts.revision }),
-      ...(isOffline(opts) && { offline: true }),
-      ...(opts.onProgress && { onProgress: opts.onProgress }),
-    });
+    await hubFile(model, `onnx/${f}`, hubOptions(opts));
     if (!existsSync(local)) throw new FormatError(onnxPath, `keeps its weights in ${f}, which the hub download did not place at ${local}`);
   }
   // The hub cache keeps snapshot files as symlinks into blobs/, and ONNX runtime refuses

@@ -5,7 +5,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { FormatError, ValidationError } from '../errors.js';
-import { hubFile } from '../hub/hub.js';
+import { hubFile, type HubOptions } from '../hub/hub.js';
 
 export interface ModelSourceOptions {
   /** The ONNX file under onnx/, without extension; wins over dtype. */
@@ -59,6 +59,16 @@ export function requiredFiles(onnxFile = 'model'): string[] {
   return ['config.json', 'tokenizer.json', 'tokenizer_config.json', `onnx/${onnxFile}.onnx`];
 }
 
+/** The hub client options these model options imply. */
+export function hubOptions(opts: ModelSourceOptions): HubOptions {
+  return {
+    ...(opts.cacheDir !== undefined && { cacheDir: opts.cacheDir }),
+    ...(opts.revision !== undefined && { revision: opts.revision }),
+    ...(isOffline(opts) && { offline: true }),
+    ...(opts.onProgress && { onProgress: opts.onProgress }),
+  };
+}
+
 export function isOffline(opts: ModelSourceOptions = {}): boolean {
   const on = (v: string | undefined) => v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
   return opts.offline === true || on(process.env.HF_HUB_OFFLINE) || on(process.env.TRANSFORMERS_OFFLINE);
@@ -89,12 +99,7 @@ export async function resolveModelDir(model: string, opts: ModelSourceOptions = 
   // and files Python tools fetched are reused. Missing offline: an error at once.
   let dir = '';
   for (const file of requiredFiles(onnxFile)) {
-    const local = await hubFile(model, file, {
-      ...(opts.cacheDir !== undefined && { cacheDir: opts.cacheDir }),
-      ...(opts.revision !== undefined && { revision: opts.revision }),
-      ...(isOffline(opts) && { offline: true }),
-      ...(opts.onProgress && { onProgress: opts.onProgress }),
-    }).catch((e: unknown) => {
+    const local = await hubFile(model, file, hubOptions(opts)).catch((e: unknown) => {
       throw e instanceof FormatError && / 404/.test(e.message) ? new FormatError(e.file, `${e.message.slice(e.file.length + 2)} (no local folder ${model} either)`) : e;
     });
     if (file === 'config.json') dir = dirname(local);

@@ -230,7 +230,7 @@ function overrideHook(
       all[i] = onnx.NodeProto.create({
         name: `/saekit/unfused/${n.name}`,
         opType: plain,
-        domain: plain === 'LayerNormalization' ? '' : (n.domain === 'com.microsoft' ? '' : n.domain ?? ''),
+        domain: '', // both plain norms are in the default domain (SimplifiedLayerNormalization as onnxruntime registers it)
         input: [source, ...params.filter((p) => p !== '')],
         output: [outs(n)[0]!],
         attribute: [...eps, onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: -1 })],
