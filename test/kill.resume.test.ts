@@ -127,6 +127,13 @@ describe('SIGKILL at any moment, then a plain rerun: the output of an uninterrup
       (out) => out,
     );
     expect(killed.activations ?? 0).toBeGreaterThanOrEqual(2);
+    // A kill just after the manifest landed leaves a finished dump: the rerun keeps it as it is.
+    const finished = join(work, 'activations-ref', 'dump/');
+    const before = await shaDir(finished);
+    const again = await run(['activations', '--model', model, '--hook', 'blocks.1.hook_resid_mid', '--text', corpus, '--tokens', '40000', '--context-size', '32', '--shard-windows', '40', '--output', finished]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain('already holds this dump, finished');
+    expect(await shaDir(finished)).toBe(before);
   }, 240_000);
 });
 

@@ -3,7 +3,7 @@
 // edited graphs, splicing (identity SAE -> CE recovered 1, KL 0), interventions, greedy
 // generation, activation dumps, and the hub download path against a loopback server.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { createReadStream, existsSync, statSync } from 'node:fs';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -374,8 +374,23 @@ describe('activation dumps', () => {
       expect(src.rows).toBe(104);
       expect(src.dIn).toBe(32);
       await src.close();
-      // A dump never lands in a used folder; a corpus shorter than one window is an error.
-      await expectReject(() => dumpActivations(m, { hook: 'blocks.1.hook_resid_mid', corpus, output: out, contextSize: 8, tokens: 8 }), FormatError, out, 'not empty');
+      // The same dump again (a rerun after a kill that came once the manifest had landed):
+      // recognized as finished, nothing rewritten. Other settings, or a stranger file: refused.
+      const manifestBytes = await readFile(join(out, 'manifest.json'));
+      const mtimes = (await readdir(out)).sort().map((f) => [f, statSync(join(out, f)).mtimeMs]);
+      await writeFile(join(out, 'activations-00001.safetensors.tmp-999999999-0badc0de'), 'partial');
+      const again = await dumpActivations(m, { hook: 'blocks.1.hook_resid_mid', corpus, output: out, contextSize: 8, tokens: 100, batchSize: 2, shardWindows: 3 });
+      expect(again.alreadyComplete).toBe(true);
+      expect(again.manifest).toEqual(man);
+      expect((await readdir(out)).sort().map((f) => [f, statSync(join(out, f)).mtimeMs])).toEqual(mtimes);
+      expect(await readFile(join(out, 'manifest.json'))).toEqual(manifestBytes);
+      await expectReject(() => dumpActivations(m, { hook: 'blocks.1.hook_resid_mid', corpus, output: out, contextSize: 8, tokens: 100, shardWindows: 4 }), FormatError, out, 'not empty', 'shard_windows 3, not 4');
+      await expectReject(() => dumpActivations(m, { hook: 'blocks.1.hook_resid_mid', corpus, output: out, contextSize: 8, tokens: 8 }), FormatError, out, 'not empty', 'tokens_requested 100, not 8');
+      await writeFile(join(out, 'notes.txt'), 'mine');
+      await expectReject(() => dumpActivations(m, { hook: 'blocks.1.hook_resid_mid', corpus, output: out, contextSize: 8, tokens: 100, shardWindows: 3 }), FormatError, out, 'not empty');
+      expect(await readFile(join(out, 'notes.txt'), 'utf8')).toBe('mine');
+      expect(await readFile(join(out, 'manifest.json'))).toEqual(manifestBytes);
+      // A corpus shorter than one window is an error.
       const tiny = join(await dirs.make(), 'tiny.txt');
       await writeFile(tiny, 'Too short.\n');
       const out2 = join(await dirs.make(), 'acts2');

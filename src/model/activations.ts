@@ -42,6 +42,9 @@ export interface ActivationsManifest {
   windows: number;
   dtype: DumpDtype;
   corpus: string;
+  /** What was asked for (rows can be fewer when the corpus ran out); a rerun compares these. */
+  tokens_requested?: number;
+  shard_windows?: number;
 }
 
 export type DumpDtype = 'float32' | 'float16' | 'bfloat16';
@@ -69,6 +72,8 @@ export interface DumpResult {
   seconds: number;
   /** Seconds inside the model's forward calls (the rest is tokenizing, converting, writing). */
   forwardSeconds: number;
+  /** True when OUTPUT already held this very dump, finished (a rerun after a kill): nothing was redone. */
+  alreadyComplete?: boolean;
 }
 
 /** Runs the corpus through MODEL and writes OPTS.hook's activations to OPTS.output. */
@@ -86,7 +91,10 @@ export async function dumpActivations(model: LanguageModel, o: DumpActivationsOp
   const shardWindows = o.shardWindows ?? Math.max(1, Math.floor((256 << 20) / (bytesPerRow * ctx)));
   if (!Number.isInteger(shardWindows) || shardWindows < 1) throw new ValidationError(`Expected a positive integer for shard windows but received ${shardWindows}`);
   if (!existsSync(o.corpus)) throw new FormatError(o.corpus, 'corpus file not found');
-  const created = await prepareOutput(o.output);
+  const wanted = { model: model.name, onnx_file: model.onnxFile, hook_name: o.hook, d_in: d, context_size: ctx, prepend_bos: prependBos, dtype, corpus: o.corpus, tokens_requested: o.tokens, shard_windows: shardWindows };
+  const prepared = await prepareOutput(o.output, wanted);
+  if (prepared.finished) return { manifest: prepared.finished, seconds: 0, forwardSeconds: 0, alreadyComplete: true };
+  const created = prepared.created;
   const files: string[] = [];
   try {
     return await dump(model, o, { ctx, prependBos, batchSize, dtype, d, shardWindows }, files);
@@ -174,6 +182,8 @@ async function dump(model: LanguageModel, o: DumpActivationsOptions, plan: DumpP
     windows: windowsDone,
     dtype,
     corpus: o.corpus,
+    tokens_requested: o.tokens,
+    shard_windows: shardWindows,
   };
   // The manifest comes last: a folder without one is an interrupted dump.
   const path = join(o.output, 'manifest.json');
@@ -186,26 +196,51 @@ async function dump(model: LanguageModel, o: DumpActivationsOptions, plan: DumpP
 /** What an interrupted dump leaves: shards and their temporaries, no manifest. */
 const DUMP_FILE = /^(activations-\d{5}\.safetensors|activations-\d{5}\.safetensors\.tmp-\d+-[0-9a-f]{8}|manifest\.json\.tmp-\d+-[0-9a-f]{8})$/;
 
+type DumpSettings = Pick<ActivationsManifest, 'model' | 'onnx_file' | 'hook_name' | 'd_in' | 'context_size' | 'prepend_bos' | 'dtype' | 'corpus' | 'tokens_requested' | 'shard_windows'>;
+
 /**
- * The output folder must be new or empty: a dump never mixes with older shards. A folder
- * holding only what an interrupted dump leaves (shards, no manifest.json) is cleared and the
- * dump starts over: the dump is deterministic, so the rerun writes the same bytes an
- * uninterrupted run would. True when the folder was created here.
+ * The output folder must be new or empty: a dump never mixes with older shards. Two states a
+ * killed run leaves are recognized, so that a plain rerun of the same command finishes:
+ * - only shards and temporaries, no manifest.json (killed mid-dump): cleared, and the dump
+ *   starts over; it is deterministic, so the rerun writes the bytes an uninterrupted run would;
+ * - a finished dump (manifest.json and exactly its shards) made with the same settings (killed
+ *   after the manifest landed): kept as it is, nothing redone.
+ * Anything else in the folder is an error that leaves it untouched.
  */
-async function prepareOutput(dir: string): Promise<boolean> {
-  if (existsSync(dir)) {
-    const entries = await readdir(dir).catch(() => {
-      throw new FormatError(dir, 'exists and is not a folder');
-    });
-    if (entries.length > 0 && entries.every((e) => DUMP_FILE.test(e))) {
-      await Promise.all(entries.map((e) => rm(join(dir, e), { force: true })));
-      return false;
-    }
-    if (entries.length > 0) throw new FormatError(dir, 'output folder is not empty (remove it or pick another --output)');
-    return false;
+async function prepareOutput(dir: string, wanted: DumpSettings): Promise<{ created: boolean; finished?: ActivationsManifest }> {
+  if (!existsSync(dir)) {
+    await mkdir(dir, { recursive: true });
+    return { created: true };
   }
-  await mkdir(dir, { recursive: true });
-  return true;
+  const entries = await readdir(dir).catch(() => {
+    throw new FormatError(dir, 'exists and is not a folder');
+  });
+  if (entries.length === 0) return { created: false };
+  if (entries.every((e) => DUMP_FILE.test(e))) {
+    await Promise.all(entries.map((e) => rm(join(dir, e), { force: true })));
+    return { created: false };
+  }
+  const notEmpty = (why: string) => new FormatError(dir, `output folder is not empty${why} (remove it or pick another --output)`);
+  if (!entries.includes('manifest.json')) throw notEmpty('');
+  let m: ActivationsManifest | undefined;
+  try {
+    m = await readActivationsManifest(dir);
+  } catch {
+    throw notEmpty('');
+  }
+  if (!m || !Array.isArray(m.activations)) throw notEmpty('');
+  const shards = new Set(m.activations);
+  const temporaries = entries.filter((e) => DUMP_FILE.test(e) && e.includes('.tmp-'));
+  const extra = entries.filter((e) => e !== 'manifest.json' && !shards.has(e) && !temporaries.includes(e));
+  if (extra.length > 0 || m.activations.some((f) => !entries.includes(f))) throw notEmpty('');
+  const differs = (Object.keys(wanted) as (keyof DumpSettings)[]).filter((key) => m[key] !== wanted[key]);
+  if (differs.length > 0) {
+    const shown = differs.map((key) => `${key} ${JSON.stringify(m[key])}, not ${JSON.stringify(wanted[key])}`).join('; ');
+    throw notEmpty(`: it holds a finished dump made with other settings (${shown})`);
+  }
+  // The manifest landed last, so any temporary here is a leftover of a run that is gone.
+  await Promise.all(temporaries.map((e) => rm(join(dir, e), { force: true })));
+  return { created: false, finished: m };
 }
 
 /** Reads the manifest of an activation dump, or undefined when DIR has none of this format. */

@@ -48,6 +48,10 @@ export async function activationsCommand(argv: string[]): Promise<number> {
     });
     bar.stop();
     const m = r.manifest;
+    if (r.alreadyComplete) {
+      process.stderr.write(`${output} already holds this dump, finished (${m.rows} tokens of ${m.hook_name}, ${m.activations.length} shard${m.activations.length === 1 ? '' : 's'}): nothing to do\n`);
+      return 0;
+    }
     process.stderr.write(
       `dumped ${m.rows} tokens (${m.windows} windows of ${m.context_size}) of ${m.hook_name} [${m.rows}, ${m.d_in}] ${m.dtype} ` +
         `-> ${output} (${m.activations.length} shard${m.activations.length === 1 ? '' : 's'}): ${r.seconds.toFixed(2)} s, ` +
