@@ -210,9 +210,15 @@ export function addon(): Addon {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
   try {
-    const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => Addon;
-    const root = new URL('..', import.meta.url).pathname;
-    cached = bindings({ bindings: 'saekit.node', module_root: root });
+    // SAEKIT_ADDON names another build of the addon (scripts/sanitize.sh loads its sanitized one).
+    const other = process.env.SAEKIT_ADDON;
+    if (other) {
+      cached = require(other) as Addon;
+    } else {
+      const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => Addon;
+      const root = new URL('..', import.meta.url).pathname;
+      cached = bindings({ bindings: 'saekit.node', module_root: root });
+    }
   } catch (e) {
     throw new NativeError(
       `saekit's native addon could not be loaded (${(e as Error).message.split('\n')[0]}). ` +

@@ -6,11 +6,14 @@
 // GPU kernels; the same source is compiled by nvcc into the addon wherever nvcc exists.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { freshSeed } from './helpers/testData.js';
 
-const exe = ['build/saekit_kernel_emu', 'build/Release/saekit_kernel_emu'].map((p) => join(process.cwd(), p)).find((p) => existsSync(p));
+// SAEKIT_KERNEL_EMU names another build of it (scripts/sanitize.sh runs its sanitized one).
+const exe = process.env.SAEKIT_KERNEL_EMU
+  ? resolve(process.env.SAEKIT_KERNEL_EMU)
+  : ['build/saekit_kernel_emu', 'build/Release/saekit_kernel_emu'].map((p) => join(process.cwd(), p)).find((p) => existsSync(p));
 
 describe('CUDA kernels under CPU emulation', () => {
   it('the kernels match float64 references and the emulated CUDA model matches the CPU backend', { timeout: 300_000 }, () => {

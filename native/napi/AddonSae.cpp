@@ -1,9 +1,11 @@
 // The N-API surface of a loaded SAE. The TypeScript layer (src/addon.ts types it) has already
-// validated shapes and dtypes; here we only unpack typed arrays and keep them alive while a
-// worker reads them (Napi::Persistent). A buffer transferred/detached by JS while a worker runs
+// validated shapes and dtypes; here we unpack typed arrays, keep them alive while a worker reads
+// them (Napi::Persistent), and check again what a wrong value would turn into an out-of-bounds
+// read (lengths, code offsets and indices), so a caller that bypasses the TS layer gets an error. A buffer transferred/detached by JS while a worker runs
 // is not detected: the TS layer documents that inputs must not be transferred mid-call.
 #include "AddonSae.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -20,6 +22,15 @@ const float* floats(const Napi::Object& o, const char* key) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined() || v.IsNull()) return nullptr;
   return v.As<Napi::Float32Array>().Data();
+}
+
+// One typed-array member of a JS object, of the one element type the native side reads.
+template <typename Arr>
+Arr typed(const Napi::Object& o, const char* key, napi_typedarray_type type) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+    throw Error(std::string("decode: codes.") + key + " is not a typed array of the expected element type");
+  return v.As<Arr>();
 }
 
 Activation parse_activation(const std::string& s) {
@@ -111,20 +122,50 @@ class EncodeWorker final : public PromiseWorker {
 
 class DecodeWorker final : public PromiseWorker {
  public:
-  DecodeWorker(Napi::Env env, std::shared_ptr<BackendModel> model, const Napi::Object& codes,
+  DecodeWorker(Napi::Env env, std::shared_ptr<BackendModel> model, const SaeSpec& spec, const Napi::Object& codes,
                Napi::Float32Array out)
-      : PromiseWorker(env), model_(std::move(model)), codes_ref_(Napi::Persistent(codes)), out_ref_(Napi::Persistent(out)) {
-    view_.indptr = codes.Get("indptr").As<Napi::Uint32Array>().Data();
-    view_.rows = static_cast<int64_t>(codes.Get("indptr").As<Napi::Uint32Array>().ElementLength()) - 1;
-    view_.indices = codes.Get("indices").As<Napi::Int32Array>().Data();
-    view_.values = codes.Get("values").As<Napi::Float32Array>().Data();
+      : PromiseWorker(env), model_(std::move(model)), codes_ref_(Napi::Persistent(codes)), out_ref_(Napi::Persistent(out)), spec_(spec) {
+    auto indptr = typed<Napi::Uint32Array>(codes, "indptr", napi_uint32_array);
+    auto indices = typed<Napi::Int32Array>(codes, "indices", napi_int32_array);
+    auto values = typed<Napi::Float32Array>(codes, "values", napi_float32_array);
+    if (indptr.ElementLength() < 1) throw Error("decode: codes.indptr is empty (it holds rows + 1 offsets)");
+    view_.indptr = indptr.Data();
+    view_.rows = static_cast<int64_t>(indptr.ElementLength()) - 1;
+    view_.indices = indices.Data();
+    view_.values = values.Data();
+    nnz_capacity_ = std::min(indices.ElementLength(), values.ElementLength());
     view_.row_scale = floats(codes, "rowScale");
     view_.row_shift = floats(codes, "rowShift");
+    if ((view_.row_scale && codes.Get("rowScale").As<Napi::Float32Array>().ElementLength() < static_cast<size_t>(view_.rows)) ||
+        (view_.row_shift && codes.Get("rowShift").As<Napi::Float32Array>().ElementLength() < static_cast<size_t>(view_.rows)))
+      throw Error("decode: codes.rowScale/rowShift hold fewer than one value per row");
+    if (out.ElementLength() < static_cast<size_t>(view_.rows * spec_.d_in))
+      throw Error("decode: the output holds " + std::to_string(out.ElementLength()) + " floats, fewer than rows * d_in = " +
+                  std::to_string(view_.rows * spec_.d_in));
     out_ = out.Data();
   }
 
  protected:
-  void Run() override { model_->decode(view_, out_); }
+  // The TS layer validates codes (src/codes.ts); this second check, O(nnz) off the JS thread,
+  // keeps a bad offset or an index >= d_sae from ever reaching a gather.
+  void Run() override {
+    const uint32_t* p = view_.indptr;
+    if (p[0] != 0) throw InputError("decode: codes.indptr[0] is " + std::to_string(p[0]) + ", not 0", 0, -1);
+    for (int64_t r = 0; r < view_.rows; r++) {
+      if (p[r + 1] < p[r] || p[r + 1] > nnz_capacity_)
+        throw InputError("decode: codes.indptr[" + std::to_string(r + 1) + "] = " + std::to_string(p[r + 1]) +
+                             " is below the row's start or past the " + std::to_string(nnz_capacity_) + " stored codes",
+                         r, -1);
+      for (uint32_t i = p[r]; i < p[r + 1]; i++) {
+        const int32_t j = view_.indices[i];
+        if (j < 0 || j >= spec_.d_sae)
+          throw InputError("decode: codes.indices[" + std::to_string(i) + "] = " + std::to_string(j) + " is outside [0, d_sae = " +
+                               std::to_string(spec_.d_sae) + ")",
+                           r, j);
+      }
+    }
+    model_->decode(view_, out_);
+  }
   Napi::Value Result(Napi::Env) override { return out_ref_.Value(); }
 
  private:
@@ -132,6 +173,8 @@ class DecodeWorker final : public PromiseWorker {
   Napi::ObjectReference codes_ref_;
   Napi::Reference<Napi::Float32Array> out_ref_;
   SparseCodesView view_;
+  SaeSpec spec_;
+  size_t nnz_capacity_ = 0;
   float* out_;
 };
 
@@ -191,8 +234,13 @@ std::shared_ptr<BackendModel> AddonSae::model(Napi::Env env) {
 
 // encode(x: Float32Array, rows) -> Promise<{indptr, indices, values, rowScale?, rowShift?}>
 Napi::Value AddonSae::Encode(const Napi::CallbackInfo& info) {
+  if (info.Length() < 2 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !info[1].IsNumber())
+    throw Napi::TypeError::New(info.Env(), "encode(x: Float32Array, rows: number)");
   auto x = info[0].As<Napi::Float32Array>();
   int64_t rows = info[1].As<Napi::Number>().Int64Value();
+  if (rows < 0 || static_cast<uint64_t>(rows) * static_cast<uint64_t>(spec_.d_in) > x.ElementLength())
+    throw Napi::RangeError::New(info.Env(), "encode: " + std::to_string(rows) + " rows of d_in " + std::to_string(spec_.d_in) +
+                                                " need more than the " + std::to_string(x.ElementLength()) + " floats given");
   auto* w = new EncodeWorker(info.Env(), model(info.Env()), x, rows);
   Napi::Promise p = w->Promise();
   w->Queue();
@@ -201,7 +249,14 @@ Napi::Value AddonSae::Encode(const Napi::CallbackInfo& info) {
 
 // decode(codes, out: Float32Array) -> Promise<out>
 Napi::Value AddonSae::Decode(const Napi::CallbackInfo& info) {
-  auto* w = new DecodeWorker(info.Env(), model(info.Env()), info[0].As<Napi::Object>(), info[1].As<Napi::Float32Array>());
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsTypedArray())
+    throw Napi::TypeError::New(info.Env(), "decode(codes, out: Float32Array)");
+  DecodeWorker* w;
+  try {
+    w = new DecodeWorker(info.Env(), model(info.Env()), spec_, info[0].As<Napi::Object>(), info[1].As<Napi::Float32Array>());
+  } catch (const saekit::Error& e) {
+    throw Napi::RangeError::New(info.Env(), e.what());
+  }
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
