@@ -136,7 +136,19 @@ describe('saekit analyze', () => {
     const u = await run('analyze', '--model', M, '--sae', SAE, '--text', corpus, '--tokens', '256', '--output', used);
     expect(u.code).toBe(1);
     expect(u.err).toContain(used);
+    expect(u.err).not.toContain('analysed'); // refused before the analysis ran
     expect(await readdir(used)).toEqual(['mine.txt']);
+    // The first test's command again (a rerun after a kill once the dashboard had landed): a
+    // no-op that leaves the dashboard as it is. Other flags into that folder: refused.
+    const before = await readFile(join(dash, 'index.json'), 'utf8');
+    const again = await run('analyze', '--model', M, '--sae', SAE, '--text', corpus, '--tokens', '4096', '--output', dash, '--top-n', '8');
+    expect(again.code, again.err).toBe(0);
+    expect(again.err).toContain('already holds this dashboard, finished');
+    expect(await readFile(join(dash, 'index.json'), 'utf8')).toBe(before);
+    const other = await run('analyze', '--model', M, '--sae', SAE, '--text', corpus, '--tokens', '4096', '--output', dash, '--top-n', '9');
+    expect(other.code).toBe(1);
+    expect(other.err).toContain('made by other flags');
+    expect(await readFile(join(dash, 'index.json'), 'utf8')).toBe(before);
     const notDump = await run('analyze', '--activations', root, '--sae', SAE, '--output', join(root, 'y'));
     expect(notDump.code).toBe(2);
     expect(notDump.err).toContain('manifest');

@@ -1,4 +1,4 @@
-// Kill and rerun (issue 17, item 4): `saekit encode`, `decode` and `activations` run as real
+// Kill and rerun (issue 17, item 4): `saekit encode`, `decode`, `activations` and `analyze` run as real
 // processes and are killed with SIGKILL at several moments. Each kill must leave either no
 // output or the complete output under the final name (never a partial file there), and a
 // plain rerun of the same command must finish with output byte-identical to an uninterrupted
@@ -73,13 +73,34 @@ async function shaDir(d: string): Promise<string> {
   return h.digest('hex');
 }
 
+/** Every file under D, by relative path, with the index's finishing time masked. */
+async function dashboardDigest(d: string): Promise<string> {
+  const h = createHash('sha256');
+  const walk = async (rel: string): Promise<void> => {
+    for (const e of (await readdir(join(d, rel), { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const p = join(rel, e.name);
+      if (e.isDirectory()) await walk(p);
+      else h.update(p).update((await readFile(join(d, p), 'utf8')).replace(/"created":"[^"]*"/g, '"created":""'));
+    }
+  };
+  await walk('');
+  return h.digest('hex');
+}
+
 const temporaries = (d: string) => readdirSync(d).filter((f) => f.includes('.tmp-'));
 
 /**
  * Kills JOB at fractions of its uninterrupted run time, checks what the kill left, reruns it
  * to the end and compares the result with the uninterrupted one.
  */
-async function killAndRerun(job: string, args: (out: string) => string[], outName: string, digest: (p: string) => Promise<string>, outDir: (out: string) => string): Promise<void> {
+async function killAndRerun(
+  job: string,
+  args: (out: string) => string[],
+  outName: string,
+  digest: (p: string) => Promise<string>,
+  outDir: (out: string) => string,
+  finishedMarker = 'manifest.json',
+): Promise<void> {
   const refOut = join(work, `${job}-ref`, outName);
   await mkdir(join(work, `${job}-ref`), { recursive: true });
   const ref = await run(args(refOut));
@@ -92,7 +113,7 @@ async function killAndRerun(job: string, args: (out: string) => string[], outNam
     const r = await run(args(out), Math.max(30, frac * ref.ms));
     if (r.signal === 'SIGKILL') killed[job] = (killed[job] ?? 0) + 1;
     // Under the final name: nothing, or the whole output.
-    if (existsSync(out) && (outName.endsWith('/') ? existsSync(join(out, 'manifest.json')) : true)) expect(await digest(out), `${job} killed at ${frac}`).toBe(want);
+    if (existsSync(out) && (outName.endsWith('/') ? existsSync(join(out, finishedMarker)) : true)) expect(await digest(out), `${job} killed at ${frac}`).toBe(want);
     const again = await run(args(out));
     expect(again.code, `${job} rerun after a kill at ${frac}: ${again.stderr}`).toBe(0);
     expect(await digest(out), `${job} rerun after a kill at ${frac}`).toBe(want);
@@ -134,6 +155,23 @@ describe('SIGKILL at any moment, then a plain rerun: the output of an uninterrup
     expect(again.code, again.stderr).toBe(0);
     expect(again.stderr).toContain('already holds this dump, finished');
     expect(await shaDir(finished)).toBe(before);
+  }, 240_000);
+
+  it('saekit analyze (the dashboard lands whole, by rename; a finished one is kept)', async () => {
+    // Over the dump the activations test made, with an SAE of the fixture model's width.
+    const dump = join(work, 'activations-ref', 'dump');
+    expect(existsSync(join(dump, 'manifest.json')), 'the activations test runs first').toBe(true);
+    const narrow = join(work, 'sae-32');
+    await saveSaeLens(narrow, syntheticSae({ dIn: 32, dSae: 4096, architecture: 'topk', k: 8, seed: 13 }));
+    await killAndRerun(
+      'analyze',
+      (out) => ['analyze', '--activations', dump, '--sae', narrow, '--output', out, '--top-n', '8'],
+      'dash/',
+      dashboardDigest,
+      (out) => join(out, '..'),
+      'index.json',
+    );
+    expect(killed.analyze ?? 0).toBeGreaterThanOrEqual(2);
   }, 240_000);
 });
 

@@ -68,5 +68,10 @@ export interface DashboardIndex {
   tokens_seen: number;
   /** ISO time the analysis finished. */
   created: string;
+  /**
+   * What was asked for (`saekit analyze` records its flags): a rerun of the same command finds
+   * the finished dashboard and does nothing.
+   */
+  request?: Record<string, unknown>;
   features: FeatureSummary[];
 }

@@ -1,11 +1,13 @@
 // `saekit analyze`: feature statistics over a corpus (model -> hook -> SAE) or a saved dump,
 // the logit effects, and a static dashboard (index + a page per feature, offline from file://).
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { analyzeFeatures, dashboardIndex, featureDoc, type AnalysisSource, type DocOptions } from '../../analysis/analyze.js';
 import { writeDashboard } from '../../analysis/dashboard.js';
 import { FeatureStats } from '../../analysis/featureStats.js';
+import type { DashboardIndex } from '../../analysis/types.js';
 import { logitEffects, readUnembedding } from '../../analysis/logitEffects.js';
-import { UsageError } from '../../errors.js';
+import { UsageError, ValidationError } from '../../errors.js';
 import { readSaeDir } from '../../formats/saeDir.js';
 import { readActivationsManifest } from '../../model/activations.js';
 import type { LanguageModel } from '../../model/languageModel.js';
@@ -50,6 +52,18 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
   const tokens = num(values, 'tokens', 'int', 1);
   if (values.text !== undefined && tokens === undefined) throw new UsageError('missing required flag --tokens');
   applyThreads(values);
+  // The flags that decide the output (not threads, device, verbosity): recorded in the index,
+  // so that a rerun after a kill that came once the dashboard had landed does nothing.
+  const request = Object.fromEntries(
+    Object.entries(values)
+      .filter(([key]) => !['output', 'threads', 'device', 'verbose', 'offline', 'help'].includes(key))
+      .sort(([a], [b]) => a.localeCompare(b)),
+  );
+  const finished = await finishedDashboard(output, request);
+  if (finished) {
+    process.stderr.write(`${output} already holds this dashboard, finished (${finished.d_sae} features, ${finished.tokens_seen} tokens): nothing to do\n`);
+    return 0;
+  }
   const { sae, label: saeDir, dir: saeFiles, entry } = await loadSaeFromFlags(values);
   const bar = progressBar('analyze');
   let model: LanguageModel | undefined;
@@ -122,7 +136,7 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
       },
       ...(logits && { logits }),
     };
-    const index = dashboardIndex(r.stats, { ...docOpts, sae: saeDir });
+    const index = { ...dashboardIndex(r.stats, { ...docOpts, sae: saeDir }), request };
     const docs = (function* () {
       for (let f = 0; f < sae.dSae; f++) yield featureDoc(r.stats, f, docOpts);
     })();
@@ -135,4 +149,29 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
     sae.dispose();
     await model?.dispose();
   }
+}
+
+/**
+ * The dashboard already at OUTPUT when it was made by this same request; undefined when OUTPUT
+ * is absent or empty. Any other content is refused now, before the analysis runs, and stays as
+ * it is.
+ */
+async function finishedDashboard(output: string, request: Record<string, unknown>): Promise<DashboardIndex | undefined> {
+  let entries: string[];
+  try {
+    entries = await readdir(output);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new ValidationError(`${output}: cannot use as the dashboard directory: ${(e as Error).message}`);
+  }
+  if (entries.length === 0) return undefined;
+  const notEmpty = (why: string) => new ValidationError(`${output}: the dashboard directory is not empty${why} (remove it or pick another --output)`);
+  let index: DashboardIndex;
+  try {
+    index = JSON.parse(await readFile(join(output, 'index.json'), 'utf8')) as DashboardIndex;
+  } catch {
+    throw notEmpty('');
+  }
+  if (JSON.stringify(index.request) !== JSON.stringify(request)) throw notEmpty(': it holds a dashboard made by other flags');
+  return index;
 }
