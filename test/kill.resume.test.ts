@@ -1,4 +1,4 @@
-// Kill and rerun (issue 17, item 4): `saekit encode`, `decode`, `activations` and `analyze` run as real
+// Kill and rerun (issue 17, item 4): `saekit encode`, `decode`, `activations`, `analyze` and `train` run as real
 // processes and are killed with SIGKILL at several moments. Each kill must leave either no
 // output or the complete output under the final name (never a partial file there), and a
 // plain rerun of the same command must finish with output byte-identical to an uninterrupted
@@ -172,6 +172,28 @@ describe('SIGKILL at any moment, then a plain rerun: the output of an uninterrup
       'index.json',
     );
     expect(killed.analyze ?? 0).toBeGreaterThanOrEqual(2);
+  }, 240_000);
+});
+
+describe('SIGKILL during training, then the same command (with --resume) again', () => {
+  it('saekit train: the saved SAE equals the uninterrupted run bit for bit', async () => {
+    // The SAE files only: metrics.jsonl and checkpoint.json carry wall-clock times.
+    const saeDigest = async (d: string) => {
+      const h = createHash('sha256');
+      for (const f of ['cfg.json', 'sae_weights.safetensors', 'sparsity.safetensors']) h.update(f).update(await readFile(join(d, f)));
+      return h.digest('hex');
+    };
+    const small = join(work, 'acts-64.npy');
+    await writeNpy(small, syntheticActivations(syntheticSae({ dIn: 64, dSae: 1024, architecture: 'topk', k: 8, seed: 14 }), 30_000, { seed: 15 }), [30_000, 64]);
+    await killAndRerun(
+      'train',
+      (out) => ['train', '--input', small, '--output', out, '--k', '8', '--d-sae', '1024', '--tokens', '300000', '--batch-size', '1024', '--checkpoint-every', '25', '--log-every', '50', '--resume'],
+      'sae/',
+      saeDigest,
+      (out) => join(out, '..'),
+      'cfg.json',
+    );
+    expect(killed.train ?? 0).toBeGreaterThanOrEqual(2);
   }, 240_000);
 });
 
