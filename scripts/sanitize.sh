@@ -25,9 +25,9 @@ LIBASAN=$(${CXX:-g++} -print-file-name=libasan.so)
 export LD_PRELOAD="$LIBASAN"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0:handle_segv=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-export SAEKIT_ADDON="$addon" SAEKIT_SANITIZED=1
+export SAEKIT_ADDON="$addon" SAEKIT_SANITIZED=1 SAEKIT_SOAK_CALLS=${SAEKIT_SOAK_CALLS:-3000}
 [ -n "$emu" ] && export SAEKIT_KERNEL_EMU="$emu"
 
-tests=${SAEKIT_SANITIZE_TESTS:-"test/encode.test.ts test/screen.test.ts test/screen.variants.test.ts test/kernelChoice.test.ts test/train.native.test.ts test/train.reference.test.ts test/api.test.ts test/eventloop.test.ts test/analysis.stats.test.ts test/sae-dirs.test.ts test/native.guards.test.ts test/cuda.emu.test.ts"}
+tests=${SAEKIT_SANITIZE_TESTS:-"test/encode.test.ts test/screen.test.ts test/screen.variants.test.ts test/kernelChoice.test.ts test/train.native.test.ts test/train.reference.test.ts test/api.test.ts test/eventloop.test.ts test/analysis.stats.test.ts test/sae-dirs.test.ts test/native.guards.test.ts test/soak.api.test.ts test/cuda.emu.test.ts"}
 # shellcheck disable=SC2086
 npx vitest run $tests
