@@ -14,10 +14,12 @@ npx cmake-js compile --out build-sanitize >build-sanitize.log 2>&1 || { tail -40
 addon=$(find "$PWD/build-sanitize" -name saekit.node | head -1)
 emu=$(find "$PWD/build-sanitize" -name saekit_kernel_emu -type f | head -1)
 [ -n "$addon" ] || { echo "sanitize: build-sanitize/ has no saekit.node"; exit 1; }
-# Proof the build is instrumented: its code calls the sanitizers' report hooks.
-nm -D "$addon" | grep -q __asan_report || { echo "sanitize: $addon is not built with AddressSanitizer"; exit 1; }
-nm -D "$addon" | grep -q __ubsan_handle || { echo "sanitize: $addon is not built with UndefinedBehaviorSanitizer"; exit 1; }
-echo "sanitize: $addon instrumented ($(nm -D "$addon" | grep -c '__asan_report\|__ubsan_handle') report hooks)"
+# Proof the build is instrumented: its code calls the sanitizers' report hooks. (Read into a
+# variable first: `nm | grep -q` would fail under pipefail when grep stops reading early.)
+syms=$(nm -D "$addon")
+grep -q __asan_report <<<"$syms" || { echo "sanitize: $addon is not built with AddressSanitizer"; exit 1; }
+grep -q __ubsan_handle <<<"$syms" || { echo "sanitize: $addon is not built with UndefinedBehaviorSanitizer"; exit 1; }
+echo "sanitize: $addon instrumented ($(grep -c '__asan_report\|__ubsan_handle' <<<"$syms") report hooks)"
 
 # node is not built with ASan: its runtime must come first, so it is preloaded. Leak checking is
 # off (V8 and node keep allocations to exit by design); everything else is on.
