@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 
 export SAEKIT_CPU_ONLY=1 SAEKIT_SANITIZE=address,undefined
 npx cmake-js compile --out build-sanitize >build-sanitize.log 2>&1 || { tail -40 build-sanitize.log; exit 1; }
-addon=$(find "$PWD/build-sanitize" -name saekit.node | head -1)
-emu=$(find "$PWD/build-sanitize" -name saekit_kernel_emu -type f | head -1)
+addon=$(find "$PWD/build-sanitize" -name saekit.node -print -quit)
+emu=$(find "$PWD/build-sanitize" -name saekit_kernel_emu -type f -print -quit)
 [ -n "$addon" ] || { echo "sanitize: build-sanitize/ has no saekit.node"; exit 1; }
 # Proof the build is instrumented: its code calls the sanitizers' report hooks. (Read into a
 # variable first: `nm | grep -q` would fail under pipefail when grep stops reading early.)
