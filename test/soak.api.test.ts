@@ -150,7 +150,9 @@ describe('soak of the embedded API', () => {
     expect(ticks).toBeGreaterThan(0);
     const last = samples[samples.length - 1]!;
     // Flat: bounded growth after the first sample (allocator and V8 settle; no per-call leak).
-    expect(last.rssMiB - baseline!.rss, 'RSS growth, MiB').toBeLessThan(96);
+    // Under AddressSanitizer (scripts/sanitize.sh) freed memory sits in ASan's quarantine (up
+    // to 256 MiB by design), so RSS says nothing there; the result and descriptor checks stay.
+    if (process.env['SAEKIT_SANITIZED'] !== '1') expect(last.rssMiB - baseline!.rss, 'RSS growth, MiB').toBeLessThan(96);
     expect(last.fds - baseline!.fds, 'open file descriptors growth').toBeLessThanOrEqual(4);
   });
 });
