@@ -1,8 +1,9 @@
 // The N-API surface of a loaded SAE. The TypeScript layer (src/addon.ts types it) has already
 // validated shapes and dtypes; here we unpack typed arrays, keep them alive while a worker reads
 // them (Napi::Persistent), and check again what a wrong value would turn into an out-of-bounds
-// read (lengths, code offsets and indices), so a caller that bypasses the TS layer gets an error. A buffer transferred/detached by JS while a worker runs
-// is not detected: the TS layer documents that inputs must not be transferred mid-call.
+// read (lengths, code offsets and indices), so a caller that bypasses the TS layer gets an error.
+// A buffer transferred/detached by JS while a worker runs is not detected: the TS layer
+// documents that inputs must not be transferred mid-call.
 #include "AddonSae.h"
 
 #include <algorithm>

@@ -91,13 +91,14 @@ export async function dumpActivations(model: LanguageModel, o: DumpActivationsOp
   const shardWindows = o.shardWindows ?? Math.max(1, Math.floor((256 << 20) / (bytesPerRow * ctx)));
   if (!Number.isInteger(shardWindows) || shardWindows < 1) throw new ValidationError(`Expected a positive integer for shard windows but received ${shardWindows}`);
   if (!existsSync(o.corpus)) throw new FormatError(o.corpus, 'corpus file not found');
-  const wanted = { model: model.name, onnx_file: model.onnxFile, hook_name: o.hook, d_in: d, context_size: ctx, prepend_bos: prependBos, dtype, corpus: o.corpus, tokens_requested: o.tokens, shard_windows: shardWindows };
-  const prepared = await prepareOutput(o.output, wanted);
+  // What shapes the dump's bytes: written into its manifest, compared by a rerun.
+  const settings: DumpSettings = { model: model.name, onnx_file: model.onnxFile, hook_name: o.hook, d_in: d, context_size: ctx, prepend_bos: prependBos, dtype, corpus: o.corpus, tokens_requested: o.tokens, shard_windows: shardWindows };
+  const prepared = await prepareOutput(o.output, settings);
   if (prepared.finished) return { manifest: prepared.finished, seconds: 0, forwardSeconds: 0, alreadyComplete: true };
   const created = prepared.created;
   const files: string[] = [];
   try {
-    return await dump(model, o, { ctx, prependBos, batchSize, dtype, d, shardWindows }, files);
+    return await dump(model, o, { ctx, prependBos, batchSize, dtype, d, shardWindows, settings }, files);
   } catch (e) {
     // Nothing half-written stays: the shards this run wrote go, and the folder if it made it.
     await Promise.all(files.map((f) => rm(join(o.output, f), { force: true })));
@@ -107,6 +108,7 @@ export async function dumpActivations(model: LanguageModel, o: DumpActivationsOp
 }
 
 interface DumpPlan {
+  settings: DumpSettings;
   ctx: number;
   prependBos: boolean;
   batchSize: number;
@@ -172,18 +174,9 @@ async function dump(model: LanguageModel, o: DumpActivationsOptions, plan: DumpP
     activations: files,
     tensor: 'activations',
     tokens_tensor: 'token_ids',
-    model: model.name,
-    onnx_file: model.onnxFile,
-    hook_name: o.hook,
-    d_in: d,
-    context_size: ctx,
-    prepend_bos: prependBos,
+    ...plan.settings,
     rows: windowsDone * ctx,
     windows: windowsDone,
-    dtype,
-    corpus: o.corpus,
-    tokens_requested: o.tokens,
-    shard_windows: shardWindows,
   };
   // The manifest comes last: a folder without one is an interrupted dump.
   const path = join(o.output, 'manifest.json');
