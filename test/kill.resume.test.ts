@@ -2,8 +2,11 @@
 // processes and are killed with SIGKILL at several moments. Each kill must leave either no
 // output or the complete output under the final name (never a partial file there), and a
 // plain rerun of the same command must finish with output byte-identical to an uninterrupted
-// run and no temporary files left. Ctrl-C (SIGINT) stops with one line and exit code 130.
-// The processes run dist/ (built from src first when it is older).
+// run and no temporary files left. The kills come at fractions of an uninterrupted run's time
+// and right after the job reports its N-th unit of work done (first, middle, last) through
+// SAEKIT_PROGRESS=jsonl: a streamed chunk for encode and decode, a shard for activations, a
+// batch for analyze, a checkpoint for train. Ctrl-C (SIGINT) stops with one line and exit
+// code 130. The processes run dist/ (built from src first when it is older).
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
@@ -50,17 +53,49 @@ afterAll(async () => {
   await dirs.cleanup();
 });
 
-function run(args: string[], killAfterMs?: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; ms: number }> {
+interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** stderr without the progress lines. */
+  stderr: string;
+  /** Units of work the job reported done (progress lines), and what it counts. */
+  units: number;
+  unit: string | undefined;
+  ms: number;
+}
+
+/**
+ * Runs saekit ARGS with SAEKIT_PROGRESS=jsonl, sending SIGNAL after KILL.afterMs or as soon as
+ * the KILL.afterUnits-th progress line is read.
+ */
+function run(args: string[], kill: { afterMs?: number; afterUnits?: number; signal?: NodeJS.Signals } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
-    const child = spawn(process.execPath, [BIN, ...args], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SAEKIT_THREADS: '1' } });
+    const child = spawn(process.execPath, [BIN, ...args], { cwd: work, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SAEKIT_THREADS: '1', SAEKIT_PROGRESS: 'jsonl' } });
+    const signal = kill.signal ?? 'SIGKILL';
     let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = killAfterMs === undefined ? undefined : setTimeout(() => child.kill(signal), killAfterMs);
+    let partial = '';
+    let units = 0;
+    let unit: string | undefined;
+    const take = (line: string) => {
+      if (!line.startsWith('{"progress":')) {
+        stderr += `${line}\n`;
+        return;
+      }
+      unit = (JSON.parse(line) as { unit: string }).unit;
+      if (++units === kill.afterUnits) child.kill(signal);
+    };
+    child.stderr.on('data', (d: Buffer) => {
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop()!;
+      lines.forEach(take);
+    });
+    const timer = kill.afterMs === undefined ? undefined : setTimeout(() => child.kill(signal), kill.afterMs);
     child.on('error', reject);
     child.on('close', (code, sig) => {
       clearTimeout(timer);
-      resolve({ code, signal: sig, stderr, ms: performance.now() - t0 });
+      if (partial) take(partial);
+      resolve({ code, signal: sig, stderr, units, unit, ms: performance.now() - t0 });
     });
   });
 }
@@ -90,8 +125,9 @@ async function dashboardDigest(d: string): Promise<string> {
 const temporaries = (d: string) => readdirSync(d).filter((f) => f.includes('.tmp-'));
 
 /**
- * Kills JOB at fractions of its uninterrupted run time, checks what the kill left, reruns it
- * to the end and compares the result with the uninterrupted one.
+ * Kills JOB at fractions of its uninterrupted run time and right after its first, middle and
+ * last unit of work, checks what each kill left, reruns it to the end and compares the result
+ * with the uninterrupted one.
  */
 async function killAndRerun(
   job: string,
@@ -105,26 +141,44 @@ async function killAndRerun(
   await mkdir(join(work, `${job}-ref`), { recursive: true });
   const ref = await run(args(refOut));
   expect(ref.code, ref.stderr).toBe(0);
+  expect(ref.units, `${job} reports its units of work (SAEKIT_PROGRESS=jsonl)`).toBeGreaterThanOrEqual(3);
   const want = await digest(refOut);
-  for (const frac of [0.15, 0.35, 0.55, 0.75, 0.95]) {
-    const dir = join(work, `${job}-${frac}`);
+  const finished = (out: string) => existsSync(out) && (outName.endsWith('/') ? existsSync(join(out, finishedMarker)) : true);
+  const killThenRerun = async (label: string, kill: { afterMs?: number; afterUnits?: number }): Promise<RunResult & { leftFinished: boolean }> => {
+    const dir = join(work, `${job}-${label.replace(/\W+/g, '-')}`);
     await mkdir(dir, { recursive: true });
     const out = join(dir, outName);
-    const r = await run(args(out), Math.max(30, frac * ref.ms));
-    if (r.signal === 'SIGKILL') killed[job] = (killed[job] ?? 0) + 1;
+    const r = await run(args(out), kill);
     // Under the final name: nothing, or the whole output.
-    if (existsSync(out) && (outName.endsWith('/') ? existsSync(join(out, finishedMarker)) : true)) expect(await digest(out), `${job} killed at ${frac}`).toBe(want);
+    const leftFinished = finished(out);
+    if (leftFinished) expect(await digest(out), `${job} killed ${label}`).toBe(want);
     const again = await run(args(out));
-    expect(again.code, `${job} rerun after a kill at ${frac}: ${again.stderr}`).toBe(0);
-    expect(await digest(out), `${job} rerun after a kill at ${frac}`).toBe(want);
-    expect(temporaries(outDir(out)), `${job} temporaries after the rerun in ${outDir(out)}: ${readdirSync(outDir(out)).join(", ")}`).toEqual([]);
+    expect(again.code, `${job} rerun after a kill ${label}: ${again.stderr}`).toBe(0);
+    expect(await digest(out), `${job} rerun after a kill ${label}`).toBe(want);
+    expect(temporaries(outDir(out)), `${job} temporaries after the rerun in ${outDir(out)}: ${readdirSync(outDir(out)).join(', ')}`).toEqual([]);
+    return { ...r, leftFinished };
+  };
+  // Three moments of the run time (0.95 came from CI: a kill after the manifest landed) and three
+  // unit boundaries; the first unit stands in for an early kill.
+  for (const frac of [0.35, 0.65, 0.95]) {
+    const r = await killThenRerun(`at ${frac}`, { afterMs: Math.max(30, frac * ref.ms) });
+    if (r.signal === 'SIGKILL') killed[job] = (killed[job] ?? 0) + 1;
+  }
+  // A run faster than the reference can finish before a timed kill; the unit kills below land for sure.
+  expect(killed[job] ?? 0, `${job}: timed kills that landed`).toBeGreaterThanOrEqual(1);
+  const byUnit = `${job} after a ${ref.unit}`;
+  for (const n of [...new Set([1, Math.ceil(ref.units / 2), ref.units])]) {
+    const r = await killThenRerun(`after ${ref.unit} ${n}`, { afterUnits: n });
+    expect(r.units, `${job} killed after ${ref.unit} ${n} had reported it`).toBeGreaterThanOrEqual(n);
+    if (r.signal === 'SIGKILL') killed[byUnit] = (killed[byUnit] ?? 0) + 1;
+    // The first and middle units are far from the end: those kills land mid-job.
+    if (n <= ref.units / 2) expect({ signal: r.signal, leftFinished: r.leftFinished }, `${job} killed after ${ref.unit} ${n}`).toEqual({ signal: 'SIGKILL', leftFinished: false });
   }
 }
 
 describe('SIGKILL at any moment, then a plain rerun: the output of an uninterrupted run', () => {
   it('saekit encode', async () => {
     await killAndRerun('encode', (out) => ['encode', '--sae', sae, '--input', acts, '--output', out], 'codes.safetensors', sha, (out) => join(out, '..'));
-    expect(killed.encode).toBeGreaterThanOrEqual(2);
   }, 240_000);
 
   it('saekit decode', async () => {
@@ -132,7 +186,6 @@ describe('SIGKILL at any moment, then a plain rerun: the output of an uninterrup
     const e = await run(['encode', '--sae', sae, '--input', acts, '--output', codes]);
     expect(e.code, e.stderr).toBe(0);
     await killAndRerun('decode', (out) => ['decode', '--sae', sae, '--codes', codes, '--output', out], 'recon.npy', sha, (out) => join(out, '..'));
-    expect(killed.decode).toBeGreaterThanOrEqual(2);
   }, 240_000);
 
   it('saekit activations (an interrupted dump folder is cleared and redone)', async () => {
@@ -147,7 +200,6 @@ describe('SIGKILL at any moment, then a plain rerun: the output of an uninterrup
       shaDir,
       (out) => out,
     );
-    expect(killed.activations ?? 0).toBeGreaterThanOrEqual(2);
     // A kill just after the manifest landed leaves a finished dump: the rerun keeps it as it is.
     const finished = join(work, 'activations-ref', 'dump/');
     const before = await shaDir(finished);
@@ -171,7 +223,6 @@ describe('SIGKILL at any moment, then a plain rerun: the output of an uninterrup
       (out) => join(out, '..'),
       'index.json',
     );
-    expect(killed.analyze ?? 0).toBeGreaterThanOrEqual(2);
   }, 240_000);
 });
 
@@ -193,7 +244,6 @@ describe('SIGKILL during training, then the same command (with --resume) again',
       (out) => join(out, '..'),
       'cfg.json',
     );
-    expect(killed.train ?? 0).toBeGreaterThanOrEqual(2);
   }, 240_000);
 });
 
@@ -204,7 +254,7 @@ describe('Ctrl-C', () => {
     const whole = await run(['encode', '--sae', sae, '--input', acts, '--output', join(work, 'sigint', 'whole.safetensors')]);
     expect(whole.code, whole.stderr).toBe(0);
     // Past start-up (the handler is installed once the CLI runs), before the end.
-    const r = await run(['encode', '--sae', sae, '--input', acts, '--output', out], 0.7 * whole.ms, 'SIGINT');
+    const r = await run(['encode', '--sae', sae, '--input', acts, '--output', out], { afterMs: 0.7 * whole.ms, signal: 'SIGINT' });
     if (r.code === 0) return; // finished before the signal (a fast machine): nothing to check
     expect(r.code).toBe(130);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);

@@ -65,6 +65,8 @@ export interface DumpActivationsOptions {
   shardWindows?: number;
   dtype?: DumpDtype;
   onProgress?: (p: { rowsDone: number; rows: number; seconds: number }) => void;
+  /** Called when a shard file has landed under its final name (SHARD counts from 1). */
+  onShard?: (p: { shard: number; file: string; rowsDone: number; rows: number }) => void;
 }
 
 export interface DumpResult {
@@ -144,6 +146,7 @@ async function dump(model: LanguageModel, o: DumpActivationsOptions, plan: DumpP
     });
     files.push(name);
     inShard = 0;
+    o.onShard?.({ shard: files.length, file: name, rowsDone: windowsDone * ctx, rows });
   };
 
   const windows = tokenWindows(readCorpus(o.corpus, { textField: o.textField }), model.tokenizer, { contextSize: ctx, prependBos, maxTokens: rows });

@@ -77,6 +77,8 @@ export interface TrainJobOptions {
   modelName?: string;
   /** Called after every step. */
   onStep?: (p: TrainProgress) => void;
+  /** Called when a checkpoint has been saved (at STEP). */
+  onCheckpoint?: (p: { step: number; totalSteps: number }) => void;
   /** Called with every metrics record written to metrics.jsonl. */
   onLog?: (record: MetricsRecord) => void;
   /** Stop (with a checkpoint) after this many steps in this call, as an interrupted run would. */
@@ -271,7 +273,10 @@ export async function train(o: TrainJobOptions): Promise<TrainResult> {
     }
 
     const stream = new BatchStream(source, { batchSize, shuffleWindow, seed, position: trainer.step * batchSize });
-    const save = () => saveCheckpoint(o.output, trainer!, { dataPosition: trainer!.step * batchSize, job });
+    const save = async () => {
+      await saveCheckpoint(o.output, trainer!, { dataPosition: trainer!.step * batchSize, job });
+      o.onCheckpoint?.({ step: trainer!.step, totalSteps });
+    };
     const started = performance.now();
     const startTokens = trainer.tokens;
     let last: StepMetrics | undefined;

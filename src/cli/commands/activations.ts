@@ -4,7 +4,7 @@ import { UsageError } from '../../errors.js';
 import { dumpActivations } from '../../model/activations.js';
 import { choice, num, parse, required } from '../args.js';
 import { clipContext, loadModelFromFlags, modelFlags, modelUsage } from '../modelFlags.js';
-import { progressBar } from '../progress.js';
+import { progressBar, unitReporter } from '../progress.js';
 
 export const activationsUsage =
   `saekit activations ${modelUsage} --hook blocks.L.hook_resid_pre --text CORPUS(.txt|.jsonl) --tokens N --output DIR ` +
@@ -31,7 +31,9 @@ export async function activationsCommand(argv: string[]): Promise<number> {
   const text = required(values, 'text');
   const output = required(values, 'output');
   const model = await loadModelFromFlags(values);
-  const bar = progressBar('activations');
+  // Progress lines count shards (written files), not the bar's model batches.
+  const bar = progressBar('activations', undefined);
+  const shardDone = unitReporter('activations', 'shard');
   try {
     const r = await dumpActivations(model, {
       hook,
@@ -45,6 +47,7 @@ export async function activationsCommand(argv: string[]): Promise<number> {
       ...(values['shard-windows'] !== undefined && { shardWindows: num(values, 'shard-windows', 'int', 1) }),
       dtype: choice(values, 'dtype', ['float32', 'float16', 'bfloat16'] as const) ?? 'float32',
       onProgress: (p) => bar.update(p),
+      onShard: (p) => shardDone(p.rowsDone, p.rows),
     });
     bar.stop();
     const m = r.manifest;

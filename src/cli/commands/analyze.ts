@@ -65,7 +65,7 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const { sae, label: saeDir, dir: saeFiles, entry } = await loadSaeFromFlags(values);
-  const bar = progressBar('analyze');
+  const bar = progressBar('analyze', 'batch');
   let model: LanguageModel | undefined;
   try {
     const dump = values.activations !== undefined ? await readActivationsManifest(values.activations as string) : undefined;

@@ -32,7 +32,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     sae.dispose();
     throw e;
   });
-  const bar = progressBar('eval');
+  const bar = progressBar('eval', 'batch');
   try {
     const hook = saeHook(values, sae, saeDir);
     model.checkHook(hook);

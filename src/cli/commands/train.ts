@@ -4,6 +4,7 @@ import cliProgress from 'cli-progress';
 import { UsageError } from '../../errors.js';
 import { train, type MetricsRecord, type TrainJobOptions } from '../../train/train.js';
 import { applyThreads, choice, commonFlags, deviceFlag, num, parse, required } from '../args.js';
+import { progressLines, unitReporter } from '../progress.js';
 
 export const trainUsage =
   'saekit train --input PATH --output DIR --k N (--expansion N | --d-sae N) --tokens N [--arch topk|batchtopk|standard|jumprelu] [--l1-coeff X] [--l0-coeff X] [--bandwidth X] [--init-threshold X] [--batch-size N] ' +
@@ -95,7 +96,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   set('saveDtype', choice(values, 'dtype', ['float32', 'float16', 'bfloat16'] as const));
 
   const say = (s: string) => process.stdout.write(`${s}\n`);
-  const tty = process.stderr.isTTY && !process.env.CI;
+  const tty = process.stderr.isTTY && !process.env.CI && !progressLines();
   const bar = tty
     ? new cliProgress.SingleBar(
         { format: 'train [{bar}] {percentage}% | step {value}/{total} | {rate} tok/s | {metrics}', stream: process.stderr, hideCursor: true },
@@ -120,6 +121,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
     }
     bar.update(p.step, { rate: Math.round(p.tokensPerSecond), metrics });
   };
+  const checkpointDone = unitReporter('train', 'checkpoint');
+  opts.onCheckpoint = (p) => checkpointDone(p.step, p.totalSteps);
   opts.onLog = (r) => {
     metrics = `explained ${(100 * r.explained_variance).toFixed(1)}% L0 ${r.l0.toFixed(1)} dead ${(100 * r.dead_fraction).toFixed(1)}%`;
     if (!bar) say(line(r));
