@@ -75,7 +75,13 @@ function parseHeaderText(file: string, text: string, dataOffset: number): NpyHea
     .filter((s) => s !== '');
   if (!dims.every((s) => /^\d+$/.test(s))) throw new FormatError(file, `malformed shape (${shapeMatch[1]}) in .npy header`);
   const kind = NPY_KIND[dtype as NpyDtype];
-  return { dtype: dtype as NpyDtype, kind, shape: dims.map(Number), dataOffset, bigEndian, fortranOrder };
+  const shape = dims.map(Number);
+  // Every dimension and the byte count must be exact doubles; a zero elsewhere in the shape does
+  // not make a dimension of 2^60 harmless (row sizes and Fortran maps are built from it).
+  if (!shape.every(Number.isSafeInteger) || !Number.isSafeInteger(shape.reduce((a, d) => a * Math.max(d, 1), ELEMENT_SIZE[kind]))) {
+    throw new FormatError(file, `shape (${shapeMatch[1]}) in .npy header is too large`);
+  }
+  return { dtype: dtype as NpyDtype, kind, shape, dataOffset, bigEndian, fortranOrder };
 }
 
 /** Parses the header at the start of `bytes`, which must hold at least all of it. */
@@ -150,6 +156,7 @@ function elementView(b: Uint8Array, size: number): Uint8Array | Uint16Array | Ui
 
 /** A whole Fortran-order array, element SIZE bytes, rewritten in C order. */
 function fortranToC(b: Uint8Array, shape: readonly number[], size: number): Uint8Array {
+  if (b.length === 0) return b; // no elements: the trailing dims alone may be huge
   const rows = shape[0]!;
   const map = trailingFortranIndex(shape);
   const out = new Uint8Array(b.length);
@@ -235,6 +242,7 @@ export class NpyReader implements NpyHeader {
     // converted. In Fortran order the rows [rowStart, rowStart + rowCount) of one trailing
     // position are contiguous: one read per trailing position (per column of an [N, d] array).
     const n = rowCount * this.rowSize;
+    if (n === 0) return new Float32Array(0);
     const raw = new Uint8Array(n * size);
     if (!this.fortranOrder) {
       await readAt(this.fh, this.file, this.dataOffset + rowStart * this.rowSize * size, raw, 'array data');

@@ -97,7 +97,7 @@ export async function hubFile(repo: string, path: string, o: HubOptions = {}): P
     const moved = head.status >= 300 && head.status < 400 && !head.headers.get('x-linked-etag') && !head.headers.get('x-repo-commit');
     if (!moved) break;
     if (hops >= 5 || !head.headers.get('location')) throw new FormatError(at, `HTTP ${head.status}: too many redirects`);
-    at = new URL(head.headers.get('location')!, at).href;
+    at = resolveUrl(head.headers.get('location')!, at, 'Location');
   }
   if (head.status === 404 || head.status === 401 || head.status === 403) {
     const code = head.headers.get('x-error-code');
@@ -113,7 +113,7 @@ export async function hubFile(repo: string, path: string, o: HubOptions = {}): P
   if (!/^[\w.-]+$/.test(etag) || etag.startsWith('.')) throw new FormatError(url, `the hub answered with a malformed blob id (ETag) ${JSON.stringify(etag)}`);
   const size = Number(head.headers.get('x-linked-size') ?? head.headers.get('content-length') ?? NaN);
   const location = head.status >= 300 && head.status < 400 ? head.headers.get('location') : null;
-  const source = location ? new URL(location, at).href : at;
+  const source = location ? resolveUrl(location, at, 'Location') : at;
   const sha256 = linkedEtag && /^[0-9a-f]{64}$/.test(linkedEtag) ? linkedEtag : undefined;
 
   const blob = join(root, 'blobs', etag);
@@ -129,6 +129,8 @@ export async function hubFile(repo: string, path: string, o: HubOptions = {}): P
   return link;
 }
 
+const MAX_TREE_PAGES = 1000;
+
 /** The entries directly under DIR in REPO, from the hub's tree API. */
 export async function hubListFiles(repo: string, dir: string, o: HubOptions = {}): Promise<{ type: 'file' | 'directory'; path: string; size: number }[]> {
   checkRepo(repo);
@@ -136,8 +138,14 @@ export async function hubListFiles(repo: string, dir: string, o: HubOptions = {}
   if (hubOffline(o)) throw new FormatError(`${repo}/${dir}`, 'listing a hub folder needs the network, and offline mode is on');
   let url: string | undefined = `${hubEndpoint(o)}/api/models/${repo}/tree/${encodeURIComponent(o.revision ?? 'main')}/${encodePath(dir)}`;
   const out: { type: 'file' | 'directory'; path: string; size: number }[] = [];
-  // Long listings come in pages linked by `Link: <...>; rel="next"`.
-  for (let page = 0; url !== undefined && page < 10_000; page++) {
+  // Long listings come in pages linked by `Link: <...>; rel="next"` (1000 entries a page on
+  // the hub: 1000 pages is a million files). A page seen before, or past the cap, is refused
+  // rather than followed forever or cut short silently.
+  const visited = new Set<string>();
+  for (let page = 0; url !== undefined; page++) {
+    if (visited.has(url)) throw new FormatError(url, `the tree listing's pages link back to one already read (page ${page + 1})`);
+    if (page >= MAX_TREE_PAGES) throw new FormatError(url, `the tree listing goes on past ${MAX_TREE_PAGES} pages`);
+    visited.add(url);
     let res: Response;
     try {
       res = await fetch(url, { headers: o.token ?? process.env.HF_TOKEN ? { authorization: `Bearer ${o.token ?? process.env.HF_TOKEN}` } : {} });
@@ -145,11 +153,22 @@ export async function hubListFiles(repo: string, dir: string, o: HubOptions = {}
       throw new FormatError(url, `cannot reach the hub (${causeOf(e)})`);
     }
     if (!res.ok) throw new FormatError(url, `HTTP ${res.status}`);
-    const list = (await res.json()) as { type: string; path: string; size?: number }[];
+    let list: unknown;
+    try {
+      list = await res.json();
+    } catch (e) {
+      throw new FormatError(url, `the tree listing is not JSON (${causeOf(e)})`);
+    }
     if (!Array.isArray(list)) throw new FormatError(url, 'the tree listing is not a JSON array');
-    for (const e of list) out.push({ type: e.type === 'directory' ? 'directory' : 'file', path: e.path, size: e.size ?? 0 });
+    for (const e of list as { type?: unknown; path?: unknown; size?: unknown }[]) {
+      const size = e?.size ?? 0;
+      if (typeof e?.path !== 'string' || typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+        throw new FormatError(url, `the tree listing has a malformed entry ${JSON.stringify(e)?.slice(0, 200)} (expected {type, path, size})`);
+      }
+      out.push({ type: e.type === 'directory' ? 'directory' : 'file', path: e.path, size });
+    }
     const next = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get('link') ?? '');
-    url = next ? new URL(next[1]!, url).href : undefined;
+    url = next ? resolveUrl(next[1]!, url, 'Link') : undefined;
   }
   return out;
 }
@@ -183,12 +202,15 @@ async function downloadBlob(source: string, blob: string, job: BlobJob): Promise
   try {
     if (existsSync(blob)) return; // another downloader finished while we waited
     const partial = `${blob}.incomplete`;
-    let have = existsSync(partial) ? (await stat(partial)).size : 0;
+    let started = existsSync(partial);
+    let have = started ? (await stat(partial)).size : 0;
     if (Number.isFinite(job.size) && have > job.size) {
       await rm(partial, { force: true });
       have = 0;
+      started = false;
     }
-    if (!(Number.isFinite(job.size) && have === job.size)) {
+    // (A file the hub says is empty still gets its GET: no partial file exists to rename yet.)
+    if (!(started && Number.isFinite(job.size) && have === job.size)) {
       const res = await fetchBody(source, have, job.headers);
       if (res.status === 200) have = 0; // the server ignored the range: start over
       else if (res.status !== 206) throw new FormatError(source, `HTTP ${res.status}`);
@@ -311,6 +333,20 @@ async function sha256File(path: string): Promise<string> {
 function unquote(v: string | null): string | undefined {
   if (!v) return undefined;
   return v.replace(/^W\//, '').replace(/^"|"$/g, '');
+}
+
+/** REF (a header's URL) against BASE; a malformed one is the answer's fault, named with it. */
+function resolveUrl(ref: string, base: string, header: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(ref, base);
+  } catch {
+    // below
+  }
+  if (url?.protocol !== 'http:' && url?.protocol !== 'https:') {
+    throw new FormatError(base, `the hub answered with a malformed ${header} header ${JSON.stringify(ref.slice(0, 200))} (expected an http(s) URL)`);
+  }
+  return url.href;
 }
 
 function causeOf(e: unknown): string {
