@@ -60,6 +60,27 @@ struct SparseCodesView {
   const float* row_shift = nullptr;  // may be null: 0
 };
 
+// A caller's request to stop a long encode or decode early: a 32-bit word the caller sets to
+// non-zero from another thread (JavaScript does it with Atomics.store on an Int32Array when
+// the call's AbortSignal fires). Backends poll it between blocks of work (a few hundred rows:
+// milliseconds) and then throw Cancelled. An empty flag never asks.
+class CancelFlag {
+ public:
+  CancelFlag() = default;
+  explicit CancelFlag(const int32_t* word) : word_(word) {}
+  bool requested() const {
+    if (word_ == nullptr) return false;
+#if defined(_MSC_VER)
+    return *static_cast<const volatile int32_t*>(word_) != 0;
+#else
+    return __atomic_load_n(word_, __ATOMIC_RELAXED) != 0;
+#endif
+  }
+
+ private:
+  const int32_t* word_ = nullptr;
+};
+
 struct EncodeStats {
   double seconds = 0;
 };
@@ -68,9 +89,10 @@ class BackendModel {
  public:
   virtual ~BackendModel() = default;
   // x: [rows, d_in] float32 row-major. Fills out (resized here).
-  virtual void encode(const float* x, int64_t rows, SparseCodes* out) = 0;
+  // cancel: polled between blocks; when it asks, throws Cancelled (out is then unspecified).
+  virtual void encode(const float* x, int64_t rows, SparseCodes* out, CancelFlag cancel = {}) = 0;
   // out: [codes.rows, d_in] float32, fully overwritten.
-  virtual void decode(const SparseCodesView& codes, float* out) = 0;
+  virtual void decode(const SparseCodesView& codes, float* out, CancelFlag cancel = {}) = 0;
   // Bytes of memory the model holds on its device (packed weights etc.).
   virtual int64_t bytes() const = 0;
   // Rows re-encoded because a top-k threshold hint was too high (CPU; for tests and bench).

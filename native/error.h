@@ -20,6 +20,13 @@ class InputError : public Error {
   long long row, col;
 };
 
+// Thrown when the caller asked a long call to stop (its CancelFlag, backend.h): the partial
+// result is dropped. Not a failure of the input or the device.
+class Cancelled : public Error {
+ public:
+  explicit Cancelled(const std::string& what) : Error(what) {}
+};
+
 [[noreturn]] inline void fail(const std::string& msg, const char* file, int line) {
   throw Error(msg + " (" + file + ":" + std::to_string(line) + ")");
 }

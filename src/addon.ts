@@ -27,9 +27,10 @@ export type NativeWeights = Omit<SaeWeights, 'config'>;
 
 export interface AddonSae {
   /** x: [rows, dIn] float32, validated by the caller. Must not be transferred while pending. */
-  encode(x: Float32Array, rows: number): Promise<NativeCodes>;
+  /** cancel: set cancel[0] non-zero (Atomics.store) to stop the call; it rejects with code SAEKIT_ABORTED. */
+  encode(x: Float32Array, rows: number, cancel?: Int32Array): Promise<NativeCodes>;
   /** Writes [rows, dIn] float32 into out and resolves with it. */
-  decode(codes: NativeCodes, out: Float32Array): Promise<Float32Array>;
+  decode(codes: NativeCodes, out: Float32Array, cancel?: Int32Array): Promise<Float32Array>;
   dispose(): void;
   /** Bytes the backend holds for this SAE (packed weights). */
   bytes(): number;
@@ -198,7 +199,7 @@ export interface Addon {
 
 /** Error shape of rejected native Promises. */
 export interface NativeFailure extends Error {
-  code?: 'SAEKIT_INPUT' | 'SAEKIT_OUT_OF_MEMORY' | 'SAEKIT_NATIVE';
+  code?: 'SAEKIT_INPUT' | 'SAEKIT_OUT_OF_MEMORY' | 'SAEKIT_NATIVE' | 'SAEKIT_ABORTED';
   row?: number;
   col?: number;
 }

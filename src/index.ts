@@ -1,5 +1,7 @@
 // saekit's public API.
-export { Sae, createSae, loadSae, validateWeights, type LoadOptions } from './sae.js';
+export { Sae, createSae, loadSae, validateWeights, type LoadOptions, type CallOptions } from './sae.js';
+export { encodeFile, type EncodeFileOptions, type StreamProgress, type StreamResult } from './stream/encodeFile.js';
+export { decodeFile, type DecodeFileOptions } from './stream/decodeFile.js';
 export type { ScreenStats, ScreenName, CpuVariantInfo, EncodeKernelName, KernelDecision } from './addon.js';
 export { type SparseCodes, validateCodes, codesRow } from './codes.js';
 export { backends, threads, setThreads, cpuVariant, setCpuVariant, cachedKernelDecisions, resolveDevice, type Device, type BackendInfo, type CpuVariantName } from './system.js';

@@ -23,6 +23,47 @@ export interface LoadOptions {
   device?: Device;
 }
 
+/** Options of one encode or decode call. */
+export interface CallOptions {
+  /**
+   * Stops the call early: the native work polls it between blocks of rows (milliseconds),
+   * and the Promise rejects with signal.reason (an AbortError DOMException unless the caller
+   * gave a reason), as fetch does. An already aborted signal rejects before any work.
+   */
+  signal?: AbortSignal;
+}
+
+/** The call's signal, checked; an already aborted one throws its reason here. */
+function signalOf(o: CallOptions): AbortSignal | undefined {
+  const s = o?.signal;
+  if (s === undefined) return undefined;
+  if (!(s instanceof AbortSignal)) throw expected('an AbortSignal', 'options.signal', s);
+  s.throwIfAborted();
+  return s;
+}
+
+/** An aborted call's signal.reason on its way through rethrow() unchanged. */
+class Aborted {
+  constructor(readonly reason: unknown) {}
+}
+
+/** Runs CALL with a cancel word the signal sets; an aborted call rejects with signal.reason. */
+async function abortable<T>(signal: AbortSignal | undefined, call: (cancel: Int32Array | undefined) => Promise<T>): Promise<T> {
+  if (signal === undefined) return call(undefined);
+  if (signal.aborted) throw new Aborted(signal.reason);
+  const word = new Int32Array(1);
+  const onAbort = () => Atomics.store(word, 0, 1);
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await call(word);
+  } catch (e) {
+    if ((e as NativeFailure)?.code === 'SAEKIT_ABORTED') throw new Aborted(signal.reason);
+    throw e;
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
 export class Sae {
   #native: AddonSae | undefined;
 
@@ -63,16 +104,17 @@ export class Sae {
    * value is off by up to that bound (README, "Why the screened encode is exact"). Never on
    * by default; jumprelu and standard SAEs ignore it.
    */
-  async encode(x: Float32Array): Promise<SparseCodes> {
+  async encode(x: Float32Array, options: CallOptions = {}): Promise<SparseCodes> {
     const native = this.#live();
     if (!(x instanceof Float32Array)) throw expected('Float32Array', 'x', x);
     const dIn = this.config.dIn;
     if (x.length % dIn !== 0)
       throw new ValidationError(`x has ${x.length} elements, not a multiple of d_in ${dIn} (expected [rows, ${dIn}])`);
     const rows = x.length / dIn;
+    const signal = signalOf(options);
     if (rows === 0) return { rows: 0, dSae: this.dSae, indptr: new Uint32Array(1), indices: new Int32Array(0), values: new Float32Array(0) };
     try {
-      const c = await native.encode(x, rows);
+      const c = await abortable(signal, (cancel) => native.encode(x, rows, cancel));
       const codes: SparseCodes = { rows, dSae: this.dSae, indptr: c.indptr, indices: c.indices, values: c.values };
       if (c.rowScale) codes.rowScale = c.rowScale;
       if (c.rowShift) codes.rowShift = c.rowShift;
@@ -86,7 +128,7 @@ export class Sae {
    * Decodes codes into [rows, dIn] float32 (x_hat, normalization undone), written into `out`
    * when given (every element is overwritten) or into a new array.
    */
-  async decode(codes: SparseCodes, out?: Float32Array): Promise<Float32Array> {
+  async decode(codes: SparseCodes, out?: Float32Array, options: CallOptions = {}): Promise<Float32Array> {
     const native = this.#live();
     validateCodes(codes, this.dSae);
     const rows = codes.indptr.length - 1;
@@ -99,9 +141,10 @@ export class Sae {
     else if (!(out instanceof Float32Array)) throw expected('Float32Array', 'out', out);
     else if (out.length !== rows * this.dIn)
       throw new ValidationError(`out has ${out.length} elements, expected rows * d_in = ${rows} * ${this.dIn}`);
+    const signal = signalOf(options);
     if (rows === 0) return out;
     try {
-      return await native.decode(codes, out);
+      return await abortable(signal, (cancel) => native.decode(codes, out, cancel));
     } catch (e) {
       throw rethrow(e, 'codes');
     }
@@ -150,8 +193,9 @@ export class Sae {
 }
 
 // The native message, rethrown as a saekit error created here so the user's stack is kept.
-function rethrow(e: unknown, inputName: string): Error {
+function rethrow(e: unknown, inputName: string): unknown {
   const f = e as NativeFailure;
+  if (e instanceof Aborted) return e.reason;
   if (f?.code === 'SAEKIT_INPUT' && f.row !== undefined)
     return new NonFiniteInputError(inputName, f.row, f.col ?? 0);
   return new NativeError(f?.message ?? String(e));

@@ -211,13 +211,13 @@ class CpuModel final : public BackendModel {
     }
   }
 
-  void encode(const float* x, int64_t rows, SparseCodes* out) override {
-    encode_with(kernel_for_call(x, rows), x, rows, out);
+  void encode(const float* x, int64_t rows, SparseCodes* out, CancelFlag cancel = {}) override {
+    encode_with(kernel_for_call(x, rows), x, rows, out, cancel);
   }
 
   // One encode with the given kernel (Off: the plain fp32 kernel). Every kernel gives the
   // same codes bit for bit; a screen that cannot run here or hold this SAE runs as fp32.
-  void encode_with(Screen kernel, const float* x, int64_t rows, SparseCodes* out) {
+  void encode_with(Screen kernel, const float* x, int64_t rows, SparseCodes* out, CancelFlag cancel = {}) {
     const Variant var = variant(current_isa());
     const int mr = var.mr;
     const int T = threads();
@@ -275,7 +275,12 @@ class CpuModel final : public BackendModel {
         spec_.d_sae, std::max<int64_t>(std::max<int64_t>(spec_.k, 1), cap_env ? std::strtoll(cap_env, nullptr, 10) : default_cap));
 
     std::vector<TaskCodes> results(n_blocks * n_splits);
+    std::atomic<bool> skipped{false};
     parallel_for(n_blocks * n_splits, [&](int64_t task, int) {
+      if (cancel.requested()) {
+        skipped.store(true, std::memory_order_relaxed);
+        return;
+      }
       const int64_t b = task / n_splits, s = task % n_splits;
       const int64_t row0 = block_micro_begin(b) * split_mr;
       const int64_t row1 = std::min(rows, block_micro_begin(b + 1) * split_mr);
@@ -320,18 +325,24 @@ class CpuModel final : public BackendModel {
       const int32_t shift = static_cast<int32_t>(p0 * kPanel);
       for (int32_t& idx : res.indices) idx += shift;
     });
+    if (skipped.load()) throw Cancelled("encode: aborted by the caller");
     assemble(results, n_blocks, n_splits, rows, out);
   }
 
-  void decode(const SparseCodesView& codes, float* out) override {
+  void decode(const SparseCodesView& codes, float* out, CancelFlag cancel = {}) override {
     SAEKIT_CHECK(W_dec_ != nullptr, "this model was built without a decoder");
     const Variant var = variant(current_isa());
     DecodeArgs args{&codes, W_dec_.get(), b_dec_.get(), spec_.d_in, out};
     constexpr int64_t kRowsPerTask = 16;
     const int64_t tasks = (codes.rows + kRowsPerTask - 1) / kRowsPerTask;
+    std::atomic<bool> skipped{false};
     parallel_for(tasks, [&](int64_t t, int) {
+      // Polled every 64 tasks (1024 rows): a decode row is cheap, the flag read is not free.
+      if (t % 64 == 0 && cancel.requested()) skipped.store(true, std::memory_order_relaxed);
+      if (skipped.load(std::memory_order_relaxed)) return;
       var.decode_rows(args, t * kRowsPerTask, std::min(codes.rows, (t + 1) * kRowsPerTask));
     });
+    if (skipped.load()) throw Cancelled("decode: aborted by the caller");
   }
 
  private:

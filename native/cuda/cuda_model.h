@@ -169,7 +169,7 @@ class CudaModel final : public BackendModel {
     }
   }
 
-  void encode(const float* x, int64_t rows, SparseCodes* out) override {
+  void encode(const float* x, int64_t rows, SparseCodes* out, CancelFlag cancel = {}) override {
     std::lock_guard<std::mutex> lock(mu_);  // the addon runs calls on several pool threads; the slots are one set
     const bool per_row = spec_.normalization != Normalization::None;
     out->indptr.assign(static_cast<size_t>(rows) + 1, 0);
@@ -181,6 +181,7 @@ class CudaModel final : public BackendModel {
     try {
       if (spec_.activation != Activation::TopK) {
         for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+          if (cancel.requested()) throw Cancelled("encode: aborted by the caller");
           Slot& s = slots_[0];
           stage_rows(s, x, r0, static_cast<int>(std::min(chunk, rows - r0)), out);
           encode_threshold(s, out);
@@ -189,6 +190,7 @@ class CudaModel final : public BackendModel {
       }
       int64_t c = 0;
       for (int64_t r0 = 0; r0 < rows; r0 += chunk, ++c) {
+        if (cancel.requested()) throw Cancelled("encode: aborted by the caller");  // the catch drains the chunks in flight
         Slot& s = slots_[c % 2];
         if (s.n) collect_topk(s, out);  // chunk c - 2, in order (chunk c - 1 is in the other slot)
         stage_rows(s, x, r0, static_cast<int>(std::min(chunk, rows - r0)), out);
@@ -202,13 +204,14 @@ class CudaModel final : public BackendModel {
     }
   }
 
-  void decode(const SparseCodesView& c, float* out) override {
+  void decode(const SparseCodesView& c, float* out, CancelFlag cancel = {}) override {
     std::lock_guard<std::mutex> lock(mu_);
     const int64_t din = spec_.d_in;
     const int64_t chunk = chunk_rows(c.rows);
     try {
       int64_t ci = 0;
       for (int64_t r0 = 0; r0 < c.rows; r0 += chunk, ++ci) {
+        if (cancel.requested()) throw Cancelled("decode: aborted by the caller");
         Slot& s = slots_[ci % 2];
         if (s.n) finish_decode(s, c, out);
         s.n = static_cast<int>(std::min(chunk, c.rows - r0));

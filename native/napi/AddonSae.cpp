@@ -93,13 +93,32 @@ class LoadWorker final : public PromiseWorker {
   std::shared_ptr<BackendModel> model_;
 };
 
+// A call's optional cancel word: an Int32Array(1) the JS side sets (Atomics.store) when the
+// call's AbortSignal fires; the backend polls it. Referenced until the worker is deleted, so
+// the memory outlives every read.
+struct CancelWord {
+  Napi::Reference<Napi::Int32Array> ref;
+  CancelFlag flag;
+
+  static CancelWord from(const Napi::Value& v) {
+    CancelWord w;
+    if (v.IsUndefined()) return w;
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || v.As<Napi::Int32Array>().ElementLength() < 1)
+      throw Napi::TypeError::New(v.Env(), "the cancel word must be an Int32Array of length >= 1");
+    auto a = v.As<Napi::Int32Array>();
+    w.ref = Napi::Persistent(a);
+    w.flag = CancelFlag(a.Data());
+    return w;
+  }
+};
+
 class EncodeWorker final : public PromiseWorker {
  public:
-  EncodeWorker(Napi::Env env, std::shared_ptr<BackendModel> model, const Napi::Float32Array& x, int64_t rows)
-      : PromiseWorker(env), model_(std::move(model)), x_ref_(Napi::Persistent(x)), x_(x.Data()), rows_(rows) {}
+  EncodeWorker(Napi::Env env, std::shared_ptr<BackendModel> model, const Napi::Float32Array& x, int64_t rows, CancelWord cancel)
+      : PromiseWorker(env), model_(std::move(model)), x_ref_(Napi::Persistent(x)), x_(x.Data()), rows_(rows), cancel_(std::move(cancel)) {}
 
  protected:
-  void Run() override { model_->encode(x_, rows_, &codes_); }
+  void Run() override { model_->encode(x_, rows_, &codes_, cancel_.flag); }
 
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
@@ -118,14 +137,16 @@ class EncodeWorker final : public PromiseWorker {
   Napi::Reference<Napi::Float32Array> x_ref_;
   const float* x_;
   int64_t rows_;
+  CancelWord cancel_;
   SparseCodes codes_;
 };
 
 class DecodeWorker final : public PromiseWorker {
  public:
   DecodeWorker(Napi::Env env, std::shared_ptr<BackendModel> model, const SaeSpec& spec, const Napi::Object& codes,
-               Napi::Float32Array out)
-      : PromiseWorker(env), model_(std::move(model)), codes_ref_(Napi::Persistent(codes)), out_ref_(Napi::Persistent(out)), spec_(spec) {
+               Napi::Float32Array out, CancelWord cancel)
+      : PromiseWorker(env), model_(std::move(model)), codes_ref_(Napi::Persistent(codes)), out_ref_(Napi::Persistent(out)), spec_(spec),
+        cancel_(std::move(cancel)) {
     auto indptr = typed<Napi::Uint32Array>(codes, "indptr", napi_uint32_array);
     auto indices = typed<Napi::Int32Array>(codes, "indices", napi_int32_array);
     auto values = typed<Napi::Float32Array>(codes, "values", napi_float32_array);
@@ -165,7 +186,7 @@ class DecodeWorker final : public PromiseWorker {
                            r, j);
       }
     }
-    model_->decode(view_, out_);
+    model_->decode(view_, out_, cancel_.flag);
   }
   Napi::Value Result(Napi::Env) override { return out_ref_.Value(); }
 
@@ -175,6 +196,7 @@ class DecodeWorker final : public PromiseWorker {
   Napi::Reference<Napi::Float32Array> out_ref_;
   SparseCodesView view_;
   SaeSpec spec_;
+  CancelWord cancel_;
   size_t nnz_capacity_ = 0;
   float* out_;
 };
@@ -233,7 +255,7 @@ std::shared_ptr<BackendModel> AddonSae::model(Napi::Env env) {
   return model_;
 }
 
-// encode(x: Float32Array, rows) -> Promise<{indptr, indices, values, rowScale?, rowShift?}>
+// encode(x: Float32Array, rows, cancel?: Int32Array) -> Promise<{indptr, indices, values, rowScale?, rowShift?}>
 Napi::Value AddonSae::Encode(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array || !info[1].IsNumber())
     throw Napi::TypeError::New(info.Env(), "encode(x: Float32Array, rows: number)");
@@ -242,19 +264,20 @@ Napi::Value AddonSae::Encode(const Napi::CallbackInfo& info) {
   if (rows < 0 || static_cast<uint64_t>(rows) * static_cast<uint64_t>(spec_.d_in) > x.ElementLength())
     throw Napi::RangeError::New(info.Env(), "encode: " + std::to_string(rows) + " rows of d_in " + std::to_string(spec_.d_in) +
                                                 " need more than the " + std::to_string(x.ElementLength()) + " floats given");
-  auto* w = new EncodeWorker(info.Env(), model(info.Env()), x, rows);
+  auto* w = new EncodeWorker(info.Env(), model(info.Env()), x, rows, CancelWord::from(info[2]));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
 }
 
-// decode(codes, out: Float32Array) -> Promise<out>
+// decode(codes, out: Float32Array, cancel?: Int32Array) -> Promise<out>
 Napi::Value AddonSae::Decode(const Napi::CallbackInfo& info) {
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsTypedArray())
     throw Napi::TypeError::New(info.Env(), "decode(codes, out: Float32Array)");
   DecodeWorker* w;
   try {
-    w = new DecodeWorker(info.Env(), model(info.Env()), spec_, info[0].As<Napi::Object>(), info[1].As<Napi::Float32Array>());
+    w = new DecodeWorker(info.Env(), model(info.Env()), spec_, info[0].As<Napi::Object>(), info[1].As<Napi::Float32Array>(),
+                         CancelWord::from(info[2]));
   } catch (const saekit::Error& e) {
     throw Napi::RangeError::New(info.Env(), e.what());
   }

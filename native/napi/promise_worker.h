@@ -31,6 +31,9 @@ class PromiseWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       Run();
+    } catch (const Cancelled& e) {
+      code_ = "SAEKIT_ABORTED";
+      SetError(e.what());
     } catch (const InputError& e) {
       code_ = "SAEKIT_INPUT";
       row_ = e.row;

@@ -142,9 +142,10 @@ export async function hubListFiles(repo: string, dir: string, o: HubOptions = {}
   // the hub: 1000 pages is a million files). A page seen before, or past the cap, is refused
   // rather than followed forever or cut short silently.
   const visited = new Set<string>();
+  const first = url;
   for (let page = 0; url !== undefined; page++) {
     if (visited.has(url)) throw new FormatError(url, `the tree listing's pages link back to one already read (page ${page + 1})`);
-    if (page >= MAX_TREE_PAGES) throw new FormatError(url, `the tree listing goes on past ${MAX_TREE_PAGES} pages`);
+    if (page >= MAX_TREE_PAGES) throw new FormatError(first, `the tree listing goes on past ${MAX_TREE_PAGES} pages`);
     visited.add(url);
     let res: Response;
     try {

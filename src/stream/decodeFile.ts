@@ -12,6 +12,8 @@ import { defaultChunkRows, type StreamProgress, type StreamResult } from './enco
 export interface DecodeFileOptions {
   chunkRows?: number;
   onProgress?: (p: StreamProgress) => void;
+  /** Stops the run (within a chunk): the output is not created, and the Promise rejects with signal.reason. */
+  signal?: AbortSignal;
 }
 
 const MAX_CHUNK_NNZ = 1 << 22;
@@ -38,8 +40,9 @@ export async function decodeFile(sae: Sae, codesPath: string, output: string, op
         chunk.dSae = sae.dSae;
         let x: Float32Array;
         try {
-          x = await sae.decode(chunk);
+          x = await sae.decode(chunk, undefined, { signal: options.signal });
         } catch (e) {
+          if (options.signal?.aborted && e === options.signal.reason) throw e;
           throw new FormatError(codesPath, `rows ${start}..${start + count}: ${(e as Error).message}`);
         }
         await pendingWrite;

@@ -18,6 +18,8 @@ export interface EncodeFileOptions {
   /** Rows per chunk; default: ~8 MiB of float32 input. */
   chunkRows?: number;
   onProgress?: (p: StreamProgress) => void;
+  /** Stops the run (within a chunk): the output is not created, and the Promise rejects with signal.reason. */
+  signal?: AbortSignal;
 }
 
 export interface StreamResult {
@@ -57,7 +59,7 @@ export async function encodeFile(sae: Sae, input: string, output: string, option
         next?.catch(() => undefined); // surfaced when awaited; avoid an unhandled rejection meanwhile
         let codes;
         try {
-          codes = await sae.encode(x);
+          codes = await sae.encode(x, { signal: options.signal });
         } catch (e) {
           throw withFileContext(e, input, src.tensor, start);
         }

@@ -2,6 +2,7 @@
 // Coverage-guided fuzzing of saekit's parsers (issue 17, item 2).
 //
 //   node test/fuzz/run.js [--seconds 20] [--jobs 2] [--save] [--runs N] [TARGET ...]
+//   node test/fuzz/run.js --merge [TARGET ...]   shrink the committed corpus
 //
 // Feedback is V8's own block coverage (the inspector's precise coverage with call counts,
 // taken after every input): an input that reaches a block of saekit's code (dist/), fflate or
@@ -20,7 +21,9 @@
 // is caught by the parent, which keeps the input that caused it) for --seconds. Findings are
 // written to fuzz-findings/<target>-<sha1>.bin with the error; the exit code is 1 if any.
 // --save adds the inputs that grew coverage to test/fuzz/corpus/<target>/ (commit them: the
-// corpus replay in test/fuzz.corpus.test.ts then runs them on every `npm test`).
+// corpus replay in test/fuzz.corpus.test.ts then runs them on every `npm test`). --merge
+// replays a target's corpus smallest first and deletes the entries that add no coverage the
+// seeds and smaller entries did not already give (libFuzzer's -merge=1).
 import { fork } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -37,15 +40,16 @@ const RSS_LIMIT_MIB = 1536; // peak RSS above this: an allocation the input did 
 const MAX_LEN = 1 << 16;
 
 function parseArgs(argv) {
-  const o = { seconds: 20, jobs: Math.min(2, availableParallelism()), save: false, runs: Infinity, child: undefined, names: [] };
+  const o = { seconds: 20, jobs: Math.min(2, availableParallelism()), save: false, merge: false, runs: Infinity, child: undefined, names: [] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--seconds') o.seconds = Number(argv[++i]);
     else if (a === '--jobs') o.jobs = Number(argv[++i]);
     else if (a === '--runs') o.runs = Number(argv[++i]);
     else if (a === '--save') o.save = true;
+    else if (a === '--merge') o.merge = true;
     else if (a === '--child') o.child = argv[++i];
-    else if (a.startsWith('--')) throw new Error(`unknown flag ${a} (flags: --seconds S, --jobs N, --runs N, --save)`);
+    else if (a.startsWith('--')) throw new Error(`unknown flag ${a} (flags: --seconds S, --jobs N, --runs N, --save, --merge)`);
     else o.names.push(a);
   }
   if (!(o.seconds > 0) || !(o.jobs >= 1)) throw new Error('--seconds and --jobs take positive numbers');
@@ -230,7 +234,7 @@ const sha1 = (b) => createHash('sha1').update(b).digest('hex').slice(0, 16);
 
 async function child(name, o) {
   for (const v of ['HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', 'HF_TOKEN', 'HF_ENDPOINT']) delete process.env[v];
-  const { targets, seedsOf, corpusDir, FuzzFinding } = await import('./targets.js');
+  const { targets, seedsOf, corpusDir, regressionsDir, FuzzFinding } = await import('./targets.js');
   const target = targets[name];
   if (!target) throw new Error(`no fuzz target '${name}' (targets: ${Object.keys(targets).join(', ')})`);
   const work = mkdtempSync(join(tmpdir(), `saekit-fuzz-${name}-`));
@@ -272,7 +276,27 @@ async function child(name, o) {
 
   const corpus = [];
   const dir = corpusDir(name);
-  const committed = existsSync(dir) ? readdirSync(dir).sort().map((f) => new Uint8Array(readFileSync(join(dir, f)))) : [];
+  if (o.merge) {
+    const seeds = (await seedsOf(name, work)).map((b) => new Uint8Array(b));
+    await cov.take();
+    for (const input of seeds) await runOne(input);
+    const entries = existsSync(dir) ? readdirSync(dir).map((f) => ({ f, size: readFileSync(join(dir, f)).length })) : [];
+    entries.sort((a, b) => a.size - b.size || (a.f < b.f ? -1 : 1));
+    for (const { f } of entries) {
+      const res = await runOne(new Uint8Array(readFileSync(join(dir, f))));
+      if (res.finding || res.fresh > 0) stats.corpus++;
+      else {
+        rmSync(join(dir, f));
+        stats.saved--;
+      }
+    }
+    stats.features = cov.seen.size;
+    rmSync(work, { recursive: true, force: true });
+    process.send?.({ stats });
+    return;
+  }
+  const filesIn = (d) => (existsSync(d) ? readdirSync(d).sort().map((f) => new Uint8Array(readFileSync(join(d, f)))) : []);
+  const committed = [...filesIn(dir), ...filesIn(regressionsDir(name))];
   await cov.take(); // the imports and seed making are not the target's coverage
   for (const input of [...(await seedsOf(name, work)).map((b) => new Uint8Array(b)), ...committed]) {
     const res = await runOne(input);
@@ -311,7 +335,7 @@ async function child(name, o) {
 
 function runChild(name, o) {
   return new Promise((resolve) => {
-    const args = ['--child', name, '--seconds', String(o.seconds), ...(o.save ? ['--save'] : []), ...(Number.isFinite(o.runs) ? ['--runs', String(o.runs)] : [])];
+    const args = ['--child', name, '--seconds', String(o.seconds), ...(o.save ? ['--save'] : []), ...(o.merge ? ['--merge'] : []), ...(Number.isFinite(o.runs) ? ['--runs', String(o.runs)] : [])];
     const p = fork(import.meta.filename, args, { execArgv: ['--max-old-space-size=2048'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     let stats;
     let current;

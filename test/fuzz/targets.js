@@ -7,7 +7,7 @@
 // TypeScript loader: build first (`npm run build`, or the tests' beforeAll does it).
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { unzipSync, zipSync } from 'fflate';
 import { SaekitError } from '../../dist/errors.js';
 import { NpyReader, SafetensorsReader, parseNpy, readNpz, saveSaeLens, writeNpy, writeNpz, writeSafetensors } from '../../dist/formats/index.js';
@@ -27,14 +27,19 @@ export class FuzzFinding extends Error {
   name = 'FuzzFinding';
 }
 
+/** The message of the last refusal (the corpus replay checks the regressions' messages). */
+export let lastRefusal = '';
+
 /** Runs FN; an exception other than a SaekitError naming NAME (a string, or a RegExp) is a finding. */
 async function loadsOrRefuses(name, fn) {
+  lastRefusal = '';
   try {
     await fn();
     return 'loaded';
   } catch (e) {
     if (!(e instanceof SaekitError)) throw new FuzzFinding(`not a saekit error: ${e?.stack ?? String(e)}`);
     if (typeof name === 'string' ? !e.message.includes(name) : !name.test(e.message)) throw new FuzzFinding(`the error does not name ${name}: ${e.message}`);
+    lastRefusal = e.message;
     return 'refused';
   }
 }
@@ -192,9 +197,10 @@ export const targets = {
       return [readFileSync(join(base, 'cfg.json')), readFileSync(join(jump, 'cfg.json'))];
     },
     async run(bytes, work) {
-      // The weights stay valid for a topk SAE; the cfg.json is the input.
+      // The weights stay valid (a jumprelu SAE's: a topk cfg ignores the threshold); the
+      // cfg.json is the input.
       const dir = join(work, 'saelens');
-      const base = join(work, 'saelens-base');
+      const base = join(work, 'saelens-jump');
       mkdirSync(dir, { recursive: true });
       writeFileSync(join(dir, 'sae_weights.safetensors'), readFileSync(join(base, 'sae_weights.safetensors')));
       writeFileSync(join(dir, 'cfg.json'), bytes);
@@ -327,5 +333,7 @@ export async function seedsOf(name, work) {
   return t.joinSeeds ? t.joinSeeds(seeds) : seeds;
 }
 
+/** Inputs the driver grew coverage with (replayed by every `npm test`). */
 export const corpusDir = (name) => join(import.meta.dirname, 'corpus', name);
-export { basename };
+/** Inputs that once broke the contract, named for what they do. */
+export const regressionsDir = (name) => join(import.meta.dirname, 'regressions', name);
