@@ -2,7 +2,7 @@
 // named error class whose message names the thing at fault, bad input never crashes the
 // process, lifetime (dispose) is explicit and safe, and the edge cases the semantics define
 // (0 rows, k = 1, k = d_sae, concurrent calls) behave as defined. Results are judged by the
-// float64 reference (test/helpers/reference.ts) on fresh random data.
+// float64 reference (test/helpers/reference.js) on fresh random data.
 import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';

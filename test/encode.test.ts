@@ -1,4 +1,4 @@
-// Every CPU kernel variant against the float64 reference (test/helpers/reference.ts), on fresh
+// Every CPU kernel variant against the float64 reference (test/helpers/reference.js), on fresh
 // random data at awkward sizes, for every architecture and normalization, with 1 and 2 threads
 // (2 threads on a few rows also exercises the latent-split merge path).
 import { afterAll, describe, expect, it } from 'vitest';

@@ -1,7 +1,7 @@
 // Acceptance: "encode output equals a float64 reference (exact top-k sets) for SAELens and
 // sparsify directories of each supported architecture". Each directory is written by hand here
 // (cfg.json text + writeSafetensors / writeNpz), not through saveSaeLens, so the readers are
-// judged against files produced independently of them; the reference (test/helpers/reference.ts)
+// judged against files produced independently of them; the reference (test/helpers/reference.js)
 // is computed from the weights AS STORED (float16/bfloat16 bits decoded here, independently of
 // src/formats/float16.ts) and from the math the format specifies (../shared/FORMATS.md), never
 // from what readSaeDir returns, except in the saveSaeLens round trip at the end.

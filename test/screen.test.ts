@@ -2,7 +2,7 @@
 // latent is screened with bf16 dot products, a per-row margin bounds their error, candidates
 // are rescored in fp32, and rows with too many candidates (or a defeated starting hint) go to
 // the plain fp32 kernel. The result must be an exact top-k by the project's rule, whatever the
-// data: judged against the float64 reference (test/helpers/reference.ts) and against the
+// data: judged against the float64 reference (test/helpers/reference.js) and against the
 // plain fp32 encode (SAEKIT_SCREEN=0), on fresh random and adversarial data.
 import { afterAll, describe, expect, it } from 'vitest';
 import { createSae, cpuVariant, setCpuVariant, setThreads, type Sae, type SparseCodes } from '../src/index.js';

@@ -2,7 +2,7 @@
 // SAEKIT_SCREEN at load) must give the plain fp32 encode's codes (SAEKIT_SCREEN=0) BIT FOR BIT:
 // same rows, same indices, same float bits. The rescoring sums in the fp32 kernel's order
 // (native/cpu/rescore.cpp), so there is no tolerance to write down: any difference is a bug.
-// The float64 reference (test/helpers/reference.ts) also judges the random cases, so the plain
+// The float64 reference (test/helpers/reference.js) also judges the random cases, so the plain
 // encode is not the only judge. Screens this CPU cannot run show as skipped.
 //
 // The approximate mode (SAEKIT_SCREEN_APPROX=1, opt-in) is held to the screen's error bound.
