@@ -79,6 +79,8 @@ const kinds = {
   'encode (checked against float64)': counts.encode,
   'decode (checked against float64)': counts.decode,
   'bad arguments (must reject with ValidationError)': counts.bad,
+  'calls with an AbortSignal fired at once / microtask / timer (AbortError or a right result)': counts.aborted,
+  '  of which stopped with AbortError': counts.abortedStopped,
   'SAEs disposed with 2 encodes in flight (+1 call after, must reject)': counts.disposedInFlight,
   'worker threads started': counts.workersStarted,
   'worker threads terminated mid-encode': counts.workersTerminated,

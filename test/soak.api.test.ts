@@ -1,6 +1,7 @@
 // A soak of the embedded API (issue 17, item 5): one process runs thousands of encode/decode
 // calls on several SAEs at once, with bad arguments mixed in, SAEs disposed while their calls
-// are in flight, and worker threads that load the addon and are terminated mid-call. Every
+// are in flight, calls aborted through their AbortSignal (at once, after a microtask, on a
+// timer), and worker threads that load the addon and are terminated mid-call. Every
 // result is checked against a float64 reference; RSS and open file descriptors must stay flat.
 // The workload is test/helpers/soakWorkload.js (bench/soak.js runs it longer, on dist/).
 // SAEKIT_SOAK_CALLS sets the number of calls (default 10,000).
@@ -25,6 +26,8 @@ describe('soak of the embedded API', () => {
         [...samples, end].map((s) => `${s.calls}:${Math.round(s.rssMiB)}/${s.fds}`).join(' '),
     );
     expect(counts.disposedInFlight).toBeGreaterThan(0);
+    expect(counts.aborted).toBeGreaterThan(0);
+    expect(counts.abortedStopped).toBeGreaterThan(0);
     expect(counts.workersTerminated).toBeGreaterThan(0);
     expect(counts.workerEncodes).toBeGreaterThan(0);
     const baseline = samples[0]!;

@@ -1,6 +1,6 @@
 // The soak workload of the embedded API (issue 17, item 5), shared by test/soak.api.test.ts
 // (src/, 10,000 calls, the assertions) and bench/soak.js (dist/, as long as asked, the memory
-// curve as a table). Waves of 24 concurrent encode/decode calls on 3 SAEs, bad arguments mixed
+// curve as a table). Waves of 24 concurrent encode/decode calls on 3 SAEs, aborted calls and bad arguments mixed
 // in, an SAE disposed with calls in flight every tenth wave, and worker threads that load the
 // addon and are terminated mid-encode. Every result is checked against the float64 reference
 // (./reference.js): a wrong one, or a bad call that succeeds, rejects the soak with the call's
@@ -48,6 +48,8 @@ import { compareCodes, referenceDecode, referenceEncode } from './reference.js';
  * @property {number} encode Checked encode calls in the waves.
  * @property {number} decode Checked decode calls in the waves.
  * @property {number} bad Calls with bad arguments (each must reject with a ValidationError).
+ * @property {number} aborted Calls given an AbortSignal that fires at once, after a microtask or a timer (each must reject with AbortError or return the right result).
+ * @property {number} abortedStopped Of those, the calls that rejected with AbortError.
  * @property {number} disposedInFlight SAEs disposed with 2 encodes in flight (both checked; a third call after the disposal must reject).
  * @property {number} workersStarted
  * @property {number} workersTerminated Terminated once they had encoded (their next encodes in flight).
@@ -146,7 +148,7 @@ export async function runSoak(api, o) {
   /** @type {Map<Worker, Promise<void>>} */
   const firstTicks = new Map();
   /** @type {SoakCounts} */
-  const counts = { encode: 0, decode: 0, bad: 0, disposedInFlight: 0, workersStarted: 0, workersTerminated: 0, workerEncodes: 0 };
+  const counts = { encode: 0, decode: 0, bad: 0, aborted: 0, abortedStopped: 0, disposedInFlight: 0, workersStarted: 0, workersTerminated: 0, workerEncodes: 0 };
   /** @type {SoakSample[]} */
   const samples = [];
   const t0 = performance.now();
@@ -173,6 +175,25 @@ export async function runSoak(api, o) {
           counts.decode++;
           const out = new Float32Array(c.x.length).fill(Number.NaN);
           track(c.sae.decode(c.codes, out).then((y) => checkDecode(c, y)));
+        } else if (pick < 0.92) {
+          // Aborted at once, after a microtask, or on a timer: the call rejects with AbortError
+          // or, when the work finished first, returns the right result.
+          counts.aborted++;
+          const ac = new AbortController();
+          const decode = r() < 0.5;
+          const call = decode
+            ? c.sae.decode(c.codes, undefined, { signal: ac.signal }).then((y) => checkDecode(c, y))
+            : c.sae.encode(c.x, { signal: ac.signal }).then((codes) => checkEncode(c, 'aborted encode', codes));
+          const when = r();
+          if (when < 0.34) ac.abort();
+          else if (when < 0.67) queueMicrotask(() => ac.abort());
+          else setTimeout(() => ac.abort(), 0);
+          track(
+            call.catch((e) => {
+              if (!(e instanceof DOMException && e.name === 'AbortError')) throw e;
+              counts.abortedStopped++;
+            }),
+          );
         } else {
           counts.bad++;
           const { dIn, dSae } = c.w.config;
