@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "error.h"
+
 namespace saekit {
 
 enum class Activation { Standard, TopK, JumpReLU };
@@ -26,6 +28,14 @@ struct SaeSpec {
   Activation activation = Activation::TopK;
   Normalization normalization = Normalization::None;
   bool apply_b_dec_to_input = true;
+  // Transcoders decode to another width than they read (the MLP output from its input):
+  // W_dec is [d_sae, d_out], b_dec [d_out]. 0 means d_in (an SAE). apply_b_dec_to_input is
+  // false whenever d_out != d_in (SAELens refuses it for transcoders).
+  int64_t d_out = 0;
+  // Skip transcoders: a dense linear term x @ W_skip^T (W_skip [d_out, d_in]) added to the
+  // prediction by BackendModel::add_skip.
+  bool skip = false;
+  int64_t out_width() const { return d_out > 0 ? d_out : d_in; }
 };
 
 // Host float32 weights. W_enc is [d_in, d_sae] row-major, or [d_sae, d_in] when
@@ -37,6 +47,7 @@ struct SaeWeightsView {
   const float* W_dec = nullptr;
   const float* b_dec = nullptr;
   const float* threshold = nullptr;
+  const float* W_skip = nullptr;  // [d_out, d_in], skip transcoders only
 };
 
 // Sparse codes in CSR form: row r owns entries [indptr[r], indptr[r+1]) in ascending latent
@@ -93,6 +104,12 @@ class BackendModel {
   virtual void encode(const float* x, int64_t rows, SparseCodes* out, CancelFlag cancel = {}) = 0;
   // out: [codes.rows, d_in] float32, fully overwritten.
   virtual void decode(const SparseCodesView& codes, float* out, CancelFlag cancel = {}) = 0;
+  // Skip transcoders: out [rows, d_out] += x [rows, d_in] @ W_skip^T (x as given, before any
+  // normalization, as SAELens's SkipTranscoder.forward adds it).
+  virtual void add_skip(const float* x, int64_t rows, float* out, CancelFlag cancel = {}) {
+    (void)x, (void)rows, (void)out, (void)cancel;
+    throw Error("this SAE has no skip connection");
+  }
   // Bytes of memory the model holds on its device (packed weights etc.).
   virtual int64_t bytes() const = 0;
   // Rows re-encoded because a top-k threshold hint was too high (CPU; for tests and bench).

@@ -20,6 +20,10 @@ export interface NativeSpec {
   architecture: 'standard' | 'topk' | 'jumprelu';
   normalizeActivations: string;
   applyBDecToInput: boolean;
+  /** Decode width (transcoders); d_in when absent. */
+  dOut?: number;
+  /** Skip transcoder: weights carry W_skip. */
+  skip?: boolean;
 }
 
 /** The weight arrays as the addon reads them (float32, layouts as in SaeWeights). */
@@ -30,6 +34,8 @@ export interface AddonSae {
   /** cancel: set cancel[0] non-zero (Atomics.store) to stop the call; it rejects with code SAEKIT_ABORTED. */
   encode(x: Float32Array, rows: number, cancel?: Int32Array): Promise<NativeCodes>;
   /** Writes [rows, dIn] float32 into out and resolves with it. */
+  /** out [rows, dOut] += x @ W_skip^T (skip transcoders); resolves with out. */
+  addSkip(x: Float32Array, rows: number, out: Float32Array, cancel?: Int32Array): Promise<Float32Array>;
   decode(codes: NativeCodes, out: Float32Array, cancel?: Int32Array): Promise<Float32Array>;
   dispose(): void;
   /** Bytes the backend holds for this SAE (packed weights). */

@@ -66,14 +66,17 @@ async function abortable<T>(signal: AbortSignal | undefined, call: (cancel: Int3
 
 export class Sae {
   #native: AddonSae | undefined;
+  readonly #skip: boolean;
 
   /** Use loadSae() or createSae(). */
   constructor(
     native: AddonSae,
     readonly config: SaeConfig,
     readonly device: 'cpu' | 'cuda',
+    skip = false,
   ) {
     this.#native = native;
+    this.#skip = skip;
   }
 
   get dIn(): number {
@@ -82,6 +85,16 @@ export class Sae {
 
   get dSae(): number {
     return this.config.dSae;
+  }
+
+  /** The width decode writes: d_in for SAEs, the predicted hook's width for transcoders. */
+  get dOut(): number {
+    return this.config.dOut ?? this.config.dIn;
+  }
+
+  /** A skip transcoder (its prediction adds x @ W_skip^T: use forward()). */
+  get hasSkip(): boolean {
+    return this.#skip;
   }
 
   /** Bytes of memory the backend holds for this SAE (0 after dispose). */
@@ -125,8 +138,10 @@ export class Sae {
   }
 
   /**
-   * Decodes codes into [rows, dIn] float32 (x_hat, normalization undone), written into `out`
-   * when given (every element is overwritten) or into a new array.
+   * Decodes codes into [rows, dOut] float32 (x_hat, normalization undone; dOut = dIn for an
+   * SAE), written into `out` when given (every element is overwritten) or into a new array.
+   * For a skip transcoder this is the sparse part only (as SAELens's decode); forward() adds
+   * the skip term.
    */
   async decode(codes: SparseCodes, out?: Float32Array, options: CallOptions = {}): Promise<Float32Array> {
     const native = this.#live();
@@ -137,16 +152,34 @@ export class Sae {
       throw new ValidationError(
         `codes lack rowScale/rowShift, which this SAE's normalization '${this.config.normalizeActivations}' needs to decode`,
       );
-    if (out === undefined) out = new Float32Array(rows * this.dIn);
+    const width = this.dOut;
+    const named = width === this.dIn ? 'd_in' : 'd_out';
+    if (out === undefined) out = new Float32Array(rows * width);
     else if (!(out instanceof Float32Array)) throw expected('Float32Array', 'out', out);
-    else if (out.length !== rows * this.dIn)
-      throw new ValidationError(`out has ${out.length} elements, expected rows * d_in = ${rows} * ${this.dIn}`);
+    else if (out.length !== rows * width)
+      throw new ValidationError(`out has ${out.length} elements, expected rows * ${named} = ${rows} * ${width}`);
     const signal = signalOf(options);
     if (rows === 0) return out;
     try {
       return await abortable(signal, (cancel) => native.decode(codes, out, cancel));
     } catch (e) {
       throw rethrow(e, 'codes');
+    }
+  }
+
+  /**
+   * The SAE's output for x ([rows, dIn]): decode(encode(x)), plus x @ W_skip^T for a skip
+   * transcoder (SAELens's forward). [rows, dOut] float32, into `out` when given.
+   */
+  async forward(x: Float32Array, out?: Float32Array, options: CallOptions = {}): Promise<Float32Array> {
+    const codes = await this.encode(x, options);
+    const y = await this.decode(codes, out, options);
+    if (!this.#skip || codes.rows === 0) return y;
+    const native = this.#live();
+    try {
+      return await abortable(signalOf(options), (cancel) => native.addSkip(x, codes.rows, y, cancel));
+    } catch (e) {
+      throw rethrow(e, 'x');
     }
   }
 
@@ -213,19 +246,28 @@ export function validateWeights(w: SaeWeights): void {
     throw new ValidationError(`k must be an integer in [1, d_sae = ${c.dSae}] for a topk SAE but got ${c.k}`);
   if (!['none', 'expected_average_only_in', 'constant_norm_rescale', 'layer_norm'].includes(c.normalizeActivations))
     throw new ValidationError(`unsupported normalize_activations '${c.normalizeActivations}'`);
+  const dOut = c.dOut ?? c.dIn;
+  if (c.dOut !== undefined && (!Number.isInteger(c.dOut) || c.dOut < 1)) throw expected('a positive integer', 'config.dOut', c.dOut);
+  const transcoder = c.dOut !== undefined || w.W_skip !== undefined;
+  if (transcoder && c.applyBDecToInput && dOut !== c.dIn)
+    throw new ValidationError(`config.applyBDecToInput is true for a transcoder (d_out ${dOut} != d_in ${c.dIn}): b_dec is an output bias`);
+  if (transcoder && (c.normalizeActivations === 'constant_norm_rescale' || c.normalizeActivations === 'layer_norm'))
+    throw new ValidationError(`normalize_activations '${c.normalizeActivations}' is not supported for transcoders`);
   const shapes: Array<[keyof SaeWeights, number]> = [
     ['W_enc', c.dIn * c.dSae],
     ['b_enc', c.dSae],
-    ['W_dec', c.dSae * c.dIn],
-    ['b_dec', c.dIn],
+    ['W_dec', c.dSae * dOut],
+    ['b_dec', dOut],
   ];
+  if (w.W_skip !== undefined) shapes.push(['W_skip', dOut * c.dIn]);
   if (typeof c.applyBDecToInput !== 'boolean') throw expected('a boolean', 'config.applyBDecToInput', c.applyBDecToInput);
   if (typeof w.encTransposed !== 'boolean') throw expected('a boolean', 'encTransposed', w.encTransposed);
   if (c.architecture === 'jumprelu') shapes.push(['threshold', c.dSae]);
   for (const [key, n] of shapes) {
     const a = w[key];
     if (!(a instanceof Float32Array)) throw expected('Float32Array', key, a);
-    if (a.length !== n) throw new ValidationError(`${key} has ${a.length} elements, expected ${n} for d_in ${c.dIn}, d_sae ${c.dSae}`);
+    if (a.length !== n)
+      throw new ValidationError(`${key} has ${a.length} elements, expected ${n} for d_in ${c.dIn}, d_sae ${c.dSae}${dOut !== c.dIn ? `, d_out ${dOut}` : ''}`);
     // A NaN weight silently removes its latent from every top-k; an infinite one wins them all.
     const bad = firstNonFinite(a);
     if (bad >= 0) throw new ValidationError(`${key}[${bad}] is ${a[bad]}: weights must be finite`);
@@ -240,7 +282,9 @@ export async function createSae(weights: SaeWeights, options: LoadOptions = {}):
   const c = weights.config;
   // 'auto' on a GPU machine: an SAE the CUDA kernels do not cover (top-k with k > 256) runs
   // on the CPU instead of failing.
-  if (device === 'cuda' && (options.device ?? 'auto') === 'auto' && c.architecture === 'topk' && (c.k ?? 0) > 256) {
+  // Transcoders (another output width, a skip term) run on the CPU backend only.
+  const cpuOnly = (c.architecture === 'topk' && (c.k ?? 0) > 256) || (c.dOut ?? c.dIn) !== c.dIn || weights.W_skip !== undefined;
+  if (device === 'cuda' && (options.device ?? 'auto') === 'auto' && cpuOnly) {
     return createSae(weights, { ...options, device: 'cpu' });
   }
   try {
@@ -252,6 +296,8 @@ export async function createSae(weights: SaeWeights, options: LoadOptions = {}):
         architecture: c.architecture,
         normalizeActivations: c.normalizeActivations,
         applyBDecToInput: c.applyBDecToInput,
+        dOut: c.dOut ?? c.dIn,
+        skip: weights.W_skip !== undefined,
       },
       {
         W_enc: weights.W_enc,
@@ -260,10 +306,11 @@ export async function createSae(weights: SaeWeights, options: LoadOptions = {}):
         W_dec: weights.W_dec,
         b_dec: weights.b_dec,
         ...(weights.threshold ? { threshold: weights.threshold } : {}),
+        ...(weights.W_skip ? { W_skip: weights.W_skip } : {}),
       },
       device,
     );
-    return new Sae(native, c, device);
+    return new Sae(native, c, device, weights.W_skip !== undefined);
   } catch (e) {
     throw rethrow(e, 'weights');
   }

@@ -32,6 +32,13 @@ export interface SaeConfig {
   format: SaeFormat;
   /** e.g. "blocks.8.hook_resid_pre" (SAELens metadata.hook_name / pre-6 hook_point). */
   hookName?: string;
+  /**
+   * Transcoders: the width they predict (the MLP output; W_dec [d_sae, d_out], b_dec
+   * [d_out]). Absent for SAEs, which reconstruct their input (d_out = d_in).
+   */
+  dOut?: number;
+  /** Transcoders: the hook whose activation they predict, e.g. "blocks.8.hook_mlp_out". */
+  hookNameOut?: string;
   modelName?: string;
   /** Everything else from the source config (metadata, training settings), passed through. */
   metadata: Record<string, unknown>;
@@ -40,7 +47,8 @@ export interface SaeConfig {
 /**
  * SAE weights in memory, always float32 (float16/bfloat16 are widened at load).
  * Layouts follow SAELens: W_enc is [d_in, d_sae] row-major unless `encTransposed`
- * says it is [d_sae, d_in] (sparsify's encoder.weight); W_dec is always [d_sae, d_in].
+ * says it is [d_sae, d_in] (sparsify's encoder.weight); W_dec is always [d_sae, d_out] (d_out =
+ * d_in except for transcoders).
  * Scalings such as SAELens' rescale_acts_by_decoder_norm are already folded in.
  */
 export interface SaeWeights {
@@ -52,4 +60,6 @@ export interface SaeWeights {
   b_dec: Float32Array;
   /** jumprelu only: [d_sae]. */
   threshold?: Float32Array;
+  /** Skip transcoders: [d_out, d_in] (SAELens layout); the prediction adds x @ W_skip^T. */
+  W_skip?: Float32Array;
 }

@@ -27,6 +27,7 @@
 #include "../thread_pool.h"
 #include "aligned.h"
 #include "decode_kernels.h"
+#include "gemm.h"
 #include "encode_kernels.h"
 #include "isa.h"
 #include "kernel_choice.h"
@@ -87,12 +88,13 @@ class CpuModel final : public BackendModel {
   // trainer's non-topk forwards pass false.
   CpuModel(const SaeSpec& spec, const SaeWeightsView& w, bool screening = true)
       : spec_(spec), n_panels_((spec.d_sae + kPanel - 1) / kPanel) {
-    const int64_t d_in = spec.d_in, d_sae = spec.d_sae;
+    const int64_t d_in = spec.d_in, d_sae = spec.d_sae, d_out = spec.out_width();
+    SAEKIT_CHECK(d_out == d_in || !spec.apply_b_dec_to_input, "a transcoder (d_out != d_in) cannot subtract b_dec from its input");
     b_packed_ = aligned_floats(n_panels_ * d_in * kPanel);
     bias_ = aligned_floats(n_panels_ * kPanel);
     admit_ = aligned_floats(n_panels_ * kPanel);
-    if (w.W_dec != nullptr) W_dec_ = aligned_floats(d_sae * d_in);
-    b_dec_ = aligned_floats(d_in);
+    if (w.W_dec != nullptr) W_dec_ = aligned_floats(d_sae * d_out);
+    b_dec_ = aligned_floats(d_out);
     float* bp = b_packed_.get();
     parallel_for(n_panels_, [&](int64_t p, int) {
       float* dst = bp + p * d_in * kPanel;
@@ -113,9 +115,18 @@ class CpuModel final : public BackendModel {
       if (real && spec.activation == Activation::JumpReLU) admit = std::max(w.threshold[l], 0.0f);
       admit_[l] = real ? admit : inf;
     }
-    if (w.W_dec != nullptr) std::memcpy(W_dec_.get(), w.W_dec, sizeof(float) * d_sae * d_in);
-    if (w.b_dec != nullptr) std::memcpy(b_dec_.get(), w.b_dec, sizeof(float) * d_in);
-    else std::fill(b_dec_.get(), b_dec_.get() + d_in, 0.0f);
+    if (w.W_dec != nullptr) std::memcpy(W_dec_.get(), w.W_dec, sizeof(float) * d_sae * d_out);
+    if (w.b_dec != nullptr) std::memcpy(b_dec_.get(), w.b_dec, sizeof(float) * d_out);
+    else std::fill(b_dec_.get(), b_dec_.get() + d_out, 0.0f);
+    if (spec.skip) {
+      // Kept as W_skip^T [d_in, d_out]: the [K, N] operand sgemm streams row by row.
+      SAEKIT_CHECK(w.W_skip != nullptr, "a skip transcoder needs W_skip");
+      W_skip_t_ = aligned_floats(d_in * d_out);
+      float* t = W_skip_t_.get();
+      parallel_for(d_in, [&](int64_t i, int) {
+        for (int64_t o = 0; o < d_out; ++o) t[i * d_out + o] = w.W_skip[o * d_in + i];
+      });
+    }
     // The kernel is chosen by measurement at the first encode of each batch size class
     // (kernel_choice.h); nothing is built for it here. A kernel forced by
     // SAEKIT_ENCODE_KERNEL (or SAEKIT_SCREEN) at load has its copy built now, so an SAE it
@@ -157,8 +168,9 @@ class CpuModel final : public BackendModel {
     int64_t screen = wt32_ ? sizeof(float) * (spec_.d_sae * spec_.d_in + 2 * n_panels_ * kPanel) : 0;
     for (int s = 0; s < kScreenKinds; ++s)
       if (auto c = std::atomic_load(&screens_[s])) screen += c->bytes();
-    return sizeof(float) * (n_panels_ * spec_.d_in * kPanel + 2 * n_panels_ * kPanel +
-                            (W_dec_ ? spec_.d_sae * spec_.d_in : 0) + spec_.d_in) + screen;
+    const int64_t d_out = spec_.out_width();
+    return sizeof(float) * (n_panels_ * spec_.d_in * kPanel + 2 * n_panels_ * kPanel + (W_dec_ ? spec_.d_sae * d_out : 0) + d_out +
+                            (W_skip_t_ ? spec_.d_in * d_out : 0)) + screen;
   }
 
   int64_t hint_misses() const override { return misses_.load(); }
@@ -332,7 +344,7 @@ class CpuModel final : public BackendModel {
   void decode(const SparseCodesView& codes, float* out, CancelFlag cancel = {}) override {
     SAEKIT_CHECK(W_dec_ != nullptr, "this model was built without a decoder");
     const Variant var = variant(current_isa());
-    DecodeArgs args{&codes, W_dec_.get(), b_dec_.get(), spec_.d_in, out};
+    DecodeArgs args{&codes, W_dec_.get(), b_dec_.get(), spec_.out_width(), out};
     constexpr int64_t kRowsPerTask = 16;
     const int64_t tasks = (codes.rows + kRowsPerTask - 1) / kRowsPerTask;
     std::atomic<bool> skipped{false};
@@ -343,6 +355,18 @@ class CpuModel final : public BackendModel {
       var.decode_rows(args, t * kRowsPerTask, std::min(codes.rows, (t + 1) * kRowsPerTask));
     });
     if (skipped.load()) throw Cancelled("decode: aborted by the caller");
+  }
+
+  void add_skip(const float* x, int64_t rows, float* out, CancelFlag cancel = {}) override {
+    if (!W_skip_t_) throw Error("this SAE has no skip connection");
+    const int64_t d_in = spec_.d_in, d_out = spec_.out_width();
+    // Blocks of rows so an abort lands within one: sgemm itself runs on the pool.
+    constexpr int64_t kRows = 1024;
+    for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+      if (cancel.requested()) throw Cancelled("skip: aborted by the caller");
+      const int64_t n = std::min(kRows, rows - r0);
+      sgemm(n, d_out, d_in, x + r0 * d_in, d_in, false, W_skip_t_.get(), d_out, out + r0 * d_out, d_out, true);
+    }
   }
 
  private:
@@ -753,7 +777,7 @@ class CpuModel final : public BackendModel {
 
   SaeSpec spec_;
   int64_t n_panels_;
-  AlignedFloats b_packed_, bias_, admit_, W_dec_, b_dec_;
+  AlignedFloats b_packed_, bias_, admit_, W_dec_, b_dec_, W_skip_t_;
   // Screening (screen.h): one low-precision copy per screen kind built so far, the fp32
   // latent-major W_enc for rescoring, -inf admission for real latents.
   bool screening_allowed_ = false;

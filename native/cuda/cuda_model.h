@@ -129,6 +129,10 @@ struct Slot {
 class CudaModel final : public BackendModel {
  public:
   CudaModel(const SaeSpec& spec, const SaeWeightsView& w) : spec_(spec) {
+    if (spec.out_width() != spec.d_in || spec.skip) {
+      throw Error("CUDA backend: transcoders (d_out " + std::to_string(spec.out_width()) + " vs d_in " + std::to_string(spec.d_in) +
+                  (spec.skip ? ", skip connection" : "") + ") run on the CPU backend");
+    }
     if (spec.activation == Activation::TopK && (spec.k < 1 || spec.k > cuda::ENCODE_TOPK_MAX_K || spec.k > spec.d_sae)) {
       throw Error("CUDA backend: top-k with k = " + std::to_string(spec.k) + " is not supported (1 <= k <= " + std::to_string(cuda::ENCODE_TOPK_MAX_K) + ")");
     }

@@ -65,6 +65,7 @@ class LoadWorker final : public PromiseWorker {
     view_.W_dec = floats(weights, "W_dec");
     view_.b_dec = floats(weights, "b_dec");
     view_.threshold = floats(weights, "threshold");
+    view_.W_skip = floats(weights, "W_skip");
   }
 
  protected:
@@ -80,6 +81,7 @@ class LoadWorker final : public PromiseWorker {
     spec.Set("activation", static_cast<double>(static_cast<int>(spec_.activation)));
     spec.Set("normalization", static_cast<double>(static_cast<int>(spec_.normalization)));
     spec.Set("applyBDec", spec_.apply_b_dec_to_input);
+    spec.Set("dOut", static_cast<double>(spec_.out_width()));
     Napi::Object obj = env.GetInstanceData<InstanceData>()->sae.New({ext, spec});
     delete holder;
     return obj;
@@ -161,9 +163,9 @@ class DecodeWorker final : public PromiseWorker {
     if ((view_.row_scale && codes.Get("rowScale").As<Napi::Float32Array>().ElementLength() < static_cast<size_t>(view_.rows)) ||
         (view_.row_shift && codes.Get("rowShift").As<Napi::Float32Array>().ElementLength() < static_cast<size_t>(view_.rows)))
       throw Error("decode: codes.rowScale/rowShift hold fewer than one value per row");
-    if (out.ElementLength() < static_cast<size_t>(view_.rows * spec_.d_in))
+    if (out.ElementLength() < static_cast<size_t>(view_.rows * spec_.out_width()))
       throw Error("decode: the output holds " + std::to_string(out.ElementLength()) + " floats, fewer than rows * d_in = " +
-                  std::to_string(view_.rows * spec_.d_in));
+                  std::to_string(view_.rows * spec_.out_width()));
     out_ = out.Data();
   }
 
@@ -201,11 +203,33 @@ class DecodeWorker final : public PromiseWorker {
   float* out_;
 };
 
+// out [rows, d_out] += x [rows, d_in] @ W_skip^T (skip transcoders).
+class SkipWorker final : public PromiseWorker {
+ public:
+  SkipWorker(Napi::Env env, std::shared_ptr<BackendModel> model, const Napi::Float32Array& x, int64_t rows, Napi::Float32Array out,
+             CancelWord cancel)
+      : PromiseWorker(env), model_(std::move(model)), x_ref_(Napi::Persistent(x)), out_ref_(Napi::Persistent(out)), x_(x.Data()),
+        out_(out.Data()), rows_(rows), cancel_(std::move(cancel)) {}
+
+ protected:
+  void Run() override { model_->add_skip(x_, rows_, out_, cancel_.flag); }
+  Napi::Value Result(Napi::Env) override { return out_ref_.Value(); }
+
+ private:
+  std::shared_ptr<BackendModel> model_;
+  Napi::Reference<Napi::Float32Array> x_ref_, out_ref_;
+  const float* x_;
+  float* out_;
+  int64_t rows_;
+  CancelWord cancel_;
+};
+
 }  // namespace
 
 Napi::Function AddonSae::Define(Napi::Env env) {
   Napi::Function f = DefineClass(env, "AddonSae",
                                  {InstanceMethod("encode", &AddonSae::Encode), InstanceMethod("decode", &AddonSae::Decode),
+                                  InstanceMethod("addSkip", &AddonSae::AddSkip),
                                   InstanceMethod("dispose", &AddonSae::Dispose), InstanceMethod("bytes", &AddonSae::Bytes),
                                   InstanceMethod("hintMisses", &AddonSae::HintMisses),
                                   InstanceMethod("screenStats", &AddonSae::ScreenStats),
@@ -222,6 +246,7 @@ AddonSae::AddonSae(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonSae>(
   Napi::Object spec = info[1].As<Napi::Object>();
   spec_.d_in = spec.Get("dIn").As<Napi::Number>().Int64Value();
   spec_.d_sae = spec.Get("dSae").As<Napi::Number>().Int64Value();
+  spec_.d_out = spec.Get("dOut").As<Napi::Number>().Int64Value();
 }
 
 // createSae(spec, weights, device) -> Promise<AddonSae>
@@ -236,6 +261,9 @@ Napi::Value AddonSae::Create(const Napi::CallbackInfo& info) {
     spec.activation = parse_activation(s.Get("architecture").As<Napi::String>());
     spec.normalization = parse_normalization(s.Get("normalizeActivations").As<Napi::String>());
     spec.apply_b_dec_to_input = s.Get("applyBDecToInput").ToBoolean();
+    spec.d_out = s.Get("dOut").IsNumber() ? s.Get("dOut").As<Napi::Number>().Int64Value() : 0;
+    spec.skip = s.Get("skip").ToBoolean();
+    if (spec.skip && !info[1].As<Napi::Object>().Get("W_skip").IsTypedArray()) throw Error("createSae: spec.skip is set but weights.W_skip is missing");
     const std::string device = info[2].As<Napi::String>();
     Backend* backend = device == "cuda" ? cuda_backend() : &cpu_backend();
     if (backend == nullptr) throw Error("this build of saekit has no CUDA backend (built without nvcc or with SAEKIT_CPU_ONLY)");
@@ -281,6 +309,25 @@ Napi::Value AddonSae::Decode(const Napi::CallbackInfo& info) {
   } catch (const saekit::Error& e) {
     throw Napi::RangeError::New(info.Env(), e.what());
   }
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
+// addSkip(x: Float32Array, rows, out: Float32Array, cancel?: Int32Array) -> Promise<out>
+Napi::Value AddonSae::AddSkip(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto is_f32 = [](const Napi::Value& v) { return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float32_array; };
+  if (info.Length() < 3 || !is_f32(info[0]) || !info[1].IsNumber() || !is_f32(info[2]))
+    throw Napi::TypeError::New(env, "addSkip(x: Float32Array, rows: number, out: Float32Array)");
+  auto x = info[0].As<Napi::Float32Array>();
+  auto out = info[2].As<Napi::Float32Array>();
+  const int64_t rows = info[1].As<Napi::Number>().Int64Value();
+  if (rows < 0 || static_cast<uint64_t>(rows) * static_cast<uint64_t>(spec_.d_in) > x.ElementLength() ||
+      static_cast<uint64_t>(rows) * static_cast<uint64_t>(spec_.out_width()) > out.ElementLength())
+    throw Napi::RangeError::New(env, "addSkip: " + std::to_string(rows) + " rows need " + std::to_string(rows * spec_.d_in) + " input and " +
+                                         std::to_string(rows * spec_.out_width()) + " output floats");
+  auto* w = new SkipWorker(env, model(env), x, rows, out, CancelWord::from(info[3]));
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;

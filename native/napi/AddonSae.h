@@ -19,6 +19,7 @@ class AddonSae : public Napi::ObjectWrap<AddonSae> {
  private:
   Napi::Value Encode(const Napi::CallbackInfo& info);
   Napi::Value Decode(const Napi::CallbackInfo& info);
+  Napi::Value AddSkip(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Bytes(const Napi::CallbackInfo& info);
   Napi::Value HintMisses(const Napi::CallbackInfo& info);

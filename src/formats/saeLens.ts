@@ -34,16 +34,42 @@ const NORMALIZATIONS: readonly Normalization[] = ['none', 'expected_average_only
 const CONSUMED = [
   'architecture', 'd_in', 'd_sae', 'dtype', 'device', 'k', 'apply_b_dec_to_input', 'normalize_activations',
   'rescale_acts_by_decoder_norm', 'finetuning_scaling_factor', 'activation_fn_str', 'activation_fn',
-  'activation_fn_kwargs', 'hook_point', 'hook_name', 'model_name', 'metadata',
+  'activation_fn_kwargs', 'hook_point', 'hook_name', 'model_name', 'metadata', 'd_out', 'hook_name_out',
 ];
+
+/**
+ * A transcoder's output hook: cfg or metadata `hook_name_out` where present; else (SAELens 6.18
+ * had the field commented out) the MLP output of the input hook's layer, noted in metadata.
+ */
+function hookNameOutOf(cfg: Json, nested: Json, hookName: string | undefined, metadata: Json): string | undefined {
+  const given = optionalString(cfg, 'hook_name_out') ?? optionalString(nested, 'hook_name_out');
+  if (given !== undefined) return given;
+  const layer = hookName === undefined ? undefined : /^blocks\.(\d+)\./.exec(hookName)?.[1];
+  if (layer === undefined) return undefined;
+  metadata['hook_name_out_inferred'] = `blocks.${layer}.hook_mlp_out (the MLP output of the input hook's layer: the cfg has no hook_name_out)`;
+  return `blocks.${layer}.hook_mlp_out`;
+}
+
+/**
+ * SAELens's transcoder architectures (sae_lens/saes/transcoder.py) and the activation each
+ * runs: a transcoder reads one hook and predicts another (d_out wide); the skip variant adds
+ * x @ W_skip^T. b_dec is never subtracted from their input.
+ */
+const TRANSCODERS: Readonly<Record<string, { architecture: Architecture; skip: boolean }>> = {
+  transcoder: { architecture: 'standard', skip: false },
+  skip_transcoder: { architecture: 'standard', skip: true },
+  jumprelu_transcoder: { architecture: 'jumprelu', skip: false },
+  jumprelu_skip_transcoder: { architecture: 'jumprelu', skip: true },
+};
 
 function architectureOf(file: string, cfg: Json): Architecture {
   const arch = cfg['architecture'] ?? 'standard';
+  if (typeof arch === 'string' && Object.hasOwn(TRANSCODERS, arch)) return TRANSCODERS[arch]!.architecture;
   // pre-6 spelled the activation separately; v6 "standard" has none (relu).
   const act = cfg['activation_fn_str'] ?? cfg['activation_fn'] ?? 'relu';
   if (arch === 'topk' || arch === 'jumprelu') return arch;
   if (arch !== 'standard') {
-    throw new FormatError(file, `unsupported architecture '${String(arch)}' (saekit runs standard, topk and jumprelu SAEs)`);
+    throw new FormatError(file, `unsupported architecture '${String(arch)}' (saekit runs standard, topk and jumprelu SAEs and ${Object.keys(TRANSCODERS).join(', ')})`);
   }
   if (act === 'relu') return 'standard';
   if (act === 'topk') return 'topk';
@@ -105,6 +131,8 @@ export async function readSaeLens(dir: string): Promise<SaeWeights> {
   const dIn = requiredCount(cfgFile, cfg, 'd_in');
   const dSae = requiredCount(cfgFile, cfg, 'd_sae');
   const architecture = architectureOf(cfgFile, cfg);
+  const transcoder = typeof cfg['architecture'] === 'string' ? TRANSCODERS[cfg['architecture']] : undefined;
+  const dOut = transcoder ? requiredCount(cfgFile, cfg, 'd_out') : dIn;
   const k = architecture === 'topk' ? kOf(cfgFile, cfg, dSae) : undefined;
   const rescale = optionalBool(cfgFile, cfg, 'rescale_acts_by_decoder_norm', false);
   if (rescale && architecture !== 'topk') {
@@ -112,11 +140,18 @@ export async function readSaeLens(dir: string): Promise<SaeWeights> {
     throw new FormatError(cfgFile, `rescale_acts_by_decoder_norm is true for a ${architecture} SAE (supported for topk only)`);
   }
   const scaled = optionalBool(cfgFile, cfg, 'finetuning_scaling_factor', false);
-  const applyBDecToInput = optionalBool(cfgFile, cfg, 'apply_b_dec_to_input', true);
+  const applyBDecToInput = optionalBool(cfgFile, cfg, 'apply_b_dec_to_input', !transcoder);
+  if (transcoder && applyBDecToInput) {
+    throw new FormatError(cfgFile, `apply_b_dec_to_input is true for a ${String(cfg['architecture'])} (a transcoder never subtracts b_dec from its input; SAELens refuses it too)`);
+  }
   const normalizeActivations = normalizationOf(cfgFile, cfg);
+  if (transcoder && normalizeActivations !== 'none' && normalizeActivations !== 'expected_average_only_in') {
+    throw new FormatError(cfgFile, `normalize_activations '${normalizeActivations}' is not supported for transcoders (its output would be rescaled with its input's statistics)`);
+  }
   const metadata: Json = { ...without(cfg, CONSUMED), ...without(nested, ['hook_name', 'model_name']) };
   const hookName = optionalString(nested, 'hook_name') ?? optionalString(cfg, 'hook_name') ?? optionalString(cfg, 'hook_point');
   const modelName = optionalString(nested, 'model_name') ?? optionalString(cfg, 'model_name');
+  const hookNameOut = transcoder ? hookNameOutOf(cfg, nested, hookName, metadata) : undefined;
 
   const reader = await SafetensorsReader.open(join(dir, SAELENS_WEIGHTS));
   try {
@@ -131,18 +166,21 @@ export async function readSaeLens(dir: string): Promise<SaeWeights> {
       format: 'saelens',
       ...(hookName !== undefined && { hookName }),
       ...(modelName !== undefined && { modelName }),
+      ...(transcoder && { dOut }),
+      ...(hookNameOut !== undefined && { hookNameOut }),
       metadata,
     };
-    const because = `${SAELENS_CFG} says d_in ${dIn}, d_sae ${dSae}`;
+    const because = `${SAELENS_CFG} says d_in ${dIn}, d_sae ${dSae}${transcoder ? `, d_out ${dOut}` : ''}`;
     const W_enc = await readWeight(reader, 'W_enc', [dIn, dSae], because);
     const b_enc = await readWeight(reader, 'b_enc', [dSae], because);
-    const W_dec = await readWeight(reader, 'W_dec', [dSae, dIn], because);
-    const b_dec = await readWeight(reader, 'b_dec', [dIn], because);
+    const W_dec = await readWeight(reader, 'W_dec', [dSae, dOut], because);
+    const b_dec = await readWeight(reader, 'b_dec', [dOut], because);
     const weights: SaeWeights = { config, W_enc, encTransposed: false, b_enc, W_dec, b_dec };
+    if (transcoder?.skip) weights.W_skip = await readWeight(reader, 'W_skip', [dOut, dIn], because);
     if (architecture === 'jumprelu') weights.threshold = await readWeight(reader, 'threshold', [dSae], because);
     if (scaled) {
       const name = reader.tensors.has('finetuning_scaling_factor') ? 'finetuning_scaling_factor' : 'scaling_factor';
-      foldScalingFactor(W_dec, await readWeight(reader, name, [dSae], because), dIn);
+      foldScalingFactor(W_dec, await readWeight(reader, name, [dSae], because), dOut);
       metadata['finetuning_scaling_factor_folded'] = true;
     }
     if (rescale) {

@@ -42,11 +42,17 @@ function checkWeights(w: SaeWeights): void {
   if (architecture === 'topk' && (!Number.isSafeInteger(k) || k! <= 0 || k! > dSae)) {
     throw expected(`an integer in [1, ${dSae}]`, 'config.k', k);
   }
+  const dOut = w.config.dOut ?? dIn;
+  if (!Number.isSafeInteger(dOut) || dOut <= 0) throw expected('a positive integer', 'config.dOut', dOut);
+  if ((w.config.dOut !== undefined || w.W_skip !== undefined) && architecture === 'topk') {
+    throw expected('standard or jumprelu (SAELens has no topk transcoder)', 'config.architecture of a transcoder', architecture);
+  }
   checkLength('W_enc', w.W_enc, dIn * dSae);
-  checkLength('W_dec', w.W_dec, dSae * dIn);
+  checkLength('W_dec', w.W_dec, dSae * dOut);
   checkLength('b_enc', w.b_enc, dSae);
-  checkLength('b_dec', w.b_dec, dIn);
+  checkLength('b_dec', w.b_dec, dOut);
   if (architecture === 'jumprelu') checkLength('threshold', w.threshold, dSae);
+  if (w.W_skip !== undefined) checkLength('W_skip', w.W_skip, dOut * dIn);
 }
 
 /** [rows, cols] -> [cols, rows], in tiles so both sides stay in cache. */
@@ -75,9 +81,16 @@ function tensor(data: Float32Array, shape: number[], dtype: SaveDtype): Safetens
 function cfgJson(w: SaeWeights, dtype: SaveDtype): Record<string, unknown> {
   const c = w.config;
   const { reshape_activations: reshape, ...rest } = c.metadata;
+  // Transcoders under SAELens's names (sae_lens/saes/transcoder.py), with d_out and hook_name_out.
+  const transcoder = c.dOut !== undefined || w.W_skip !== undefined;
+  const skip = w.W_skip !== undefined;
+  const architecture = !transcoder
+    ? c.architecture
+    : `${c.architecture === 'jumprelu' ? 'jumprelu_' : ''}${skip ? 'skip_' : ''}transcoder`;
   const cfg: Record<string, unknown> = {
-    architecture: c.architecture,
+    architecture,
     d_in: c.dIn,
+    ...(transcoder && { d_out: c.dOut ?? c.dIn }),
     d_sae: c.dSae,
     dtype,
     device: 'cpu',
@@ -94,6 +107,7 @@ function cfgJson(w: SaeWeights, dtype: SaveDtype): Record<string, unknown> {
     ...rest,
     ...(c.modelName !== undefined && { model_name: c.modelName }),
     ...(c.hookName !== undefined && { hook_name: c.hookName }),
+    ...(c.hookNameOut !== undefined && { hook_name_out: c.hookNameOut }),
     sae_lens_version: SAELENS_FORMAT_VERSION,
   };
   return cfg;
@@ -114,6 +128,7 @@ export async function saveSaeLens(dir: string, weights: SaeWeights, opts: SaveSa
   const dtype = opts.dtype ?? 'float32';
   if (!Object.hasOwn(DTYPES, dtype)) throw expected('float32, float16 or bfloat16', 'dtype', dtype);
   const { dIn, dSae } = weights.config;
+  const dOut = weights.config.dOut ?? dIn;
   if (opts.sparsity !== undefined) checkLength('sparsity', opts.sparsity, dSae);
   if ((await pathKind(dir)) === 'other') {
     throw new ValidationError(`Expected a directory or a new path for the SAE output but received ${describe(dir)}, which is a file`);
@@ -123,9 +138,10 @@ export async function saveSaeLens(dir: string, weights: SaeWeights, opts: SaveSa
   const tensors: Record<string, SafetensorsTensorData> = {
     W_enc: tensor(W_enc, [dIn, dSae], dtype),
     b_enc: tensor(weights.b_enc, [dSae], dtype),
-    W_dec: tensor(weights.W_dec, [dSae, dIn], dtype),
-    b_dec: tensor(weights.b_dec, [dIn], dtype),
+    W_dec: tensor(weights.W_dec, [dSae, dOut], dtype),
+    b_dec: tensor(weights.b_dec, [dOut], dtype),
   };
+  if (weights.W_skip !== undefined) tensors['W_skip'] = tensor(weights.W_skip, [dOut, dIn], dtype);
   if (weights.config.architecture === 'jumprelu') tensors['threshold'] = tensor(weights.threshold!, [dSae], dtype);
 
   await mkdir(dirname(dir), { recursive: true });

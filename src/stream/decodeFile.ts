@@ -25,12 +25,12 @@ export async function decodeFile(sae: Sae, codesPath: string, output: string, op
   try {
     if (codes.dSae !== undefined && codes.dSae !== sae.dSae)
       throw new FormatError(codesPath, `codes were made for d_sae ${codes.dSae} but the SAE has d_sae ${sae.dSae}`);
-    const header = encodeNpyHeader([codes.rows, sae.dIn]);
+    const header = encodeNpyHeader([codes.rows, sae.dOut]);
     const fh = await open(tmp, 'wx');
     try {
       await writeAt(fh, header, 0);
-      const rowBytes = sae.dIn * 4;
-      const maxRows = options.chunkRows ?? defaultChunkRows(sae.dIn);
+      const rowBytes = sae.dOut * 4;
+      const maxRows = options.chunkRows ?? defaultChunkRows(sae.dOut);
       let pendingWrite: Promise<void> = Promise.resolve();
       for (let start = 0; start < codes.rows; ) {
         let count = Math.min(maxRows, codes.rows - start);

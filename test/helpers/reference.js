@@ -152,7 +152,8 @@ export function compareCodes(w, ref, codes) {
  * @returns {{ x: Float64Array, tol: Float64Array }}
  */
 export function referenceDecode(w, codes) {
-  const { dIn } = w.config;
+  // Transcoders write d_out columns (W_dec [d_sae, d_out]); SAEs d_in.
+  const dIn = w.config.dOut ?? w.config.dIn;
   const rows = codes.indptr.length - 1;
   const x = new Float64Array(rows * dIn);
   const tol = new Float64Array(rows * dIn);
