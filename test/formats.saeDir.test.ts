@@ -294,15 +294,25 @@ describe('readSaeDir: sparsify', () => {
     expect([got.config.dIn, got.config.dSae, got.config.applyBDecToInput]).toEqual([4, 7, false]);
   });
 
-  it('rejects groupmax, skip connections and mismatched shapes', async () => {
+  it('reads a skip connection: W_skip [d_in, d_in], added by forward (sparsify: out += x @ W_skip^T)', async () => {
+    const w = randomWeights('topk', 5, 10, 14);
+    const dir = join(await dirs.make(), 'layers.2.mlp');
+    const W_skip = Float32Array.from({ length: 25 }, (_, i) => ((i * 7) % 11) / 10 - 0.5);
+    await writeSaeFiles(dir, { ...sparsifyCfg, skip_connection: true, transcode: true }, 'sae.safetensors', { ...sparsifyTensors(w), W_skip }, shapes(5, 10));
+    const got = await readSaeDir(dir);
+    expect(got.W_skip).toEqual(W_skip);
+    expect([got.config.dOut, got.config.applyBDecToInput]).toEqual([5, false]);
+  });
+
+  it('rejects groupmax, skip connections without W_skip, W_skip without one, and mismatched shapes', async () => {
     const w = randomWeights('topk', 5, 10, 13);
     const root = await dirs.make();
     await writeSaeFiles(join(root, 'g'), { ...sparsifyCfg, activation: 'groupmax' }, 'sae.safetensors', sparsifyTensors(w), shapes(5, 10));
     await expectFormatError(readSaeDir(join(root, 'g')), "unsupported activation 'groupmax'");
     await writeSaeFiles(join(root, 's'), { ...sparsifyCfg, skip_connection: true }, 'sae.safetensors', sparsifyTensors(w), shapes(5, 10));
-    await expectFormatError(readSaeDir(join(root, 's')), 'skip_connection is true');
+    await expectFormatError(readSaeDir(join(root, 's')), "'W_skip'");
     await writeSaeFiles(join(root, 'w'), sparsifyCfg, 'sae.safetensors', { ...sparsifyTensors(w), W_skip: new Float32Array(25) }, shapes(5, 10));
-    await expectFormatError(readSaeDir(join(root, 'w')), "'W_skip'");
+    await expectFormatError(readSaeDir(join(root, 'w')), "'W_skip'", 'skip_connection false');
     await writeSaeFiles(join(root, 'e'), { ...sparsifyCfg, expansion_factor: 4 }, 'sae.safetensors', sparsifyTensors(w), shapes(5, 10));
     await expectFormatError(readSaeDir(join(root, 'e')), "tensor 'encoder.weight' has shape [10, 5] but cfg.json gives d_in 5, num_latents 20 => expected [20, 5]");
   });

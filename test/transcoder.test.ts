@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FormatError, NpyReader, Rng, ValidationError, createSae, decodeFile, encodeFile, readSaeDir, saveSaeLens, writeNpy, writeSafetensors, type Sae } from '../src/index.js';
 import type { Architecture, SaeWeights } from '../src/types.js';
+import { runCli } from './helpers/cli.js';
 import { expectReject } from './helpers/expectError.js';
 import { tempDirs } from './helpers/formatsFixtures.js';
 import { compareCodes, referenceDecode, referenceEncode } from './helpers/reference.js';
@@ -176,6 +177,8 @@ describe('SAELens transcoder directories', () => {
     expect(String(got.config.metadata['hook_name_out_inferred'])).toContain('no hook_name_out');
     expect(got.W_dec).toEqual(w.W_dec);
     expect(got.W_skip).toEqual(w.W_skip);
+    const info = JSON.parse((await runCli('info', dir)).out) as Record<string, unknown>;
+    expect([info['kind'], info['dOut'], info['hookNameOut']]).toEqual([skip ? 'skip transcoder' : 'transcoder', 13, 'blocks.5.hook_mlp_out']);
     // saekit's writer: SAELens's architecture name, d_out and the output hook.
     const again = join(dir, '..', `${name}-saved`);
     await saveSaeLens(again, got);

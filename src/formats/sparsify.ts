@@ -24,15 +24,15 @@ export async function readSparsify(dir: string): Promise<SaeWeights> {
   if (activation !== 'topk') {
     throw new FormatError(cfgFile, `unsupported activation '${String(activation)}' (saekit runs sparsify's topk SAEs)`);
   }
-  if (optionalBool(cfgFile, cfg, 'skip_connection', false)) {
-    throw new FormatError(cfgFile, 'skip_connection is true: SAEs with a W_skip term are not supported');
-  }
+  // skip_connection: a W_skip [d_in, d_in] whose x @ W_skip^T joins the output (sparsify's
+  // forward), which Sae.forward adds.
+  const skip = optionalBool(cfgFile, cfg, 'skip_connection', false);
   const k = requiredCount(cfgFile, cfg, 'k');
   const transcode = optionalBool(cfgFile, cfg, 'transcode', false);
 
   const reader = await SafetensorsReader.open(join(dir, SPARSIFY_WEIGHTS));
   try {
-    if (reader.tensors.has('W_skip')) throw new FormatError(reader.file, "has a 'W_skip' tensor: SAEs with a skip connection are not supported");
+    if (reader.tensors.has('W_skip') && !skip) throw new FormatError(reader.file, `has a 'W_skip' tensor but ${SPARSIFY_CFG} says skip_connection false`);
     // d_in may be absent from older cfg.json files; the encoder's shape then tells it.
     const encShape = reader.info('encoder.weight').shape;
     const dIn = optionalCount(cfgFile, cfg, 'd_in') ?? encShape[1];
@@ -55,9 +55,11 @@ export async function readSparsify(dir: string): Promise<SaeWeights> {
       format: 'sparsify',
       // sparsify names the directory after the hookpoint (a module path such as layers.10).
       hookName: basename(dir),
+      // A sparsify transcoder predicts its module's output (d_out = d_in).
+      ...(transcode && { dOut: dIn }),
       metadata: without(cfg, CONSUMED),
     };
-    return {
+    const weights: SaeWeights = {
       config,
       W_enc: await readWeight(reader, 'encoder.weight', [dSae, dIn], because),
       encTransposed: true,
@@ -65,6 +67,8 @@ export async function readSparsify(dir: string): Promise<SaeWeights> {
       W_dec: await readWeight(reader, 'W_dec', [dSae, dIn], because),
       b_dec: await readWeight(reader, 'b_dec', [dIn], because),
     };
+    if (skip) weights.W_skip = await readWeight(reader, 'W_skip', [dIn, dIn], because);
+    return weights;
   } finally {
     await reader.close();
   }

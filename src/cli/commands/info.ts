@@ -21,7 +21,10 @@ export async function infoCommand(argv: string[]): Promise<number> {
       : name;
   const w = await readSaeDir(dir);
   const c = w.config;
-  const weightBytes = 4 * (w.W_enc.length + w.W_dec.length + w.b_enc.length + w.b_dec.length + (w.threshold?.length ?? 0));
+  const weightBytes = 4 * (w.W_enc.length + w.W_dec.length + w.b_enc.length + w.b_dec.length + (w.threshold?.length ?? 0) + (w.W_skip?.length ?? 0));
+  // What it is: an SAE reconstructs its hook; a transcoder predicts hookNameOut (d_out wide),
+  // a skip transcoder adds x @ W_skip^T.
+  const kind = w.W_skip ? 'skip transcoder' : c.dOut !== undefined ? 'transcoder' : 'sae';
   // The exact screened encode (topk/jumprelu, CPUs with a screen) keeps more copies of W_enc
   // once a screen is chosen: the screen's low-precision panels (bf16 pairs, or int8 quads plus
   // a scale and a column sum per latent) and an fp32 latent-major copy for rescoring. The
@@ -34,6 +37,6 @@ export async function infoCommand(argv: string[]): Promise<number> {
   const lowPrecision = kernel === 'fp32' ? 0 : kernel === 'int8' || kernel === 'int8-256' ? panels * (Math.ceil(c.dIn / 4) + 2) * 4 : panels * Math.ceil(c.dIn / 32) * 16 * 4;
   const screeningBytes = kernel === 'fp32' ? 0 : lowPrecision + 4 * c.dSae * c.dIn + 2 * 4 * panels;
   const screen = kernel === 'fp32' ? 'off' : kernel;
-  process.stdout.write(`${JSON.stringify({ ...c, weightBytesFloat32: weightBytes, encodeKernel: kernel, screen, screeningBytes }, null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify({ kind, ...c, dOut: c.dOut ?? c.dIn, weightBytesFloat32: weightBytes, encodeKernel: kernel, screen, screeningBytes }, null, 2)}\n`);
   return 0;
 }
