@@ -229,3 +229,64 @@ describe('SAELens transcoder directories', () => {
     await expectReject(() => readSaeDir(wrongDOut), FormatError, 'W_dec', 'd_out 6');
   });
 });
+
+describe('gated SAEs (SAELens `gated`), loaded as the JumpReLU SAE they equal', () => {
+  it('codes match the gated formula in float64, away from the gate boundary', async () => {
+    const dIn = 29;
+    const dSae = 77;
+    const rng = new Rng(seed + 500);
+    const normal = (n: number, scale: number) => rng.fillNormal(new Float32Array(n)).map((v) => v * scale);
+    const W_enc = normal(dIn * dSae, 1 / Math.sqrt(dIn));
+    const b_gate = normal(dSae, 0.3);
+    const r_mag = normal(dSae, 0.5);
+    const b_mag = normal(dSae, 0.3);
+    const W_dec = normal(dSae * dIn, 1 / Math.sqrt(dSae));
+    const b_dec = normal(dIn, 0.2);
+    const dir = join(await dirs.make(), 'gated');
+    await mkdir(dir, { recursive: true });
+    await writeSafetensors(join(dir, 'sae_weights.safetensors'), {
+      W_enc: { dtype: 'F32', shape: [dIn, dSae], data: W_enc },
+      b_gate: { dtype: 'F32', shape: [dSae], data: b_gate },
+      r_mag: { dtype: 'F32', shape: [dSae], data: r_mag },
+      b_mag: { dtype: 'F32', shape: [dSae], data: b_mag },
+      W_dec: { dtype: 'F32', shape: [dSae, dIn], data: W_dec },
+      b_dec: { dtype: 'F32', shape: [dIn], data: b_dec },
+    });
+    await writeFile(join(dir, 'cfg.json'), JSON.stringify({ architecture: 'gated', d_in: dIn, d_sae: dSae, dtype: 'float32', apply_b_dec_to_input: true, normalize_activations: 'none', metadata: { hook_name: 'blocks.2.hook_resid_pre' } }));
+    const w = await readSaeDir(dir);
+    expect(w.config.architecture).toBe('jumprelu');
+    expect(String(w.config.metadata['gated_folded'])).toContain('threshold');
+    const sae = await createSae(w, { device: 'cpu' });
+    open.push(sae);
+    const rows = 40;
+    const x = new Rng(seed + 501).fillNormal(new Float32Array(rows * dIn));
+    const codes = await sae.encode(x);
+    let checked = 0;
+    for (let r = 0; r < rows; r++) {
+      const got = new Map<number, number>();
+      for (let e = codes.indptr[r]!; e < codes.indptr[r + 1]!; e++) got.set(codes.indices[e]!, codes.values[e]!);
+      for (let j = 0; j < dSae; j++) {
+        let s = 0;
+        let a = 0;
+        for (let i = 0; i < dIn; i++) {
+          const t = (x[r * dIn + i]! - b_dec[i]!) * W_enc[i * dSae + j]!;
+          s += t;
+          a += Math.abs(t);
+        }
+        const e = Math.exp(r_mag[j]!);
+        const gate = s + b_gate[j]!;
+        const mag = e * s + b_mag[j]!;
+        const want = gate > 0 ? Math.max(mag, 0) : 0;
+        const tol = 8 * (dIn + 4) * U * (e * a + Math.abs(b_mag[j]!) + e * Math.abs(b_gate[j]!)) + 1e-6;
+        // Near the gate (or at relu's 0) fp32 rounding may decide either way: skip those.
+        if (Math.abs(gate) * e <= tol || Math.abs(mag) <= tol) continue;
+        checked++;
+        expect(Math.abs((got.get(j) ?? 0) - want), `row ${r} latent ${j}`).toBeLessThanOrEqual(tol);
+      }
+    }
+    expect(checked).toBeGreaterThan(rows * dSae * 0.9);
+    // A gated SAE with a bad tensor is refused by name.
+    await writeSafetensors(join(dir, 'sae_weights.safetensors'), { W_enc: { dtype: 'F32', shape: [dIn, dSae], data: W_enc }, W_dec: { dtype: 'F32', shape: [dSae, dIn], data: W_dec }, b_dec: { dtype: 'F32', shape: [dIn], data: b_dec } });
+    await expectReject(() => readSaeDir(dir), FormatError, 'b_gate');
+  });
+});

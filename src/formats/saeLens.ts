@@ -65,11 +65,12 @@ const TRANSCODERS: Readonly<Record<string, { architecture: Architecture; skip: b
 function architectureOf(file: string, cfg: Json): Architecture {
   const arch = cfg['architecture'] ?? 'standard';
   if (typeof arch === 'string' && Object.hasOwn(TRANSCODERS, arch)) return TRANSCODERS[arch]!.architecture;
+  if (arch === 'gated') return 'jumprelu'; // folded at load: see foldGated
   // pre-6 spelled the activation separately; v6 "standard" has none (relu).
   const act = cfg['activation_fn_str'] ?? cfg['activation_fn'] ?? 'relu';
   if (arch === 'topk' || arch === 'jumprelu') return arch;
   if (arch !== 'standard') {
-    throw new FormatError(file, `unsupported architecture '${String(arch)}' (saekit runs standard, topk and jumprelu SAEs and ${Object.keys(TRANSCODERS).join(', ')})`);
+    throw new FormatError(file, `unsupported architecture '${String(arch)}' (saekit runs standard, topk, jumprelu and gated SAEs and ${Object.keys(TRANSCODERS).join(', ')})`);
   }
   if (act === 'relu') return 'standard';
   if (act === 'topk') return 'topk';
@@ -115,6 +116,21 @@ export function foldDecoderNorms(W_enc: Float32Array, b_enc: Float32Array, W_dec
   for (let r = 0; r < dIn; r++) {
     for (let j = 0; j < dSae; j++) W_enc[r * dSae + j]! *= norms[j]!;
   }
+}
+
+/**
+ * SAELens's gated SAE, f_j = [x' W_enc_j + b_gate_j > 0] * relu(e_j (x' W_enc_j) + b_mag_j)
+ * with e_j = exp(r_mag_j), is a JumpReLU SAE: with encoder column j scaled by e_j and bias
+ * b_mag_j its pre-activation IS the magnitude path, and (e_j > 0) the gate holds exactly when
+ * that pre-activation exceeds b_mag_j - e_j b_gate_j. So W_enc_j *= e_j, b_enc = b_mag,
+ * threshold = b_mag - e * b_gate: the same latents and values up to fp32 rounding at the gate's
+ * boundary (the gate is evaluated on the magnitude's scale). Returns the threshold.
+ */
+function foldGated(W_enc: Float32Array, b_gate: Float32Array, r_mag: Float32Array, b_mag: Float32Array, dIn: number, dSae: number): { b_enc: Float32Array; threshold: Float32Array } {
+  const e = Float64Array.from(r_mag, (r) => Math.exp(r));
+  for (let i = 0; i < dIn; i++) for (let j = 0; j < dSae; j++) W_enc[i * dSae + j]! *= e[j]!;
+  const threshold = Float32Array.from(b_mag, (b, j) => b - e[j]! * b_gate[j]!);
+  return { b_enc: b_mag.slice(), threshold };
 }
 
 /** Pre-6 finetuning_scaling_factor multiplies the activations before decoding: fold into W_dec rows. */
@@ -172,12 +188,29 @@ export async function readSaeLens(dir: string): Promise<SaeWeights> {
     };
     const because = `${SAELENS_CFG} says d_in ${dIn}, d_sae ${dSae}${transcoder ? `, d_out ${dOut}` : ''}`;
     const W_enc = await readWeight(reader, 'W_enc', [dIn, dSae], because);
-    const b_enc = await readWeight(reader, 'b_enc', [dSae], because);
+    const gated = cfg['architecture'] === 'gated';
+    let b_enc: Float32Array;
+    let gatedThreshold: Float32Array | undefined;
+    if (gated) {
+      const folded = foldGated(
+        W_enc,
+        await readWeight(reader, 'b_gate', [dSae], because),
+        await readWeight(reader, 'r_mag', [dSae], because),
+        await readWeight(reader, 'b_mag', [dSae], because),
+        dIn,
+        dSae,
+      );
+      b_enc = folded.b_enc;
+      gatedThreshold = folded.threshold;
+      metadata['gated_folded'] = 'loaded as jumprelu: W_enc * exp(r_mag), b_enc = b_mag, threshold = b_mag - exp(r_mag) * b_gate';
+    } else {
+      b_enc = await readWeight(reader, 'b_enc', [dSae], because);
+    }
     const W_dec = await readWeight(reader, 'W_dec', [dSae, dOut], because);
     const b_dec = await readWeight(reader, 'b_dec', [dOut], because);
     const weights: SaeWeights = { config, W_enc, encTransposed: false, b_enc, W_dec, b_dec };
     if (transcoder?.skip) weights.W_skip = await readWeight(reader, 'W_skip', [dOut, dIn], because);
-    if (architecture === 'jumprelu') weights.threshold = await readWeight(reader, 'threshold', [dSae], because);
+    if (architecture === 'jumprelu') weights.threshold = gatedThreshold ?? (await readWeight(reader, 'threshold', [dSae], because));
     if (scaled) {
       const name = reader.tensors.has('finetuning_scaling_factor') ? 'finetuning_scaling_factor' : 'scaling_factor';
       foldScalingFactor(W_dec, await readWeight(reader, name, [dSae], because), dOut);
