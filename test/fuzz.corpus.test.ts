@@ -50,7 +50,7 @@ describe('fuzz corpus replay', () => {
     for (const [name, cases] of Object.entries(EXPECTED)) expect(files(t.regressionsDir(name)).sort()).toEqual(Object.keys(cases).sort());
   });
 
-  it.each(['safetensors', 'npy', 'npz', 'saelens-cfg', 'sparsify-cfg', 'gemma-scope-params', 'registry', 'codes', 'onnx', 'hub-answers'])(
+  it.each(['safetensors', 'npy', 'npz', 'saelens-cfg', 'sparsify-cfg', 'gemma-scope-params', 'gemma-scope2-params', 'registry', 'codes', 'onnx', 'hub-answers'])(
     '%s: seeds, corpus and regressions load or are refused by name',
     async (name) => {
       const target = t.targets[name]!;

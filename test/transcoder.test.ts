@@ -290,3 +290,100 @@ describe('gated SAEs (SAELens `gated`), loaded as the JumpReLU SAE they equal', 
     await expectReject(() => readSaeDir(dir), FormatError, 'b_gate');
   });
 });
+
+describe('Gemma Scope 2 params.safetensors', () => {
+  /** Google's published forward: pre = x @ w_enc + b_enc; f = pre * (pre > threshold); f @ w_dec + b_dec + x @ affine. */
+  function googleForward(p: Record<string, Float32Array>, x: Float32Array, dIn: number, dSae: number, dOut: number) {
+    const rows = x.length / dIn;
+    const out = new Float64Array(rows * dOut);
+    const tol = new Float64Array(rows * dOut);
+    const near: boolean[] = [];
+    for (let r = 0; r < rows; r++) {
+      const f = new Float64Array(dSae);
+      for (let j = 0; j < dSae; j++) {
+        let s = p['b_enc']![j]!;
+        let a = Math.abs(s);
+        for (let i = 0; i < dIn; i++) {
+          const t = x[r * dIn + i]! * p['w_enc']![i * dSae + j]!;
+          s += t;
+          a += Math.abs(t);
+        }
+        if (Math.abs(s - p['threshold']![j]!) <= 4 * (dIn + 2) * U * a) near[r] = true; // fp32 may decide either way
+        f[j] = s > p['threshold']![j]! ? s : 0;
+      }
+      for (let o = 0; o < dOut; o++) {
+        let s = p['b_dec']![o]!;
+        let a = Math.abs(s);
+        for (let j = 0; j < dSae; j++) {
+          const t = f[j]! * p['w_dec']![j * dOut + o]!;
+          s += t;
+          a += Math.abs(t);
+        }
+        if (p['affine_skip_connection']) {
+          for (let i = 0; i < dIn; i++) {
+            const t = x[r * dIn + i]! * p['affine_skip_connection']![i * dOut + o]!;
+            s += t;
+            a += Math.abs(t);
+          }
+        }
+        out[r * dOut + o] = s;
+        tol[r * dOut + o] = 4 * (dIn + dSae + 4) * U * a + 1e-6;
+      }
+    }
+    return { x: out, tol, near };
+  }
+
+  it.each([
+    ['resid_post', 'layer_7_width_16k_l0_small', 24, 24, false],
+    ['transcoder', 'layer_3_width_16k_l0_big', 24, 24, true], // an affine transcoder: square skip, orientation matters
+    ['transcoder', 'layer_3_width_16k_l0_big', 20, 28, true],
+  ] as const)('%s/%s (d_in %i, d_out %i, affine %s) matches the published forward', async (site, name, dIn, dOut, affine) => {
+    const dSae = 90;
+    const rng = new Rng(seed + dIn * 3 + dOut);
+    const normal = (n: number, scale: number) => rng.fillNormal(new Float32Array(n)).map((v) => v * scale);
+    const p: Record<string, Float32Array> = {
+      w_enc: normal(dIn * dSae, 1 / Math.sqrt(dIn)),
+      w_dec: normal(dSae * dOut, 1 / Math.sqrt(dSae)),
+      b_enc: normal(dSae, 0.2),
+      b_dec: normal(dOut, 0.3),
+      threshold: Float32Array.from({ length: dSae }, () => 0.05 + 0.3 * rng.uniform()),
+    };
+    if (affine) p['affine_skip_connection'] = normal(dIn * dOut, 1 / Math.sqrt(dIn));
+    const shapes: Record<string, number[]> = { w_enc: [dIn, dSae], w_dec: [dSae, dOut], b_enc: [dSae], b_dec: [dOut], threshold: [dSae], affine_skip_connection: [dIn, dOut] };
+    const dir = join(await dirs.make(), site, name);
+    await mkdir(dir, { recursive: true });
+    await writeSafetensors(join(dir, 'params.safetensors'), Object.fromEntries(Object.entries(p).map(([k, v]) => [k, { dtype: 'F32' as const, shape: shapes[k]!, data: v }])));
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ architecture: 'jump_relu', model_name: 'gemma-3-1b-it', affine_connection: affine }));
+    const w = await readSaeDir(dir);
+    expect(w.config).toMatchObject({ architecture: 'jumprelu', dIn, dSae, applyBDecToInput: false, format: 'gemmascope', modelName: 'gemma-3-1b-it' });
+    if (site === 'resid_post') expect([w.config.hookName, w.config.dOut, w.W_skip]).toEqual(['blocks.7.hook_resid_post', undefined, undefined]);
+    else expect([w.config.dOut, w.config.hookNameOut]).toEqual([dOut, 'blocks.3.hook_mlp_out']);
+    const sae = await createSae(w, { device: 'auto' });
+    open.push(sae);
+    const rows = 12;
+    const x = new Rng(seed + 77).fillNormal(new Float32Array(rows * dIn));
+    const got = await sae.forward(x);
+    const ref = googleForward(p, x, dIn, dSae, dOut);
+    for (let r = 0; r < rows; r++) {
+      if (ref.near[r]) continue;
+      for (let o = 0; o < dOut; o++) expect(Math.abs(got[r * dOut + o]! - ref.x[r * dOut + o]!), `row ${r} col ${o}`).toBeLessThanOrEqual(ref.tol[r * dOut + o]!);
+    }
+    expect(ref.near.filter(Boolean).length).toBeLessThan(rows / 2);
+  });
+
+  it('refuses a file without its tensors, or a cross-layer decoder, naming the file', async () => {
+    const dir = join(await dirs.make(), 'resid_post', 'layer_1_width_16k_l0_small');
+    await mkdir(dir, { recursive: true });
+    await writeSafetensors(join(dir, 'params.safetensors'), { w_enc: { dtype: 'F32', shape: [4, 6], data: new Float32Array(24) } });
+    await expectReject(() => readSaeDir(dir), FormatError, 'params.safetensors', "'w_dec'");
+    const f = (n: number) => new Float32Array(n);
+    await writeSafetensors(join(dir, 'params.safetensors'), {
+      w_enc: { dtype: 'F32', shape: [4, 6], data: f(24) },
+      w_dec: { dtype: 'F32', shape: [6, 2, 4], data: f(48) },
+      b_enc: { dtype: 'F32', shape: [6], data: f(6) },
+      b_dec: { dtype: 'F32', shape: [4], data: f(4) },
+      threshold: { dtype: 'F32', shape: [6], data: f(6) },
+    });
+    await expectReject(() => readSaeDir(dir), FormatError, 'params.safetensors', 'cross-layer');
+  });
+});

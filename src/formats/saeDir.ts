@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { SaeWeights } from '../types.js';
 import { FormatError } from '../errors.js';
 import { readGemmaScope } from './gemmaScope.js';
+import { GEMMA_SCOPE2_PARAMS, readGemmaScope2 } from './gemmaScope2.js';
 import { readSaeLens, SAELENS_CFG, SAELENS_WEIGHTS } from './saeLens.js';
 import { readSparsify, SPARSIFY_CFG, SPARSIFY_WEIGHTS } from './sparsify.js';
 
@@ -13,7 +14,7 @@ const GEMMA_SCOPE_PARAMS = 'params.npz';
 
 const EXPECTED =
   `${SAELENS_CFG} + ${SAELENS_WEIGHTS} (SAELens), ${SPARSIFY_CFG} + ${SPARSIFY_WEIGHTS} (sparsify), ` +
-  `${GEMMA_SCOPE_PARAMS} (Gemma Scope), or a sparsify run directory with one hookpoint`;
+  `${GEMMA_SCOPE_PARAMS} (Gemma Scope), ${GEMMA_SCOPE2_PARAMS} (Gemma Scope 2), or a sparsify run directory with one hookpoint`;
 
 async function listDir(dir: string): Promise<{ files: Set<string>; dirs: string[] }> {
   const entries = await readdir(dir, { withFileTypes: true });
@@ -49,6 +50,7 @@ export async function readSaeDir(path: string): Promise<SaeWeights> {
   if (files.has(SAELENS_CFG) && files.has(SAELENS_WEIGHTS)) return readSaeLens(path);
   if (files.has(SPARSIFY_CFG) && files.has(SPARSIFY_WEIGHTS)) return readSparsify(path);
   if (files.has(GEMMA_SCOPE_PARAMS)) return readGemmaScope(join(path, GEMMA_SCOPE_PARAMS));
+  if (files.has(GEMMA_SCOPE2_PARAMS)) return readGemmaScope2(path);
 
   const hookpoints: string[] = [];
   for (const d of dirs) if (await isSparsifyDir(join(path, d))) hookpoints.push(d);

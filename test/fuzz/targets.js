@@ -245,6 +245,29 @@ export const targets = {
     },
   },
 
+  'gemma-scope2-params': {
+    dict: ['"w_enc"', '"w_dec"', '"b_enc"', '"b_dec"', '"threshold"', '"affine_skip_connection"', '"dtype"', '"shape"', '"data_offsets"', '"F32"', '"BF16"'],
+    async seeds(work) {
+      const f = join(work, 'gs2.safetensors');
+      const n = (k) => Float32Array.from({ length: k }, (_, i) => Math.sin(i + k) / 2);
+      await writeSafetensors(f, {
+        w_enc: { dtype: 'F32', shape: [6, 10], data: n(60) },
+        w_dec: { dtype: 'F32', shape: [10, 4], data: n(40) },
+        b_enc: { dtype: 'F32', shape: [10], data: n(10) },
+        b_dec: { dtype: 'F32', shape: [4], data: n(4) },
+        threshold: { dtype: 'F32', shape: [10], data: n(10).map(Math.abs) },
+        affine_skip_connection: { dtype: 'BF16', shape: [6, 4], data: new Uint16Array(24).fill(0x3e80) },
+      });
+      return [readFileSync(f)];
+    },
+    async run(bytes, work) {
+      const dir = join(work, 'gs2', 'transcoder', 'layer_2_width_16k_l0_small');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'params.safetensors'), bytes);
+      return loadsOrRefuses('params.safetensors', () => readSaeDir(dir));
+    },
+  },
+
   registry: {
     dict: ['"repo_id"', '"model"', '"format"', '"saelens"', '"sparsify"', '"gemma-scope"', '"architecture"', '"d_in"', '"saes"', '"id"', '"path"', '"hook_name"', '"neuronpedia"', 'null', '[]', '{}'],
     async seeds() {
