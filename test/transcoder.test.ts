@@ -387,3 +387,14 @@ describe('Gemma Scope 2 params.safetensors', () => {
     await expectReject(() => readSaeDir(dir), FormatError, 'params.safetensors', 'cross-layer');
   });
 });
+
+describe('the model side refuses transcoders until it routes them', () => {
+  it('evaluateSpliced and intervene throw a ValidationError naming both hooks', async () => {
+    const { evaluateSpliced, intervene } = await import('../src/model/splice.js');
+    const w = transcoderWeights('standard', 8, 16, 8, true, seed + 900);
+    const sae = await createSae(w, { device: 'cpu' });
+    open.push(sae);
+    await expectReject(() => intervene(sae, new Float32Array(8), [{ kind: 'ablate', feature: 1 } as never]), ValidationError, 'transcoder', 'blocks.3.hook_mlp_out');
+    await expectReject(() => evaluateSpliced({} as never, sae, { hook: 'blocks.3.hook_resid_pre' } as never), ValidationError, 'spliced evaluation', 'blocks.3.ln2.hook_normalized');
+  });
+});

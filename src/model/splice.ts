@@ -43,8 +43,20 @@ export interface SplicedMetrics {
   l0: number;
 }
 
+/**
+ * Splicing puts decode(encode(x)) back where x was read: right for an SAE, wrong for a
+ * transcoder (its prediction belongs at its output hook, with the MLP removed), so those are
+ * refused until the model side routes them.
+ */
+function refuseTranscoder(sae: Sae, what: string): void {
+  if (sae.config.dOut === undefined && !sae.hasSkip) return;
+  const hooks = `${sae.config.hookName ?? 'its input hook'} -> ${sae.config.hookNameOut ?? 'its output hook'}`;
+  throw new ValidationError(`${what} with a transcoder (${hooks}) is not supported yet: it would put the prediction at the input hook. encode, decode and forward work`);
+}
+
 /** Runs the corpus with the SAE spliced in at OPTS.hook; see the file comment for the metrics. */
 export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: SplicedEvalOptions): Promise<SplicedMetrics> {
+  refuseTranscoder(sae, 'A spliced evaluation');
   model.checkHook(o.hook);
   if (sae.dIn !== model.dModel) throw new ValidationError(`The SAE's d_in ${sae.dIn} does not match the model's width ${model.dModel} at ${o.hook}`);
   const ctx = o.contextSize;
@@ -178,6 +190,7 @@ export function parseIntervention(spec: string, dSae: number): Intervention {
  */
 export async function intervene(sae: Sae, x: Float32Array, interventions: readonly Intervention[]): Promise<Float32Array> {
   if (interventions.length === 0) return x;
+  refuseTranscoder(sae, 'An intervention');
   const codes = await sae.encode(x);
   const edited = editCodes(codes, interventions);
   const [before, after] = [await sae.decode(codes), await sae.decode(edited)];
