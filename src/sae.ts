@@ -282,8 +282,8 @@ export async function createSae(weights: SaeWeights, options: LoadOptions = {}):
   const c = weights.config;
   // 'auto' on a GPU machine: an SAE the CUDA kernels do not cover (top-k with k > 256) runs
   // on the CPU instead of failing.
-  // Transcoders (another output width, a skip term) run on the CPU backend only.
-  const cpuOnly = (c.architecture === 'topk' && (c.k ?? 0) > 256) || (c.dOut ?? c.dIn) !== c.dIn || weights.W_skip !== undefined;
+  // Skip transcoders (a dense W_skip term: no CUDA kernel yet) run on the CPU backend only.
+  const cpuOnly = (c.architecture === 'topk' && (c.k ?? 0) > 256) || weights.W_skip !== undefined;
   if (device === 'cuda' && (options.device ?? 'auto') === 'auto' && cpuOnly) {
     return createSae(weights, { ...options, device: 'cpu' });
   }

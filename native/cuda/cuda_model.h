@@ -129,10 +129,9 @@ struct Slot {
 class CudaModel final : public BackendModel {
  public:
   CudaModel(const SaeSpec& spec, const SaeWeightsView& w) : spec_(spec) {
-    if (spec.out_width() != spec.d_in || spec.skip) {
-      throw Error("CUDA backend: transcoders (d_out " + std::to_string(spec.out_width()) + " vs d_in " + std::to_string(spec.d_in) +
-                  (spec.skip ? ", skip connection" : "") + ") run on the CPU backend");
-    }
+    // A transcoder's decode is the same kernel at width d_out; the dense skip term has no CUDA
+    // kernel yet.
+    if (spec.skip) throw Error("CUDA backend: skip transcoders (a dense W_skip term) run on the CPU backend");
     if (spec.activation == Activation::TopK && (spec.k < 1 || spec.k > cuda::ENCODE_TOPK_MAX_K || spec.k > spec.d_sae)) {
       throw Error("CUDA backend: top-k with k = " + std::to_string(spec.k) + " is not supported (1 <= k <= " + std::to_string(cuda::ENCODE_TOPK_MAX_K) + ")");
     }
@@ -152,8 +151,9 @@ class CudaModel final : public BackendModel {
       W_enc_.upload(w.W_enc, din * dsae);
     }
     b_enc_.upload(w.b_enc, dsae);
-    W_dec_.upload(w.W_dec, dsae * din);
-    b_dec_.upload(w.b_dec, din);
+    const size_t dout = static_cast<size_t>(spec.out_width());  // d_out for transcoders
+    W_dec_.upload(w.W_dec, dsae * dout);
+    b_dec_.upload(w.b_dec, dout);
     if (spec.activation == Activation::JumpReLU) threshold_.upload(w.threshold, dsae);
     if (screened_ && spec.activation != Activation::TopK) {
       // The threshold screen's admission: a latent can only be kept if its exact value passes max(threshold_j, 0).
@@ -210,7 +210,7 @@ class CudaModel final : public BackendModel {
 
   void decode(const SparseCodesView& c, float* out, CancelFlag cancel = {}) override {
     std::lock_guard<std::mutex> lock(mu_);
-    const int64_t din = spec_.d_in;
+    const int64_t width = spec_.out_width();  // d_out for transcoders
     const int64_t chunk = chunk_rows(c.rows);
     try {
       int64_t ci = 0;
@@ -235,15 +235,15 @@ class CudaModel final : public BackendModel {
         s.indptr.resize(static_cast<size_t>(s.n) + 1);
         s.oi.resize(nnz);
         s.ov.resize(nnz);
-        s.y.resize(static_cast<size_t>(s.n) * din);
-        s.hx.resize(static_cast<size_t>(s.n) * din);
+        s.y.resize(static_cast<size_t>(s.n) * width);
+        s.hx.resize(static_cast<size_t>(s.n) * width);
         copy_to_device(s.indptr.get(), s.hptr.get(), static_cast<size_t>(s.n) + 1, s.stream);
         copy_to_device(s.oi.get(), s.hi.get(), nnz, s.stream);
         copy_to_device(s.ov.get(), s.hv.get(), nnz, s.stream);
         SAEKIT_LAUNCH(cuda::sparse_decode_kernel, static_cast<unsigned>(std::min<int64_t>(s.n, 65535)), 128, s.stream, W_dec_.get(), b_dec_.get(),
-                      s.indptr.get(), s.oi.get(), s.ov.get(), s.n, static_cast<int>(din), s.y.get());
+                      s.indptr.get(), s.oi.get(), s.ov.get(), s.n, static_cast<int>(width), s.y.get());
         SAEKIT_CUDA_CHECK(cudaGetLastError());
-        copy_to_host(s.hx.get(), s.y.get(), static_cast<size_t>(s.n) * din, s.stream);
+        copy_to_host(s.hx.get(), s.y.get(), static_cast<size_t>(s.n) * width, s.stream);
       }
       for (int64_t e = ci; e < ci + 2; ++e)
         if (slots_[e % 2].n) finish_decode(slots_[e % 2], c, out);
@@ -302,13 +302,13 @@ class CudaModel final : public BackendModel {
     s.indptr.upload(c.indptr, static_cast<size_t>(s.n) + 1);
     s.oi.upload(c.indices, nnz);
     s.ov.upload(c.values, nnz);
-    s.y.resize(static_cast<size_t>(s.n) * spec_.d_in);
+    s.y.resize(static_cast<size_t>(s.n) * spec_.out_width());
     return s.n;
   }
   void bench_decode_kernel() {
     Slot& s = slots_[0];
     SAEKIT_LAUNCH(cuda::sparse_decode_kernel, static_cast<unsigned>(std::min<int64_t>(s.n, 65535)), 128, s.stream, W_dec_.get(), b_dec_.get(), s.indptr.get(),
-                  s.oi.get(), s.ov.get(), s.n, static_cast<int>(spec_.d_in), s.y.get());
+                  s.oi.get(), s.ov.get(), s.n, static_cast<int>(spec_.out_width()), s.y.get());
     SAEKIT_CUDA_CHECK(cudaGetLastError());
   }
 
@@ -565,7 +565,7 @@ class CudaModel final : public BackendModel {
   /** Waits for the slot's decoded chunk and writes it to OUT, undoing the per-row normalization. */
   void finish_decode(Slot& s, const SparseCodesView& c, float* out) {
     SAEKIT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
-    const int64_t din = spec_.d_in;
+    const int64_t din = spec_.out_width();  // the row width decode writes
     const float* y = s.hx.get();
     for (int r = 0; r < s.n; ++r) {
       const int64_t row = s.r0 + r;

@@ -18,6 +18,7 @@ struct Case {
   Activation act;
   int64_t rows, d_in, d_sae, k;
   Normalization norm = Normalization::None;
+  int64_t d_out = 0;  // a transcoder's decode width (0: an SAE, d_in); b_dec then stays off the input
 };
 
 /** Awkward shapes: one row, odd widths, d_sae not a multiple of 32, k = 1 and k = d_sae. */
@@ -26,6 +27,8 @@ inline std::vector<Case> small_cases() {
       {"topk 1 row", Activation::TopK, 1, 64, 96, 8},         {"topk odd, k=1", Activation::TopK, 7, 33, 70, 1},
       {"topk k=d_sae", Activation::TopK, 5, 17, 45, 45},     {"topk several warps", Activation::TopK, 13, 50, 200, 32},
       {"standard odd", Activation::Standard, 9, 33, 100, 0}, {"jumprelu odd", Activation::JumpReLU, 9, 33, 100, 0},
+      {"transcoder jumprelu d_out<d_in", Activation::JumpReLU, 9, 33, 100, 0, Normalization::None, 20},
+      {"transcoder topk d_out>d_in", Activation::TopK, 7, 24, 96, 8, Normalization::None, 41},
   };
 }
 
@@ -37,9 +40,10 @@ inline Weights random_weights(std::mt19937& rng, const Case& c) {
   std::normal_distribution<float> n(0.f, 1.f);
   Weights w;
   w.W_enc.resize(c.d_in * c.d_sae);
-  w.W_dec.resize(c.d_sae * c.d_in);
+  const int64_t d_out = c.d_out > 0 ? c.d_out : c.d_in;
+  w.W_dec.resize(c.d_sae * d_out);
   w.b_enc.resize(c.d_sae);
-  w.b_dec.resize(c.d_in);
+  w.b_dec.resize(d_out);
   w.threshold.resize(c.d_sae);
   const float s = 1.f / std::sqrt(static_cast<float>(c.d_in));
   for (auto& v : w.W_enc) v = n(rng) * s;
@@ -96,6 +100,8 @@ inline bool check_case(const Case& c, std::mt19937& rng, const ModelFactory& mak
   spec.k = c.k;
   spec.activation = c.act;
   spec.normalization = c.norm;
+  spec.d_out = c.d_out;
+  if (c.d_out > 0) spec.apply_b_dec_to_input = false;
   SaeWeightsView view{w.W_enc.data(), false, w.b_enc.data(), w.W_dec.data(), w.b_dec.data(), c.act == Activation::JumpReLU ? w.threshold.data() : nullptr};
   std::normal_distribution<float> n(0.f, 1.f);
   std::vector<float> x(c.rows * c.d_in);
@@ -107,7 +113,7 @@ inline bool check_case(const Case& c, std::mt19937& rng, const ModelFactory& mak
     cpu_model->encode(x.data(), c.rows, &a);
     other->encode(x.data(), c.rows, &b);
     if (!same_codes(a, b, c.rows, 1e-4f, why)) return false;
-    std::vector<float> ya(c.rows * c.d_in, NAN), yb(c.rows * c.d_in, NAN);
+    std::vector<float> ya(c.rows * spec.out_width(), NAN), yb(c.rows * spec.out_width(), NAN);
     const bool per_row = c.norm != Normalization::None;
     if (per_row && (a.row_scale != b.row_scale || a.row_shift != b.row_shift)) {
       *why = "per-row normalization stats differ";

@@ -237,6 +237,7 @@ void test_model_parity(std::mt19937& rng) {
   cases.push_back({"jumprelu constant_norm_rescale rows", saekit::Activation::JumpReLU, 9, 40, 100, 0, saekit::Normalization::ConstantNormRescale});
   cases.push_back({"topk 30 rows in chunks of 4 (two slots in flight, CSR in order)", saekit::Activation::TopK, 30, 24, 90, 5});
   cases.push_back({"standard 30 rows in chunks of 4", saekit::Activation::Standard, 30, 24, 90, 0});
+  cases.push_back({"transcoder topk d_out 37, 30 rows in chunks of 4", saekit::Activation::TopK, 30, 24, 90, 5, saekit::Normalization::None, 37});
   for (const auto& c : cases) {
     const bool chunked = std::string(c.name).find("chunks of 4") != std::string::npos;
     if (chunked) setenv("SAEKIT_CUDA_CHUNK_ROWS", "4", 1);
