@@ -40,7 +40,8 @@ describe('CUDA kernels under CPU emulation', () => {
     expect(lines.filter((l) => l.includes('encode_topk_f32')).length).toBe(5);
     expect(lines.filter((l) => /encode_(standard|jumprelu)_f32/.test(l)).length).toBe(4);
     // The CUDA backend's model (host logic + kernels, emulated) against the CPU backend.
-    expect(lines.filter((l) => l.includes('CudaModel vs CPU backend')).length).toBe(10);
+    expect(lines.filter((l) => l.includes('CudaModel vs CPU backend')).length).toBe(13);
+    expect(lines.filter((l) => l.includes('CudaModel vs CPU backend: transcoder')).length).toBe(3);
     expect(lines.some((l) => l.startsWith('FAIL'))).toBe(false);
     expect(lines.at(-1)).toBe('all passed');
   });
