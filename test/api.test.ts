@@ -509,7 +509,7 @@ describe('loading errors', () => {
     }
   });
 
-  it("a SAELens cfg.json with architecture 'gated' is a FormatError naming cfg.json and gated", async () => {
+  it("a SAELens cfg.json with architecture 'temporal' is a FormatError naming cfg.json and temporal", async () => {
     const dir = join(await dirs.make(), 'sae');
     const w = weights({ architecture: 'standard' });
     await saveSaeLens(dir, w);
@@ -517,9 +517,9 @@ describe('loading errors', () => {
     const fh = await open(cfgPath, 'r+');
     const cfg = JSON.parse(await fh.readFile('utf8')) as Record<string, unknown>;
     await fh.truncate(0);
-    await fh.write(JSON.stringify({ ...cfg, architecture: 'gated' }), 0);
+    await fh.write(JSON.stringify({ ...cfg, architecture: 'temporal' }), 0);
     await fh.close();
-    await expectReject(() => loadSae(dir, { device: 'cpu' }), FormatError, cfgPath, "'gated'");
+    await expectReject(() => loadSae(dir, { device: 'cpu' }), FormatError, cfgPath, "'temporal'");
   });
 });
 

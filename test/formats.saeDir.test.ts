@@ -212,8 +212,8 @@ describe('readSaeDir: SAELens', () => {
 
   it('rejects unsupported architectures and normalizations, naming cfg.json', async () => {
     const w = randomWeights('standard', 4, 6, 9);
-    const gatedDir = await saeLensDir(w, v6Cfg(w, { architecture: 'gated' }));
-    await expectFormatError(readSaeDir(gatedDir), join(gatedDir, 'cfg.json'), "unsupported architecture 'gated'");
+    const unknownDir = await saeLensDir(w, v6Cfg(w, { architecture: 'temporal' }));
+    await expectFormatError(readSaeDir(unknownDir), join(unknownDir, 'cfg.json'), "unsupported architecture 'temporal'");
     const normDir = await saeLensDir(w, v6Cfg(w, { normalize_activations: 'rms' }));
     await expectFormatError(readSaeDir(normDir), join(normDir, 'cfg.json'), "normalize_activations 'rms'");
     const tanh = await saeLensDir(w, { d_in: 4, d_sae: 6, activation_fn_str: 'tanh-relu' });
