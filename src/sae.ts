@@ -8,7 +8,7 @@ import type { HubOptions } from './hub/hub.js';
 import { readSaeDir } from './formats/saeDir.js';
 import { firstNonFinite } from './formats/saeTensors.js';
 import { type Device, resolveDevice } from './system.js';
-import type { SaeConfig, SaeWeights } from './types.js';
+import { isTranscoder, type SaeConfig, type SaeWeights } from './types.js';
 
 /** For loadSae(release, { id }): which SAE of the release, and how to fetch it. */
 export interface PretrainedOptions extends HubOptions {
@@ -176,8 +176,9 @@ export class Sae {
     const y = await this.decode(codes, out, options);
     if (!this.#skip || codes.rows === 0) return y;
     const native = this.#live();
+    const signal = signalOf(options); // outside the try: an abort by now rejects with its own reason
     try {
-      return await abortable(signalOf(options), (cancel) => native.addSkip(x, codes.rows, y, cancel));
+      return await abortable(signal, (cancel) => native.addSkip(x, codes.rows, y, cancel));
     } catch (e) {
       throw rethrow(e, 'x');
     }
@@ -248,7 +249,7 @@ export function validateWeights(w: SaeWeights): void {
     throw new ValidationError(`unsupported normalize_activations '${c.normalizeActivations}'`);
   const dOut = c.dOut ?? c.dIn;
   if (c.dOut !== undefined && (!Number.isInteger(c.dOut) || c.dOut < 1)) throw expected('a positive integer', 'config.dOut', c.dOut);
-  const transcoder = c.dOut !== undefined || w.W_skip !== undefined;
+  const transcoder = isTranscoder(c, w.W_skip !== undefined);
   if (transcoder && c.applyBDecToInput && dOut !== c.dIn)
     throw new ValidationError(`config.applyBDecToInput is true for a transcoder (d_out ${dOut} != d_in ${c.dIn}): b_dec is an output bias`);
   if (transcoder && (c.normalizeActivations === 'constant_norm_rescale' || c.normalizeActivations === 'layer_norm'))

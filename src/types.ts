@@ -45,6 +45,14 @@ export interface SaeConfig {
 }
 
 /**
+ * A transcoder predicts another hook than it reads: a config with dOut (even = dIn, as
+ * sparsify's), or a skip term. SKIP: the weights carry W_skip.
+ */
+export function isTranscoder(config: SaeConfig, skip: boolean): boolean {
+  return config.dOut !== undefined || skip;
+}
+
+/**
  * SAE weights in memory, always float32 (float16/bfloat16 are widened at load).
  * Layouts follow SAELens: W_enc is [d_in, d_sae] row-major unless `encTransposed`
  * says it is [d_sae, d_in] (sparsify's encoder.weight); W_dec is always [d_sae, d_out] (d_out =

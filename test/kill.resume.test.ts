@@ -7,15 +7,16 @@
 // SAEKIT_PROGRESS=jsonl: a streamed chunk for encode and decode, a shard for activations, a
 // batch for analyze, a checkpoint for train. Ctrl-C (SIGINT) stops with one line and exit
 // code 130. The processes run dist/ (built from src first when it is older).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { saveSaeLens, writeNpy } from '../src/formats/index.js';
 import { syntheticText } from '../src/model/syntheticText.js';
 import { syntheticActivations, syntheticSae } from '../src/synthetic.js';
+import { ensureDist } from './helpers/dist.js';
 import { tempDirs } from './helpers/formatsFixtures.js';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -26,21 +27,8 @@ let sae: string;
 let acts: string;
 const killed: Record<string, number> = {};
 
-function newestMtime(dir: string): number {
-  let t = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    t = Math.max(t, e.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return t;
-}
-
 beforeAll(async () => {
-  const main = join(ROOT, 'dist', 'cli', 'main.js');
-  if (!existsSync(main) || statSync(main).mtimeMs < newestMtime(join(ROOT, 'src'))) {
-    const r = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`cannot build dist/: ${r.stdout}${r.stderr}`);
-  }
+  ensureDist();
   work = await dirs.make();
   sae = join(work, 'sae');
   const w = syntheticSae({ dIn: 256, dSae: 8192, architecture: 'topk', k: 16, seed: 11 });

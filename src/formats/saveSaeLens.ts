@@ -8,7 +8,7 @@
 
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type { SaeWeights } from '../types.js';
+import { isTranscoder, type SaeWeights } from '../types.js';
 import { ValidationError, describe, expected } from '../errors.js';
 import { f32ToBf16Array, f32ToF16Array } from './float16.js';
 import { tempPathFor, writeAt, writeFileAtomic } from './fileIo.js';
@@ -44,7 +44,7 @@ function checkWeights(w: SaeWeights): void {
   }
   const dOut = w.config.dOut ?? dIn;
   if (!Number.isSafeInteger(dOut) || dOut <= 0) throw expected('a positive integer', 'config.dOut', dOut);
-  if ((w.config.dOut !== undefined || w.W_skip !== undefined) && architecture === 'topk') {
+  if (isTranscoder(w.config, w.W_skip !== undefined) && architecture === 'topk') {
     throw expected('standard or jumprelu (SAELens has no topk transcoder)', 'config.architecture of a transcoder', architecture);
   }
   checkLength('W_enc', w.W_enc, dIn * dSae);
@@ -82,8 +82,8 @@ function cfgJson(w: SaeWeights, dtype: SaveDtype): Record<string, unknown> {
   const c = w.config;
   const { reshape_activations: reshape, ...rest } = c.metadata;
   // Transcoders under SAELens's names (sae_lens/saes/transcoder.py), with d_out and hook_name_out.
-  const transcoder = c.dOut !== undefined || w.W_skip !== undefined;
   const skip = w.W_skip !== undefined;
+  const transcoder = isTranscoder(c, skip);
   const architecture = !transcoder
     ? c.architecture
     : `${c.architecture === 'jumprelu' ? 'jumprelu_' : ''}${skip ? 'skip_' : ''}transcoder`;

@@ -10,6 +10,7 @@
 // Interventions keep the SAE's error term: x' = x + decode(edited codes) - decode(codes), so
 // ablating a feature removes exactly its contribution and nothing else changes.
 
+import { isTranscoder } from '../types.js';
 import { ValidationError } from '../errors.js';
 import type { Sae } from '../sae.js';
 import type { SparseCodes } from '../codes.js';
@@ -49,7 +50,7 @@ export interface SplicedMetrics {
  * refused until the model side routes them.
  */
 function refuseTranscoder(sae: Sae, what: string): void {
-  if (sae.config.dOut === undefined && !sae.hasSkip) return;
+  if (!isTranscoder(sae.config, sae.hasSkip)) return;
   const hooks = `${sae.config.hookName ?? 'its input hook'} -> ${sae.config.hookNameOut ?? 'its output hook'}`;
   throw new ValidationError(`${what} with a transcoder (${hooks}) is not supported yet: it would put the prediction at the input hook. encode, decode and forward work`);
 }

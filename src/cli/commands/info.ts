@@ -1,3 +1,4 @@
+import { isTranscoder } from '../../types.js';
 import { existsSync } from 'node:fs';
 import { UsageError } from '../../errors.js';
 import { pullSae } from '../../hub/pretrained.js';
@@ -24,7 +25,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
   const weightBytes = 4 * (w.W_enc.length + w.W_dec.length + w.b_enc.length + w.b_dec.length + (w.threshold?.length ?? 0) + (w.W_skip?.length ?? 0));
   // What it is: an SAE reconstructs its hook; a transcoder predicts hookNameOut (d_out wide),
   // a skip transcoder adds x @ W_skip^T.
-  const kind = w.W_skip ? 'skip transcoder' : c.dOut !== undefined ? 'transcoder' : 'sae';
+  const kind = w.W_skip ? 'skip transcoder' : isTranscoder(c, false) ? 'transcoder' : 'sae';
   // The exact screened encode (topk/jumprelu, CPUs with a screen) keeps more copies of W_enc
   // once a screen is chosen: the screen's low-precision panels (bf16 pairs, or int8 quads plus
   // a scale and a column sum per latent) and an fp32 latent-major copy for rescoring. The
