@@ -145,6 +145,17 @@ struct TrainSpec {
   int64_t k = 0;      // topk, batchtopk
   int64_t k_aux = 0;  // AuxK latents per row; 0 disables AuxK (topk, batchtopk)
   TrainArch arch = TrainArch::TopK;
+  // Transcoders: the decoder writes d_out (0: d_in) and predicts a second tensor (the target
+  // rows given to step), the input is never centered by b_dec (b_dec lives in the output
+  // space), and with `skip` a dense W_skip adds x W_skip to the prediction.
+  int64_t d_out = 0;
+  bool transcoder = false;
+  bool skip = false;
+  // Matryoshka (batchtopk only): strictly increasing prefix widths, the last d_sae. Every
+  // prefix reconstructs from its own batch top-k (SAELens's MatryoshkaBatchTopKTrainingSAE)
+  // and the losses add. Empty: one level, plain batchtopk.
+  std::vector<int64_t> matryoshka_widths;
+  int64_t out_width() const { return d_out > 0 ? d_out : d_in; }
 };
 
 // Initial parameters, SAELens layouts (W_enc [d_in, d_sae], W_dec [d_sae, d_in]).
@@ -154,10 +165,12 @@ struct TrainParamsView {
   const float* W_dec = nullptr;
   const float* b_dec = nullptr;
   const float* log_threshold = nullptr;  // jumprelu: [d_sae]; null elsewhere
+  const float* W_skip = nullptr;         // skip transcoders: [d_out, d_in] (SAELens); null = zeros
 };
 
 struct TrainStepOptions {
   float input_scale = 1.0f;  // x is multiplied by this first (expected_average_only_in)
+  float output_scale = 1.0f; // transcoders: the target rows are multiplied by this
   double lr = 0;
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double clip = 0;           // global gradient-norm clip; 0 = off
@@ -178,17 +191,20 @@ struct TrainStepStats {
   double l1_loss = 0;   // standard: the L1 penalty term; jumprelu: the L0 penalty term
   double grad_norm = 0; // before clipping (0 when !apply)
   int64_t dead = 0;     // dead latents going into this step
+  double inner_mse = 0; // matryoshka: the inner prefixes' MSE, summed (mse is the full width's)
 };
 
 class BackendTrainer {
  public:
   virtual ~BackendTrainer() = default;
-  // x: [rows, d_in] float32. Throws InputError for non-finite values (nothing changes then).
-  virtual TrainStepStats step(const float* x, int64_t rows, const TrainStepOptions& opts) = 0;
+  // x: [rows, d_in] float32; y: the target rows [rows, d_out] of a transcoder (null for an
+  // SAE, whose target is x). Throws InputError for non-finite values (nothing changes then).
+  virtual TrainStepStats step(const float* x, const float* y, int64_t rows, const TrainStepOptions& opts) = 0;
   // Named state tensors, float32 unless noted, SAELens layouts: W_enc, b_enc, W_dec, b_dec,
   // adam_m.<param>, adam_v.<param>, fires and since_fired (float64, [d_sae]), batch_threshold
   // (float64 [1], batchtopk's running threshold; 0 before the first step); log_threshold
-  // (jumprelu's parameter, with adam_m./adam_v./grad. like the others); grad.<param>
+  // (jumprelu's parameter, with adam_m./adam_v./grad. like the others); W_skip (skip
+  // transcoders, [d_out, d_in], with its moments and gradient); grad.<param>
   // holds the last step's raw gradients (read-only). Sizes in elements.
   virtual int64_t state_size(const std::string& name) const = 0;
   virtual bool state_is_f64(const std::string& name) const = 0;

@@ -55,6 +55,14 @@ export interface NativeTrainSpec {
   /** AuxK latents per row; 0 disables AuxK. */
   kAux: number;
   architecture: 'topk' | 'batchtopk' | 'standard' | 'jumprelu';
+  /** Transcoders: the decoder's width (0 or absent: dIn). */
+  dOut?: number;
+  /** The target is a second tensor and the input is not centered by b_dec. */
+  transcoder?: boolean;
+  /** A dense W_skip is trained beside the dictionary (transcoders). */
+  skip?: boolean;
+  /** batchtopk: matryoshka prefix widths, strictly increasing, the last dSae. */
+  matryoshkaWidths?: number[];
 }
 
 export interface NativeTrainParams {
@@ -64,10 +72,14 @@ export interface NativeTrainParams {
   b_dec: Float32Array;
   /** jumprelu: [d_sae]. */
   log_threshold?: Float32Array;
+  /** skip transcoders: [d_out, d_in] (SAELens layout); absent = zeros. */
+  W_skip?: Float32Array;
 }
 
 export interface NativeStepOptions {
   inputScale: number;
+  /** Transcoders: the target rows are multiplied by this. */
+  outputScale: number;
   lr: number;
   beta1: number;
   beta2: number;
@@ -95,10 +107,12 @@ export interface NativeStepStats {
   sparsityLoss: number;
   gradNorm: number;
   dead: number;
+  /** matryoshka: the inner prefixes' MSE, summed (0 otherwise). */
+  innerMse: number;
 }
 
 /** Names accepted by AddonTrainer.getState/setState (grad.* are read-only). */
-type TrainedTensor = 'W_enc' | 'b_enc' | 'W_dec' | 'b_dec' | 'log_threshold';
+type TrainedTensor = 'W_enc' | 'b_enc' | 'W_dec' | 'b_dec' | 'log_threshold' | 'W_skip';
 export type TrainerStateName =
   | TrainedTensor
   | `adam_m.${TrainedTensor}`
@@ -107,8 +121,11 @@ export type TrainerStateName =
   | 'fires' | 'since_fired' | 'batch_threshold';
 
 export interface AddonTrainer {
-  /** x: [rows, dIn] float32, validated by the caller. Must not be transferred while pending. */
-  step(x: Float32Array, rows: number, opts: NativeStepOptions): Promise<NativeStepStats>;
+  /**
+   * x: [rows, dIn] float32; y: a transcoder's target rows [rows, dOut] (null for an SAE), both
+   * validated by the caller. Must not be transferred while pending.
+   */
+  step(x: Float32Array, y: Float32Array | null, rows: number, opts: NativeStepOptions): Promise<NativeStepStats>;
   /** A copy; fires and since_fired are Float64Array. Throws while a step is in flight. */
   getState(name: TrainerStateName): Float32Array | Float64Array;
   setState(name: TrainerStateName, data: Float32Array | Float64Array): void;

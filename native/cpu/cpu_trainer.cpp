@@ -30,8 +30,18 @@
 //       dL/dtheta_j = sum_n K((pre_nj - theta_j)/eps) (-theta_j/eps (g_n . W_dec[j]) - lambda/(B eps))
 //     (the first term is the reconstruction's pseudo-derivative, the second the L0 penalty's),
 //     and dL/dlog_threshold_j = theta_j dL/dtheta_j. Entries in the kernel's window are found by
-//     admitting pre > max(theta - eps/2, 0) in the encode. No AuxK; decoder rows unit norm. Then: the decoder-row gradient loses its component along the row, the global norm
-// is clipped, Adam (bias-corrected) updates every parameter, decoder rows return to unit norm.
+//     admitting pre > max(theta - eps/2, 0) in the encode. No AuxK; decoder rows unit norm.
+//   transcoders (spec.transcoder): the input is not centered (x' = xs: b_dec lives in the
+//     output space, d_out wide), the target is t = s_out y (a second tensor, not xs), so
+//     e = x_hat - t and db_dec = sum_n g_n (no encoder term). Skip transcoders add xs W_skip
+//     to x_hat (W_skip [d_in, d_out] here, SAELens stores its transpose), so dW_skip = xs^T G.
+//   matryoshka (batchtopk with prefix widths w_1 < ... < w_M = d_sae, SAELens's
+//     MatryoshkaBatchTopKTrainingSAE): every inner prefix m picks its own batch top-k S^m among
+//     latents < w_m, reconstructs x_hat^m = sum_{S^m} f W_dec[j] + b_dec (+ skip), and adds
+//     (1/B) sum_n ||x_hat^m_n - t_n||^2 to the loss. Each (level, row, latent) entry carries its
+//     level's upstream g^m_n, so the backward is the same sparse accumulation over more entries.
+// Then: the decoder-row gradient loses its component along the row, the global norm is
+// clipped, Adam (bias-corrected) updates every parameter, decoder rows return to unit norm.
 //
 // Layout: the encoder is kept latent-major (Wt = W_enc^T, [d_sae, d_in]) so a latent's encoder
 // and decoder gradients are both contiguous rows. Gradients are accumulated per latent over a
@@ -178,40 +188,47 @@ struct Scratch {
 
 // One (row, latent) pair that carries gradient this step, sorted by latent.
 struct Entry {
-  int32_t row;  // x' row (and g_n's row of U)
-  float value;  // f
-  float dpre;   // dL/dpre
+  int32_t urow;  // the row of U holding this entry's upstream g (level * B + row)
+  int32_t xrow;  // the x' row (the batch row)
+  float value;   // f
+  float dpre;    // dL/dpre
 };
 
 constexpr int kGradCols = 128;
 
-// One latent's gradient-row chunk (w <= kGradCols columns) over its entries, accumulated in 16
-// zmm registers: gd = sum value * U[row], ge = sum dpre * XP[row] (U, XP offset to the chunk).
-__attribute__((target("avx512f"))) void latent_columns_avx512(const Entry* en, int64_t n, const float* U,
-                                                              const float* XP, int64_t d, int w, float* gd,
+// One latent's gradient-row chunk over its entries, accumulated in 16 zmm registers:
+// gd = sum value * U[urow] (wu <= kGradCols columns of the d_out-wide rows), ge = sum dpre *
+// XP[xrow] (wx columns of the d_in-wide rows); U, XP, gd, ge are offset to the chunk. A width
+// <= 0 (past the end of the narrower side) masks that side off.
+__attribute__((target("avx512f"))) void latent_columns_avx512(const Entry* en, int64_t n, const float* U, int64_t du,
+                                                              int wu, const float* XP, int64_t dx, int wx, float* gd,
                                                               float* ge) {
 #define SAEKIT_GRAD_LANES(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#define MASK(k) \
-  const __mmask16 m##k = w >= 16 * ((k) + 1) ? 0xFFFF : w <= 16 * (k) ? 0 : static_cast<__mmask16>((1u << (w - 16 * (k))) - 1);
+#define LANE_MASK(w, k) \
+  ((w) >= 16 * ((k) + 1) ? 0xFFFF : (w) <= 16 * (k) ? 0 : static_cast<__mmask16>((1u << ((w) - 16 * (k))) - 1))
+#define MASK(k)                                                      \
+  const __mmask16 mu##k = static_cast<__mmask16>(LANE_MASK(wu, k)); \
+  const __mmask16 mx##k = static_cast<__mmask16>(LANE_MASK(wx, k));
   SAEKIT_GRAD_LANES(MASK)
 #undef MASK
+#undef LANE_MASK
 #define DECL(k) __m512 d##k = _mm512_setzero_ps(), e##k = _mm512_setzero_ps();
   SAEKIT_GRAD_LANES(DECL)
 #undef DECL
   for (int64_t q = 0; q < n; ++q) {
-    const float* u = U + int64_t{en[q].row} * d;
-    const float* x = XP + int64_t{en[q].row} * d;
+    const float* u = U + int64_t{en[q].urow} * du;
+    const float* x = XP + int64_t{en[q].xrow} * dx;
     const __m512 v = _mm512_set1_ps(en[q].value);
     const __m512 g = _mm512_set1_ps(en[q].dpre);
 #define STEP(k)                                                               \
-  d##k = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(m##k, u + 16 * (k)), d##k); \
-  e##k = _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(m##k, x + 16 * (k)), e##k);
+  d##k = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(mu##k, u + 16 * (k)), d##k); \
+  e##k = _mm512_fmadd_ps(g, _mm512_maskz_loadu_ps(mx##k, x + 16 * (k)), e##k);
     SAEKIT_GRAD_LANES(STEP)
 #undef STEP
   }
 #define STORE(k)                                        \
-  _mm512_mask_storeu_ps(gd + 16 * (k), m##k, d##k); \
-  _mm512_mask_storeu_ps(ge + 16 * (k), m##k, e##k);
+  _mm512_mask_storeu_ps(gd + 16 * (k), mu##k, d##k); \
+  _mm512_mask_storeu_ps(ge + 16 * (k), mx##k, e##k);
   SAEKIT_GRAD_LANES(STORE)
 #undef STORE
 #undef SAEKIT_GRAD_LANES
@@ -220,23 +237,45 @@ __attribute__((target("avx512f"))) void latent_columns_avx512(const Entry* en, i
 class CpuTrainer final : public BackendTrainer {
  public:
   CpuTrainer(const TrainSpec& spec, const TrainParamsView& init) : spec_(spec) {
-    const int64_t d = spec.d_in, L = spec.d_sae;
-    for (AlignedFloats* a : {&Wt_, &W_dec_, &mWt_, &vWt_, &mWdec_, &vWdec_, &gWt_, &gWdec_}) *a = aligned_floats(L * d);
+    const int64_t d = spec.d_in, L = spec.d_sae, od = spec.out_width();
+    if (!spec.transcoder && od != d) throw Error("an SAE's output width must equal d_in (set transcoder for d_out != d_in)");
+    if (spec.skip && !spec.transcoder) throw Error("a skip term needs a transcoder");
+    levels_ = spec.matryoshka_widths.empty() ? std::vector<int64_t>{L} : spec.matryoshka_widths;
+    if (!spec.matryoshka_widths.empty()) {
+      if (spec.arch != TrainArch::BatchTopK) throw Error("matryoshka widths need the batchtopk architecture");
+      for (size_t m = 0; m < levels_.size(); ++m)
+        if (levels_[m] < 1 || levels_[m] > L || (m > 0 && levels_[m] <= levels_[m - 1]))
+          throw Error("matryoshka widths must increase strictly within [1, d_sae]");
+      if (levels_.back() != L) throw Error("the last matryoshka width must be d_sae");
+    }
+    level_hint_.assign(levels_.size(), 0.0f);
+    inner_codes_.resize(levels_.size() - 1);
+    dpre_inner_.resize(levels_.size() - 1);
+    for (AlignedFloats* a : {&Wt_, &mWt_, &vWt_, &gWt_}) *a = aligned_floats(L * d);
+    for (AlignedFloats* a : {&W_dec_, &mWdec_, &vWdec_, &gWdec_}) *a = aligned_floats(L * od);
     for (AlignedFloats* a : {&b_enc_, &m_benc_, &v_benc_, &g_benc_, &logth_, &m_logth_, &v_logth_, &g_logth_})
       *a = aligned_floats(L);
-    for (AlignedFloats* a : {&b_dec_, &m_bdec_, &v_bdec_, &g_bdec_}) *a = aligned_floats(d);
-    for (AlignedFloats* a : {&mWt_, &vWt_, &mWdec_, &vWdec_, &gWt_, &gWdec_}) parallel_fill(a->get(), L * d, 0.0f);
+    for (AlignedFloats* a : {&b_dec_, &m_bdec_, &v_bdec_, &g_bdec_}) *a = aligned_floats(od);
+    for (AlignedFloats* a : {&mWt_, &vWt_, &gWt_}) parallel_fill(a->get(), L * d, 0.0f);
+    for (AlignedFloats* a : {&mWdec_, &vWdec_, &gWdec_}) parallel_fill(a->get(), L * od, 0.0f);
     for (AlignedFloats* a : {&m_benc_, &v_benc_, &g_benc_, &logth_, &m_logth_, &v_logth_, &g_logth_})
       std::fill(a->get(), a->get() + L, 0.0f);
     if (init.log_threshold != nullptr) std::memcpy(logth_.get(), init.log_threshold, sizeof(float) * L);
-    for (AlignedFloats* a : {&m_bdec_, &v_bdec_, &g_bdec_}) std::fill(a->get(), a->get() + d, 0.0f);
+    for (AlignedFloats* a : {&m_bdec_, &v_bdec_, &g_bdec_}) std::fill(a->get(), a->get() + od, 0.0f);
+    if (spec.skip) {
+      for (AlignedFloats* a : {&Ws_, &mWs_, &vWs_, &gWs_}) {
+        *a = aligned_floats(d * od);
+        parallel_fill(a->get(), d * od, 0.0f);
+      }
+      if (init.W_skip != nullptr) transpose(init.W_skip, od, d, Ws_.get());  // [d_out, d_in] -> [d_in, d_out]
+    }
     fires_.assign(L, 0.0);
     since_fired_.assign(L, 0.0);
     touched_.assign(L, 0);
     set_enc_from_saelens(init.W_enc);
-    std::memcpy(W_dec_.get(), init.W_dec, sizeof(float) * L * d);
+    std::memcpy(W_dec_.get(), init.W_dec, sizeof(float) * L * od);
     std::memcpy(b_enc_.get(), init.b_enc, sizeof(float) * L);
-    std::memcpy(b_dec_.get(), init.b_dec, sizeof(float) * d);
+    std::memcpy(b_dec_.get(), init.b_dec, sizeof(float) * od);
 
     SaeSpec es;
     es.d_in = d;
@@ -257,20 +296,22 @@ class CpuTrainer final : public BackendTrainer {
   }
 
   int64_t bytes() const override {
-    const int64_t L = spec_.d_sae, d = spec_.d_in;
-    return sizeof(float) * (8 * L * d + 8 * L + 4 * d) + sizeof(double) * 2 * L + encoder_->bytes();
+    const int64_t L = spec_.d_sae, d = spec_.d_in, od = spec_.out_width();
+    return sizeof(float) * (4 * L * d + 4 * L * od + 8 * L + 4 * od + (spec_.skip ? 4 * d * od : 0)) +
+           sizeof(double) * 2 * L + encoder_->bytes();
   }
 
-  TrainStepStats step(const float* x, int64_t B, const TrainStepOptions& o) override {
-    const int64_t d = spec_.d_in, L = spec_.d_sae;
+  TrainStepStats step(const float* x, const float* y, int64_t B, const TrainStepOptions& o) override {
+    const int64_t d = spec_.d_in, L = spec_.d_sae, od = spec_.out_width();
+    if (spec_.transcoder && y == nullptr) throw Error("a transcoder's training step needs its target rows");
     PhaseTimer timer;
     reserve_batch(B);
-    prepare_input(x, B, o.input_scale);
+    prepare_input(x, y, B, o.input_scale, o.output_scale);
     timer.mark("input");
 
     TrainStepStats st;
     if (spec_.arch == TrainArch::BatchTopK) {
-      batch_select(B);
+      levels_select(B);
     } else if (spec_.arch == TrainArch::JumpReLU) {
       jump_select(B, o.bandwidth);
     } else {
@@ -278,37 +319,29 @@ class CpuTrainer final : public BackendTrainer {
     }
     timer.mark("encode");
 
+    // The skip term xs W_skip, shared by every level's reconstruction.
+    if (spec_.skip) sgemm(B, od, d, X_.get(), d, false, Ws_.get(), od, S_.get(), od, false);
     // Reconstruction, the upstream gradient g_n = 2 e_n / B (rows 0..B-1 of U), and dL/dpre =
     // g_n . W_dec[j] of the row's entries while their W_dec rows are still in cache.
-    std::vector<double> err2(B), dev2(B);
-    std::vector<double> mean(d, 0.0);
+    const float* T = target();
+    std::vector<double> dev2(B);
+    std::vector<double> mean(od, 0.0);
     constexpr int64_t kMeanCols = 64;
-    parallel_for((d + kMeanCols - 1) / kMeanCols, [&](int64_t t, int) {
+    parallel_for((od + kMeanCols - 1) / kMeanCols, [&](int64_t t, int) {
       for (int64_t n = 0; n < B; ++n)
-        for (int64_t i = t * kMeanCols; i < std::min(d, (t + 1) * kMeanCols); ++i) mean[i] += X_[n * d + i];
+        for (int64_t i = t * kMeanCols; i < std::min(od, (t + 1) * kMeanCols); ++i) mean[i] += T[n * od + i];
     });
     for (double& m : mean) m /= static_cast<double>(B);
-    const float g_scale = 2.0f / static_cast<float>(B);
-    dpre_main_.resize(codes_.indices.size());
-    parallel_for(B, [&](int64_t n, int) {
-      float* e = E_.get() + n * d;
-      std::memcpy(e, b_dec_.get(), sizeof(float) * d);
-      for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p)
-        axpy(codes_.values[p], W_dec_.get() + int64_t{codes_.indices[p]} * d, e, d);
-      const float* xs = X_.get() + n * d;
-      axpy(-1.0f, xs, e, d);
-      err2[n] = sumsq(e, d);
-      dev2[n] = sumsq_diff(xs, mean.data(), d);
-      float* g = U_.get() + n * d;
-      scaled_copy(g_scale, e, g, d);
-      for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p)
-        dpre_main_[p] = dot(g, W_dec_.get() + int64_t{codes_.indices[p]} * d, d);
-    });
-    double sum_err = 0, sum_dev = 0;
-    for (int64_t n = 0; n < B; ++n) sum_err += err2[n], sum_dev += dev2[n];
+    parallel_for(B, [&](int64_t n, int) { dev2[n] = sumsq_diff(T + n * od, mean.data(), od); });
+    const double sum_err = residuals(B, codes_, E_.get(), U_.get(), &dpre_main_);
+    double sum_dev = 0;
+    for (int64_t n = 0; n < B; ++n) sum_dev += dev2[n];
     st.mse = sum_err / B;
     st.fvu = sum_dev > 0 ? sum_err / sum_dev : 0.0;
     st.l0 = static_cast<double>(codes_.indices.size()) / B;
+    // Matryoshka: each inner prefix's residual and upstream rows (U rows (1 + m) B ..).
+    for (size_t m = 0; m + 1 < levels_.size(); ++m)
+      st.inner_mse += residuals(B, inner_codes_[m], Einner_.get(), U_.get() + (1 + m) * B * od, &dpre_inner_[m]) / B;
     timer.mark("recon");
 
     // AuxK over the latents dead before this step.
@@ -332,7 +365,7 @@ class CpuTrainer final : public BackendTrainer {
     const bool l1 = spec_.arch == TrainArch::Standard && o.l1_coeff > 0;
     if (l1) {
       dec_norm_.resize(L);
-      parallel_for(L, [&](int64_t j, int) { dec_norm_[j] = static_cast<float>(std::sqrt(sumsq(W_dec_.get() + j * d, d))); });
+      parallel_for(L, [&](int64_t j, int) { dec_norm_[j] = static_cast<float>(std::sqrt(sumsq(W_dec_.get() + j * od, od))); });
       std::vector<double> row_l1(B, 0.0);
       parallel_for(B, [&](int64_t n, int) {
         double s = 0;
@@ -356,6 +389,7 @@ class CpuTrainer final : public BackendTrainer {
     if (!aux_local_.empty()) aux_backward(B);
     timer.mark("auxk backward");
     bias_dec_gradient(B);
+    if (spec_.skip) skip_gradient(B);
 
     if (o.apply) {
       st.grad_norm = optimizer_step(o);
@@ -371,9 +405,11 @@ class CpuTrainer final : public BackendTrainer {
 
   int64_t state_size(const std::string& name) const override {
     const std::string base = param_of(name);
-    if (base == "W_enc" || base == "W_dec") return spec_.d_in * spec_.d_sae;
+    if (base == "W_enc") return spec_.d_in * spec_.d_sae;
+    if (base == "W_dec") return spec_.out_width() * spec_.d_sae;
+    if (base == "W_skip" && spec_.skip) return spec_.d_in * spec_.out_width();
     if (base == "b_enc" || base == "log_threshold" || name == "fires" || name == "since_fired") return spec_.d_sae;
-    if (base == "b_dec") return spec_.d_in;
+    if (base == "b_dec") return spec_.out_width();
     if (name == "batch_threshold") return 1;
     throw Error("unknown trainer state '" + name + "'");
   }
@@ -398,6 +434,8 @@ class CpuTrainer final : public BackendTrainer {
     const std::string base = param_of(name);
     if (base == "W_enc") {
       transpose(src, spec_.d_sae, spec_.d_in, dst);  // Wt -> W_enc [d_in, d_sae]
+    } else if (base == "W_skip") {
+      transpose(src, spec_.d_in, spec_.out_width(), dst);  // [d_in, d_out] -> SAELens [d_out, d_in]
     } else {
       std::memcpy(dst, src, sizeof(float) * n);
     }
@@ -405,7 +443,7 @@ class CpuTrainer final : public BackendTrainer {
     if (grad && (base == "W_dec" || base == "b_enc")) {
       for (int64_t j = 0; j < spec_.d_sae; ++j) {
         if (touched_[j]) continue;
-        if (base == "W_dec") std::fill(dst + j * spec_.d_in, dst + (j + 1) * spec_.d_in, 0.0f);
+        if (base == "W_dec") std::fill(dst + j * spec_.out_width(), dst + (j + 1) * spec_.out_width(), 0.0f);
         else dst[j] = 0.0f;
       }
     }
@@ -429,6 +467,7 @@ class CpuTrainer final : public BackendTrainer {
     const float* src = static_cast<const float*>(in);
     float* dst = const_cast<float*>(tensor(name));
     if (param_of(name) == "W_enc") transpose(src, spec_.d_in, spec_.d_sae, dst);
+    else if (param_of(name) == "W_skip") transpose(src, spec_.out_width(), spec_.d_in, dst);
     else std::memcpy(dst, src, sizeof(float) * n);
     if (name == "W_enc" || name == "b_enc") encoder_->set_encoder(Wt_.get(), b_enc_.get());
   }
@@ -455,7 +494,8 @@ class CpuTrainer final : public BackendTrainer {
                         {"W_dec", &W_dec_, &mWdec_, &vWdec_, &gWdec_},
                         {"b_enc", &b_enc_, &m_benc_, &v_benc_, &g_benc_},
                         {"b_dec", &b_dec_, &m_bdec_, &v_bdec_, &g_bdec_},
-                        {"log_threshold", &logth_, &m_logth_, &v_logth_, &g_logth_}};
+                        {"log_threshold", &logth_, &m_logth_, &v_logth_, &g_logth_},
+                        {"W_skip", &Ws_, &mWs_, &vWs_, &gWs_}};
     const std::string base = param_of(name);
     for (const Row& r : rows) {
       if (base != r.param) continue;
@@ -482,19 +522,31 @@ class CpuTrainer final : public BackendTrainer {
 
   void reserve_batch(int64_t B) {
     if (B <= batch_capacity_) return;
-    const int64_t d = spec_.d_in;
+    const int64_t d = spec_.d_in, od = spec_.out_width();
     X_ = aligned_floats(B * d);
     XP_ = aligned_floats(B * d);
-    E_ = aligned_floats(B * d);
-    U_ = aligned_floats(2 * B * d);
+    if (spec_.transcoder) Y_ = aligned_floats(B * od);
+    if (spec_.skip) S_ = aligned_floats(B * od);
+    if (levels_.size() > 1) Einner_ = aligned_floats(B * od);
+    E_ = aligned_floats(B * od);
+    // Upstream rows: one block of B per level (the full width first), then AuxK's block.
+    U_ = aligned_floats((static_cast<int64_t>(levels_.size()) + 1) * B * od);
     batch_capacity_ = B;
   }
 
-  // X = s x and X' = X - b_dec; a non-finite value fails the step before anything changes,
-  // naming the first bad row whatever the thread count.
-  void prepare_input(const float* x, int64_t B, float s) {
-    const int64_t d = spec_.d_in;
-    std::vector<uint8_t> bad(B, 0);
+  // What the prediction is compared with: xs for an SAE, s_out y for a transcoder.
+  const float* target() const { return spec_.transcoder ? Y_.get() : X_.get(); }
+
+  // Rows 0 .. AuxK's block of U.
+  float* aux_rows(int64_t B) const { return U_.get() + static_cast<int64_t>(levels_.size()) * B * spec_.out_width(); }
+
+  // X = s x and X' = X - b_dec (an SAE) or X itself (a transcoder: b_dec is in the output
+  // space); a transcoder's target Y = s_out y. A non-finite value fails the step before
+  // anything changes, naming the first bad row whatever the thread count.
+  void prepare_input(const float* x, const float* y, int64_t B, float s, float s_out) {
+    const int64_t d = spec_.d_in, od = spec_.out_width();
+    const bool centered = !spec_.transcoder;
+    std::vector<uint8_t> bad(B, 0), bad_y(B, 0);
     parallel_for(B, [&](int64_t n, int) {
       const float* xr = x + n * d;
       float* xs = X_.get() + n * d;
@@ -502,19 +554,62 @@ class CpuTrainer final : public BackendTrainer {
       float probe = 0.0f;
       for (int64_t i = 0; i < d; ++i) {
         xs[i] = s * xr[i];
-        xp[i] = xs[i] - b_dec_[i];
+        xp[i] = centered ? xs[i] - b_dec_[i] : xs[i];
         probe += xs[i] - xs[i];  // NaN for inf/NaN (and for finite values that overflow)
       }
       bad[n] = probe != 0.0f;
+      if (y != nullptr) {
+        const float* yr = y + n * od;
+        float* ys = Y_.get() + n * od;
+        float py = 0.0f;
+        for (int64_t i = 0; i < od; ++i) {
+          ys[i] = s_out * yr[i];
+          py += ys[i] - ys[i];
+        }
+        bad_y[n] = py != 0.0f;
+      }
     });
     for (int64_t n = 0; n < B; ++n) {
-      if (!bad[n]) continue;
-      int64_t col = 0;
-      while (col < d && std::isfinite(s * x[n * d + col])) ++col;
-      throw InputError("training batch row " + std::to_string(n) + " has a non-finite value at column " +
-                           std::to_string(col),
-                       n, col);
+      if (bad[n]) {
+        int64_t col = 0;
+        while (col < d && std::isfinite(s * x[n * d + col])) ++col;
+        throw InputError("training batch row " + std::to_string(n) + " has a non-finite value at column " +
+                             std::to_string(col),
+                         n, col);
+      }
+      if (bad_y[n]) {
+        int64_t col = 0;
+        while (col < od && std::isfinite(s_out * y[n * od + col])) ++col;
+        throw InputError("training target row " + std::to_string(n) + " has a non-finite value at column " +
+                             std::to_string(col),
+                         n, col);
+      }
     }
+  }
+
+  // One level's residuals e_n = sum_{c_n} f W_dec[j] + b_dec (+ skip_n) - t_n (into E), the
+  // upstream rows g_n = 2 e_n / B (into G) and dL/dpre = g_n . W_dec[j] of each entry (while
+  // its W_dec row is in cache). Returns sum_n ||e_n||^2.
+  double residuals(int64_t B, const SparseCodes& c, float* E, float* G, std::vector<float>* dpre) {
+    const int64_t od = spec_.out_width();
+    const float* T = target();
+    const float g_scale = 2.0f / static_cast<float>(B);
+    dpre->resize(c.indices.size());
+    std::vector<double> err2(B);
+    parallel_for(B, [&](int64_t n, int) {
+      float* e = E + n * od;
+      std::memcpy(e, b_dec_.get(), sizeof(float) * od);
+      if (spec_.skip) axpy(1.0f, S_.get() + n * od, e, od);
+      for (uint32_t p = c.indptr[n]; p < c.indptr[n + 1]; ++p) axpy(c.values[p], W_dec_.get() + int64_t{c.indices[p]} * od, e, od);
+      axpy(-1.0f, T + n * od, e, od);
+      err2[n] = sumsq(e, od);
+      float* g = G + n * od;
+      scaled_copy(g_scale, e, g, od);
+      for (uint32_t p = c.indptr[n]; p < c.indptr[n + 1]; ++p) (*dpre)[p] = dot(g, W_dec_.get() + int64_t{c.indices[p]} * od, od);
+    });
+    double total = 0;
+    for (double v : err2) total += v;
+    return total;
   }
 
   // JumpReLU: one encode admitting pre > max(theta - eps/2, 0) finds both the active entries
@@ -560,11 +655,11 @@ class CpuTrainer final : public BackendTrainer {
   // eps-wide band around each threshold): one dot product per entry, summed per latent in row
   // order.
   double threshold_gradient(int64_t B, const TrainStepOptions& o) {
-    const int64_t d = spec_.d_in, L = spec_.d_sae;
+    const int64_t od = spec_.out_width(), L = spec_.d_sae;
     const int64_t m = static_cast<int64_t>(window_row_.size());
     std::vector<float> df(m);
     parallel_for(m, [&](int64_t q, int) {
-      df[q] = dot(U_.get() + int64_t{window_row_[q]} * d, W_dec_.get() + int64_t{window_latent_[q]} * d, d);
+      df[q] = dot(U_.get() + int64_t{window_row_[q]} * od, W_dec_.get() + int64_t{window_latent_[q]} * od, od);
     });
     std::vector<double> g(L, 0.0);
     const double eps = o.bandwidth;
@@ -576,62 +671,98 @@ class CpuTrainer final : public BackendTrainer {
     return o.l0_coeff * static_cast<double>(codes_.indices.size()) / B;
   }
 
-  // Batch top-k: the k * B largest positive pre-activations of the whole batch. One pass with
-  // a global threshold admits every candidate above it; the selection is exact whenever at
-  // least k * B values pass (then the k*B-th largest overall is among them). The threshold is
-  // 0.9 x the previous step's cut; without one, or when too few pass, a per-row top-k gives a
-  // safe one: its k * B values are a subset of the batch, so their minimum is <= the cut.
-  void batch_select(int64_t B) {
-    const int64_t want = spec_.k * B;
-    auto admitted = [&](float tau) {
-      encoder_->set_selection(Activation::JumpReLU, 0, tau);
-      encoder_->encode(XP_.get(), B, &codes_);
-      return static_cast<int64_t>(codes_.indices.size());
-    };
-    bool ok = cut_hint_ > 0 && admitted(0.9f * cut_hint_) >= want;
-    if (!ok) {
-      encoder_->set_selection(Activation::TopK, spec_.k, 0.0f);
-      encoder_->encode(XP_.get(), B, &codes_);
-      float lo = std::numeric_limits<float>::infinity();
-      for (float v : codes_.values) lo = std::min(lo, v);
-      // Fewer than k * B positives: every positive value is selected (admit > 0).
-      const float tau = static_cast<int64_t>(codes_.values.size()) < want ? 0.0f : std::nextafter(lo, 0.0f);
-      admitted(tau);
-    }
-    // Exact cut among the candidates: by value, then lower row, then lower latent.
-    const int64_t m = static_cast<int64_t>(codes_.indices.size());
-    float cut = 0.0f;
-    if (m > want) {
-      std::vector<std::pair<float, int64_t>> cand(m);  // (value, position in CSR = row-major order)
-      for (int64_t p = 0; p < m; ++p) cand[p] = {codes_.values[p], p};
-      auto better = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
-        return a.first > b.first || (a.first == b.first && a.second < b.second);
-      };
-      std::nth_element(cand.begin(), cand.begin() + (want - 1), cand.end(), better);
-      const std::pair<float, int64_t> last = cand[want - 1];
-      cut = last.first;
-      // Keep entries at least as good as `last`, compacting the CSR in place.
-      uint32_t out = 0;
-      uint32_t begin = codes_.indptr[0];
-      for (int64_t n = 0; n < B; ++n) {
-        const uint32_t end = codes_.indptr[n + 1];
-        for (uint32_t p = begin; p < end; ++p) {
-          if (!better(last, {codes_.values[p], p})) {
-            codes_.values[out] = codes_.values[p];
-            codes_.indices[out] = codes_.indices[p];
-            ++out;
-          }
-        }
-        begin = end;
-        codes_.indptr[n + 1] = out;
+  // Batch top-k: the k * B largest positive pre-activations of the whole batch, for every
+  // matryoshka level among its prefix of latents (one level, the whole dictionary, without
+  // matryoshka). One encode with per-latent admission thresholds admits the candidates of all
+  // levels: latent j belongs to every level m with w_m > j, so it is admitted above the lowest
+  // of those levels' thresholds. A level's selection is exact whenever at least k * B of its
+  // prefix's values pass its own threshold (then its k*B-th largest is among them). The
+  // thresholds are 0.9 x each level's previous cut; without one, or when too few pass, a
+  // per-row top-k within the prefix gives a safe one: its k * B values are a subset of the
+  // prefix, so their minimum is <= the cut.
+  void levels_select(int64_t B) {
+    const int64_t want = spec_.k * B, L = spec_.d_sae;
+    const size_t M = levels_.size();
+    std::vector<float> tau(M);
+    for (size_t m = 0; m < M; ++m) tau[m] = level_hint_[m] > 0 ? 0.9f * level_hint_[m] : safe_threshold(B, m);
+    auto admit_all = [&] {
+      std::vector<float> admit(L);
+      float lowest = std::numeric_limits<float>::infinity();
+      for (size_t m = M; m-- > 0;) {
+        lowest = std::min(lowest, tau[m]);
+        for (int64_t j = m > 0 ? levels_[m - 1] : 0; j < levels_[m]; ++j) admit[j] = lowest;
       }
-      codes_.values.resize(out);
-      codes_.indices.resize(out);
-    } else {
-      cut = m > 0 ? *std::min_element(codes_.values.begin(), codes_.values.end()) : 0.0f;
+      encoder_->set_selection(Activation::JumpReLU, 0, 0.0f);
+      encoder_->set_admit(admit.data());
+      encoder_->encode(XP_.get(), B, &candidates_);
+    };
+    admit_all();
+    bool again = false;
+    for (size_t m = 0; m < M; ++m) {
+      if (tau[m] <= 0) continue;  // every positive value of the prefix is admitted
+      int64_t passing = 0;
+      for (size_t p = 0; p < candidates_.indices.size(); ++p)
+        passing += candidates_.indices[p] < levels_[m] && candidates_.values[p] > tau[m];
+      if (passing < want) {
+        tau[m] = safe_threshold(B, m);
+        again = true;
+      }
     }
-    cut_hint_ = cut;
-    batch_cut_ = cut;
+    if (again) admit_all();
+    for (size_t m = 0; m < M; ++m) {
+      SparseCodes& out = m + 1 == M ? codes_ : inner_codes_[m];
+      level_hint_[m] = exact_cut(B, levels_[m], want, &out);
+    }
+    batch_cut_ = level_hint_[M - 1];
+  }
+
+  // A threshold below level m's cut: nextafter toward 0 of the smallest of a per-row top-k
+  // within its prefix (0 when the prefix has fewer than k * B positive values).
+  float safe_threshold(int64_t B, size_t m) {
+    const int64_t want = spec_.k * B, L = spec_.d_sae;
+    encoder_->set_selection(Activation::TopK, spec_.k, 0.0f);
+    if (levels_[m] < L) {
+      std::vector<float> mask(L, 0.0f);
+      std::fill(mask.begin() + levels_[m], mask.end(), std::numeric_limits<float>::infinity());
+      encoder_->set_admit(mask.data());
+    }
+    encoder_->encode(XP_.get(), B, &scratch_codes_);
+    float lo = std::numeric_limits<float>::infinity();
+    for (float v : scratch_codes_.values) lo = std::min(lo, v);
+    return static_cast<int64_t>(scratch_codes_.values.size()) < want ? 0.0f : std::nextafter(lo, 0.0f);
+  }
+
+  // The exact batch top-k of the candidates among latents < width, by value, then lower row,
+  // then lower latent, into OUT (CSR); returns the cut (its smallest value, 0 when empty).
+  float exact_cut(int64_t B, int64_t width, int64_t want, SparseCodes* out) {
+    const SparseCodes& c = candidates_;
+    std::vector<std::pair<float, int64_t>> cand;  // (value, position in CSR = row-major order)
+    for (size_t p = 0; p < c.indices.size(); ++p)
+      if (c.indices[p] < width) cand.emplace_back(c.values[p], static_cast<int64_t>(p));
+    auto better = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    };
+    const bool cut_needed = static_cast<int64_t>(cand.size()) > want;
+    std::pair<float, int64_t> last{0.0f, 0};
+    if (cut_needed) {
+      std::nth_element(cand.begin(), cand.begin() + (want - 1), cand.end(), better);
+      last = cand[want - 1];
+    }
+    out->indptr.assign(B + 1, 0);
+    out->indices.clear();
+    out->values.clear();
+    float lowest = std::numeric_limits<float>::infinity();
+    for (int64_t n = 0; n < B; ++n) {
+      for (uint32_t p = c.indptr[n]; p < c.indptr[n + 1]; ++p) {
+        if (c.indices[p] >= width) continue;
+        if (cut_needed && better(last, {c.values[p], p})) continue;
+        out->values.push_back(c.values[p]);
+        out->indices.push_back(c.indices[p]);
+        lowest = std::min(lowest, c.values[p]);
+      }
+      out->indptr[n + 1] = static_cast<uint32_t>(out->indices.size());
+    }
+    return out->indices.empty() ? 0.0f : lowest;
   }
 
   // AuxK, forward. The dead latents' top-k_aux is a fused encode over a packed sub-SAE of the
@@ -640,18 +771,18 @@ class CpuTrainer final : public BackendTrainer {
   // of the matrix is filled. So the reconstruction (and in aux_backward the gradients) are
   // matrix products over chunks of dead latents, not per-entry gathers of 3 KB rows (those ran
   // at ~3 GB of gathers per step at 1% dead: bench/NOTES.md).
-  // Fills rows B..2B-1 of U with h_n; returns L_aux.
+  // Fills AuxK's block of U (aux_rows) with h_n; returns L_aux.
   double aux_forward(int64_t B, const TrainStepOptions& o, PhaseTimer& timer) {
-    const int64_t d = spec_.d_in;
+    const int64_t d = spec_.d_in, od = spec_.out_width();
     const int64_t D = static_cast<int64_t>(dead_.size());
     const int64_t k_eff = std::min(spec_.k_aux, D);
     const double scale = std::min(static_cast<double>(D) / spec_.k_aux, 1.0);
-    dead_dec_ = aligned_floats(D * d);
+    dead_dec_ = aligned_floats(D * od);
     AlignedFloats w = aligned_floats(D * d);
     std::vector<float> b(D);
     parallel_for(D, [&](int64_t q, int) {
       std::memcpy(w.get() + q * d, Wt_.get() + int64_t{dead_[q]} * d, sizeof(float) * d);
-      std::memcpy(dead_dec_.get() + q * d, W_dec_.get() + int64_t{dead_[q]} * d, sizeof(float) * d);
+      std::memcpy(dead_dec_.get() + q * od, W_dec_.get() + int64_t{dead_[q]} * od, sizeof(float) * od);
       b[q] = b_enc_[dead_[q]];
     });
     SaeSpec es;
@@ -673,19 +804,19 @@ class CpuTrainer final : public BackendTrainer {
     for (int32_t& j : aux_codes_.indices) j = dead_[j];
 
     // h = ehat - r = ehat + e, with ehat = A W_dec[dead] accumulated over chunks.
-    float* H = U_.get() + B * d;
-    std::memcpy(H, E_.get(), sizeof(float) * B * d);
+    float* H = aux_rows(B);
+    std::memcpy(H, E_.get(), sizeof(float) * B * od);
     for (int64_t q0 = 0; q0 < D; q0 += aux_chunk(B)) {
       const int64_t dc = std::min(aux_chunk(B), D - q0);
       float* A = dense_aux(B, q0, dc);
-      sgemm(B, d, dc, A, dc, false, dead_dec_.get() + q0 * d, d, H, d, true);
+      sgemm(B, od, dc, A, dc, false, dead_dec_.get() + q0 * od, od, H, od, true);
     }
     std::vector<double> loss(B);
     const float h_scale = static_cast<float>(2.0 * o.aux_coeff * scale / B);
     parallel_for(B, [&](int64_t n, int) {
-      float* h = H + n * d;
-      loss[n] = sumsq(h, d);
-      for (int64_t i = 0; i < d; ++i) h[i] *= h_scale;
+      float* h = H + n * od;
+      loss[n] = sumsq(h, od);
+      for (int64_t i = 0; i < od; ++i) h[i] *= h_scale;
     });
     double total = 0;
     for (double v : loss) total += v;
@@ -713,36 +844,37 @@ class CpuTrainer final : public BackendTrainer {
   //   dA = (H W_dec[dead]^T) masked to the selected entries     [B, dc]
   //   dW_dec[dead] += A^T H;  dWt[dead] += dA^T X';  db_enc[dead] += column sums of dA
   void aux_backward(int64_t B) {
-    const int64_t d = spec_.d_in;
+    const int64_t d = spec_.d_in, od = spec_.out_width();
     const int64_t D = static_cast<int64_t>(dead_.size());
-    const float* H = U_.get() + B * d;
+    const float* H = aux_rows(B);
     for (int64_t q0 = 0; q0 < D; q0 += aux_chunk(B)) {
       const int64_t dc = std::min(aux_chunk(B), D - q0);
       const float* A = dense_aux(B, q0, dc);
-      float* decT = decT_.get(d * dc);
+      float* decT = decT_.get(od * dc);
       for (int64_t q = 0; q < dc; ++q)
-        for (int64_t i = 0; i < d; ++i) decT[i * dc + q] = dead_dec_[(q0 + q) * d + i];
+        for (int64_t i = 0; i < od; ++i) decT[i * dc + q] = dead_dec_[(q0 + q) * od + i];
       float* dA = dA_.get(B * dc);
-      sgemm(B, dc, d, H, d, false, decT, dc, dA, dc, false);
+      sgemm(B, dc, od, H, od, false, decT, dc, dA, dc, false);
       parallel_for(B, [&](int64_t n, int) {
         for (int64_t q = 0; q < dc; ++q)
           if (!(A[n * dc + q] > 0.0f)) dA[n * dc + q] = 0.0f;
       });
-      float* gd = gtmp_.get(2 * dc * d);
-      float* ge = gd + dc * d;
-      sgemm(dc, d, B, A, dc, true, H, d, gd, d, false);
+      float* gd = gtmp_.get(dc * (od + d));
+      float* ge = gd + dc * od;
+      sgemm(dc, od, B, A, dc, true, H, od, gd, od, false);
       sgemm(dc, d, B, dA, dc, true, XP_.get(), d, ge, d, false);
       parallel_for(dc, [&](int64_t q, int) {
         double gb = 0;
         for (int64_t n = 0; n < B; ++n) gb += dA[n * dc + q];
         const int64_t j = dead_[q0 + q];
-        float* rd = gWdec_.get() + j * d;
+        float* rd = gWdec_.get() + j * od;
         float* re = gWt_.get() + j * d;
         if (touched_[j]) {
-          for (int64_t i = 0; i < d; ++i) rd[i] += gd[q * d + i], re[i] += ge[q * d + i];
+          for (int64_t i = 0; i < od; ++i) rd[i] += gd[q * od + i];
+          for (int64_t i = 0; i < d; ++i) re[i] += ge[q * d + i];
           g_benc_[j] += static_cast<float>(gb);
         } else {
-          std::memcpy(rd, gd + q * d, sizeof(float) * d);
+          std::memcpy(rd, gd + q * od, sizeof(float) * od);
           std::memcpy(re, ge + q * d, sizeof(float) * d);
           g_benc_[j] = static_cast<float>(gb);
           touched_[j] = 1;
@@ -753,17 +885,24 @@ class CpuTrainer final : public BackendTrainer {
 
   // Counting sort of the main selection's entries by latent; within a latent, rows ascend: a
   // fixed summation order.
+  // Matryoshka levels follow the full width's entries (level by level, rows ascending).
   void build_entries(int64_t B) {
     const int64_t L = spec_.d_sae;
     offsets_.assign(L + 1, 0);
     for (int32_t j : codes_.indices) ++offsets_[j + 1];
+    for (const SparseCodes& c : inner_codes_)
+      for (int32_t j : c.indices) ++offsets_[j + 1];
     for (int64_t j = 0; j < L; ++j) offsets_[j + 1] += offsets_[j];
     entries_.resize(offsets_[L]);
     std::vector<int64_t> cursor(offsets_.begin(), offsets_.end() - 1);
-    for (int64_t n = 0; n < B; ++n) {
-      for (uint32_t p = codes_.indptr[n]; p < codes_.indptr[n + 1]; ++p)
-        entries_[cursor[codes_.indices[p]]++] = {static_cast<int32_t>(n), codes_.values[p], dpre_main_[p]};
-    }
+    auto add = [&](const SparseCodes& c, const std::vector<float>& dpre, int64_t level) {
+      for (int64_t n = 0; n < B; ++n) {
+        for (uint32_t p = c.indptr[n]; p < c.indptr[n + 1]; ++p)
+          entries_[cursor[c.indices[p]]++] = {static_cast<int32_t>(level * B + n), static_cast<int32_t>(n), c.values[p], dpre[p]};
+      }
+    };
+    add(codes_, dpre_main_, 0);
+    for (size_t m = 0; m < inner_codes_.size(); ++m) add(inner_codes_[m], dpre_inner_[m], static_cast<int64_t>(m) + 1);
   }
 
   // Per-latent gradient rows from the latent-sorted entries:
@@ -773,7 +912,7 @@ class CpuTrainer final : public BackendTrainer {
   // two partial rows stay in registers (AVX-512) instead of being reloaded per entry.
   // l1_scale = lambda / B for standard (0 otherwise): adds the penalty's decoder-norm gradient.
   void accumulate_gradients(int64_t B, float l1_scale) {
-    const int64_t d = spec_.d_in, L = spec_.d_sae;
+    const int64_t d = spec_.d_in, L = spec_.d_sae, od = spec_.out_width();
     constexpr int64_t kLatentsPerTask = 64;
     const int64_t tasks = (L + kLatentsPerTask - 1) / kLatentsPerTask;
     fsum_.assign(L, 0.0);
@@ -788,23 +927,25 @@ class CpuTrainer final : public BackendTrainer {
       }
     });
     const bool avx512 = current_isa() == Isa::Avx512;
-    for (int64_t c0 = 0; c0 < d; c0 += kGradCols) {
-      const int w = static_cast<int>(std::min<int64_t>(kGradCols, d - c0));
+    // Columns of both sides at once up to the narrower width, then the wider side alone.
+    for (int64_t c0 = 0; c0 < std::max(d, od); c0 += kGradCols) {
+      const int wu = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(kGradCols, od - c0)));
+      const int wx = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(kGradCols, d - c0)));
       parallel_for(tasks, [&](int64_t t, int) {
         for (int64_t j = t * kLatentsPerTask; j < std::min(L, (t + 1) * kLatentsPerTask); ++j) {
           if (!touched_[j]) continue;
           const Entry* en = entries_.data() + offsets_[j];
           const int64_t n = offsets_[j + 1] - offsets_[j];
-          float* gd = gWdec_.get() + j * d + c0;
+          float* gd = gWdec_.get() + j * od + c0;
           float* ge = gWt_.get() + j * d + c0;
           if (avx512) {
-            latent_columns_avx512(en, n, U_.get() + c0, XP_.get() + c0, d, w, gd, ge);
+            latent_columns_avx512(en, n, U_.get() + c0, od, wu, XP_.get() + c0, d, wx, gd, ge);
           } else {
-            std::fill(gd, gd + w, 0.0f);
-            std::fill(ge, ge + w, 0.0f);
+            std::fill(gd, gd + wu, 0.0f);
+            std::fill(ge, ge + wx, 0.0f);
             for (int64_t e = 0; e < n; ++e) {
-              axpy(en[e].value, U_.get() + int64_t{en[e].row} * d + c0, gd, w);
-              axpy(en[e].dpre, XP_.get() + int64_t{en[e].row} * d + c0, ge, w);
+              if (wu > 0) axpy(en[e].value, U_.get() + int64_t{en[e].urow} * od + c0, gd, wu);
+              if (wx > 0) axpy(en[e].dpre, XP_.get() + int64_t{en[e].xrow} * d + c0, ge, wx);
             }
           }
         }
@@ -813,20 +954,23 @@ class CpuTrainer final : public BackendTrainer {
     if (l1_scale != 0.0f)
       parallel_for(L, [&](int64_t j, int) {
         if (touched_[j] && dec_norm_[j] > 0)
-          axpy(static_cast<float>(l1_scale * fsum_[j] / dec_norm_[j]), W_dec_.get() + j * d, gWdec_.get() + j * d, d);
+          axpy(static_cast<float>(l1_scale * fsum_[j] / dec_norm_[j]), W_dec_.get() + j * od, gWdec_.get() + j * od, od);
       });
   }
 
   void bias_dec_gradient(int64_t B) {
-    const int64_t d = spec_.d_in, L = spec_.d_sae;
-    // db_dec = sum_n g_n - sum_j db_enc[j] Wt[j], by column chunks (fixed order per column).
+    const int64_t d = spec_.out_width(), L = spec_.d_sae;
+    const int64_t upstream_rows = static_cast<int64_t>(levels_.size()) * B;  // every level's g rows
+    const bool centered = !spec_.transcoder;
+    // db_dec = sum_n g_n - sum_j db_enc[j] Wt[j] (the second term only where b_dec centers the
+    // input), by column chunks (fixed order per column).
     constexpr int64_t kCols = 16;
     parallel_for((d + kCols - 1) / kCols, [&](int64_t t, int) {
       const int64_t c0 = t * kCols, c1 = std::min(d, c0 + kCols);
       double acc[kCols] = {};
-      for (int64_t n = 0; n < B; ++n)
+      for (int64_t n = 0; n < upstream_rows; ++n)
         for (int64_t c = c0; c < c1; ++c) acc[c - c0] += U_[n * d + c];
-      for (int64_t j = 0; j < L; ++j) {
+      for (int64_t j = 0; j < L && centered; ++j) {
         if (!touched_[j]) continue;
         const float gb = g_benc_[j];
         for (int64_t c = c0; c < c1; ++c) acc[c - c0] -= static_cast<double>(gb) * Wt_[j * d + c];
@@ -835,22 +979,36 @@ class CpuTrainer final : public BackendTrainer {
     });
   }
 
+  // dW_skip = xs^T (sum over levels of g): the skip term enters every level's prediction.
+  void skip_gradient(int64_t B) {
+    const int64_t d = spec_.d_in, od = spec_.out_width();
+    const float* G = U_.get();
+    if (levels_.size() > 1) {
+      float* sum = Einner_.get();  // free again after the inner residuals
+      std::memcpy(sum, U_.get(), sizeof(float) * B * od);
+      for (size_t m = 1; m < levels_.size(); ++m) axpy(1.0f, U_.get() + m * B * od, sum, B * od);
+      G = sum;
+    }
+    sgemm(d, od, B, X_.get(), d, true, G, od, gWs_.get(), od, false);
+  }
+
   // Parallel-component removal, global-norm clip, Adam on every parameter, unit-norm decoder
   // rows. Returns the gradient norm before clipping.
   double optimizer_step(const TrainStepOptions& o) {
-    const int64_t d = spec_.d_in, L = spec_.d_sae;
+    const int64_t d = spec_.d_in, L = spec_.d_sae, od = spec_.out_width();
     const bool unit_decoder = spec_.arch != TrainArch::Standard;
     std::vector<double> row_sq(L, 0.0);
     parallel_for(L, [&](int64_t j, int) {
       if (!touched_[j]) return;
-      float* g = gWdec_.get() + j * d;
-      const float* w = W_dec_.get() + j * d;
-      const float ww = dot(w, w, d);
-      if (unit_decoder && ww > 0) axpy(-dot(g, w, d) / ww, w, g, d);
-      row_sq[j] = sumsq(g, d) + sumsq(gWt_.get() + j * d, d) + static_cast<double>(g_benc_[j]) * g_benc_[j];
+      float* g = gWdec_.get() + j * od;
+      const float* w = W_dec_.get() + j * od;
+      const float ww = dot(w, w, od);
+      if (unit_decoder && ww > 0) axpy(-dot(g, w, od) / ww, w, g, od);
+      row_sq[j] = sumsq(g, od) + sumsq(gWt_.get() + j * d, d) + static_cast<double>(g_benc_[j]) * g_benc_[j];
     });
-    double total = sumsq(g_bdec_.get(), d);
+    double total = sumsq(g_bdec_.get(), od);
     if (spec_.arch == TrainArch::JumpReLU) total += sumsq(g_logth_.get(), L);
+    if (spec_.skip) total += sumsq(gWs_.get(), d * od);
     for (double v : row_sq) total += v;
     const double norm = std::sqrt(total);
     const float gscale = o.clip > 0 && norm > o.clip ? static_cast<float>(o.clip / norm) : 1.0f;
@@ -863,18 +1021,25 @@ class CpuTrainer final : public BackendTrainer {
     parallel_for((L + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t t, int) {
       for (int64_t j = t * kRowsPerTask; j < std::min(L, (t + 1) * kRowsPerTask); ++j) {
         const bool live = touched_[j];
-        const int64_t off = j * d;
+        const int64_t off = j * d, doff = j * od;
         adam(Wt_.get() + off, mWt_.get() + off, vWt_.get() + off, live ? gWt_.get() + off : nullptr, gscale, d, lr, b1,
              b2, inv_c1, inv_c2, eps);
-        float* w = W_dec_.get() + off;
-        adam(w, mWdec_.get() + off, vWdec_.get() + off, live ? gWdec_.get() + off : nullptr, gscale, d, lr, b1, b2,
+        float* w = W_dec_.get() + doff;
+        adam(w, mWdec_.get() + doff, vWdec_.get() + doff, live ? gWdec_.get() + doff : nullptr, gscale, od, lr, b1, b2,
              inv_c1, inv_c2, eps);
-        const double norm2 = unit_decoder ? sumsq(w, d) : 0.0;
-        if (norm2 > 0) scaled_copy(static_cast<float>(1.0 / std::sqrt(norm2)), w, w, d);
+        const double norm2 = unit_decoder ? sumsq(w, od) : 0.0;
+        if (norm2 > 0) scaled_copy(static_cast<float>(1.0 / std::sqrt(norm2)), w, w, od);
       }
     });
     adam(b_enc_.get(), m_benc_.get(), v_benc_.get(), g_benc_.get(), gscale, L, lr, b1, b2, inv_c1, inv_c2, eps);
-    adam(b_dec_.get(), m_bdec_.get(), v_bdec_.get(), g_bdec_.get(), gscale, d, lr, b1, b2, inv_c1, inv_c2, eps);
+    adam(b_dec_.get(), m_bdec_.get(), v_bdec_.get(), g_bdec_.get(), gscale, od, lr, b1, b2, inv_c1, inv_c2, eps);
+    if (spec_.skip) {
+      constexpr int64_t kSkipChunk = 1 << 14;
+      parallel_for((d * od + kSkipChunk - 1) / kSkipChunk, [&](int64_t t, int) {
+        const int64_t a = t * kSkipChunk, n = std::min(kSkipChunk, d * od - a);
+        adam(Ws_.get() + a, mWs_.get() + a, vWs_.get() + a, gWs_.get() + a, gscale, n, lr, b1, b2, inv_c1, inv_c2, eps);
+      });
+    }
     if (spec_.arch == TrainArch::JumpReLU)
       adam(logth_.get(), m_logth_.get(), v_logth_.get(), g_logth_.get(), gscale, L, lr, b1, b2, inv_c1, inv_c2, eps);
     return norm;
@@ -900,8 +1065,13 @@ class CpuTrainer final : public BackendTrainer {
   std::vector<float> window_pre_;
   std::vector<double> fires_, since_fired_;
   double batch_threshold_ = 0;  // batchtopk: EMA of each batch's smallest selected value
-  float cut_hint_ = 0;          // batchtopk: the previous step's cut (speed only)
-  float batch_cut_ = 0;
+  float batch_cut_ = 0;         // batchtopk: this step's full-width cut
+  std::vector<int64_t> levels_;     // batchtopk's prefix widths (one level: d_sae)
+  std::vector<float> level_hint_;   // each level's previous cut (speed only)
+  std::vector<SparseCodes> inner_codes_;       // matryoshka: the inner levels' selections
+  std::vector<std::vector<float>> dpre_inner_;  // ... and their dL/dpre
+  SparseCodes candidates_, scratch_codes_;      // levels_select's admitted values, safe_threshold's
+  AlignedFloats Ws_, mWs_, vWs_, gWs_;          // skip transcoders: W_skip [d_in, d_out]
   std::vector<float> dec_norm_;
   std::vector<uint8_t> touched_;
   std::unique_ptr<CpuModel> encoder_;
@@ -909,6 +1079,7 @@ class CpuTrainer final : public BackendTrainer {
   // Per-step scratch, kept between steps.
   int64_t batch_capacity_ = 0;
   AlignedFloats X_, XP_, E_, U_;
+  AlignedFloats Y_, S_, Einner_;  // transcoder targets, skip outputs, an inner level's residuals
   SparseCodes codes_, aux_codes_;
   std::vector<int32_t> dead_;
   std::vector<float> dpre_main_;

@@ -56,6 +56,13 @@ Napi::Value AddonTrainer::Create(const Napi::CallbackInfo& info) {
     else if (arch == "standard") spec.arch = TrainArch::Standard;
     else if (arch == "jumprelu") spec.arch = TrainArch::JumpReLU;
     else throw Error("unknown training architecture '" + arch + "'");
+    spec.d_out = static_cast<int64_t>(number(s, "dOut", 0));
+    spec.transcoder = s.Get("transcoder").ToBoolean();
+    spec.skip = s.Get("skip").ToBoolean();
+    if (s.Get("matryoshkaWidths").IsArray()) {
+      Napi::Array widths = s.Get("matryoshkaWidths").As<Napi::Array>();
+      for (uint32_t i = 0; i < widths.Length(); ++i) spec.matryoshka_widths.push_back(widths.Get(i).As<Napi::Number>().Int64Value());
+    }
     Napi::Object params = info[1].As<Napi::Object>();
     TrainParamsView view;
     view.W_enc = floats(params, "W_enc");
@@ -63,6 +70,7 @@ Napi::Value AddonTrainer::Create(const Napi::CallbackInfo& info) {
     view.W_dec = floats(params, "W_dec");
     view.b_dec = floats(params, "b_dec");
     if (params.Get("log_threshold").IsTypedArray()) view.log_threshold = floats(params, "log_threshold");
+    if (params.Get("W_skip").IsTypedArray()) view.W_skip = floats(params, "W_skip");
     const std::string device = info[2].As<Napi::String>();
     Backend* backend = device == "cuda" ? cuda_backend() : &cpu_backend();
     if (backend == nullptr) throw Error("this build of saekit has no CUDA backend");
@@ -91,15 +99,17 @@ std::shared_ptr<TrainerHandle> AddonTrainer::idle(Napi::Env env) {
   return handle_;
 }
 
-// step(x: Float32Array, rows, opts) -> Promise<stats>
+// step(x: Float32Array, y: Float32Array | null, rows, opts) -> Promise<stats>
 Napi::Value AddonTrainer::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<TrainerHandle> h = idle(env);
   auto x = info[0].As<Napi::Float32Array>();
-  const int64_t rows = info[1].As<Napi::Number>().Int64Value();
-  Napi::Object o = info[2].As<Napi::Object>();
+  const bool has_y = info[1].IsTypedArray();
+  const int64_t rows = info[2].As<Napi::Number>().Int64Value();
+  Napi::Object o = info[3].As<Napi::Object>();
   TrainStepOptions opts;
   opts.input_scale = static_cast<float>(number(o, "inputScale", 1.0));
+  opts.output_scale = static_cast<float>(number(o, "outputScale", 1.0));
   opts.lr = number(o, "lr", 0.0);
   opts.beta1 = number(o, "beta1", 0.9);
   opts.beta2 = number(o, "beta2", 0.999);
@@ -114,13 +124,21 @@ Napi::Value AddonTrainer::Step(const Napi::CallbackInfo& info) {
   opts.apply = o.Get("apply").IsBoolean() ? o.Get("apply").As<Napi::Boolean>().Value() : true;
   auto x_ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(x));
   const float* data = x.Data();
+  std::shared_ptr<Napi::Reference<Napi::Float32Array>> y_ref;
+  const float* target = nullptr;
+  if (has_y) {
+    auto y = info[1].As<Napi::Float32Array>();
+    y_ref = std::make_shared<Napi::Reference<Napi::Float32Array>>(Napi::Persistent(y));
+    target = y.Data();
+  }
   auto stats = std::make_shared<TrainStepStats>();
   h->busy = true;
   return queue(new LambdaWorker(
       env,
-      [=] { *stats = h->trainer->step(data, rows, opts); },
+      [=] { *stats = h->trainer->step(data, target, rows, opts); },
       [=](Napi::Env env) {
         x_ref->Reset();
+        if (y_ref) y_ref->Reset();
         Napi::Object r = Napi::Object::New(env);
         r.Set("mse", stats->mse);
         r.Set("fvu", stats->fvu);
@@ -129,6 +147,7 @@ Napi::Value AddonTrainer::Step(const Napi::CallbackInfo& info) {
         r.Set("sparsityLoss", stats->l1_loss);
         r.Set("gradNorm", stats->grad_norm);
         r.Set("dead", static_cast<double>(stats->dead));
+        r.Set("innerMse", stats->inner_mse);
         return r;
       },
       // Busy until the Promise settles (on the main thread), not merely until the kernel ends.

@@ -38,6 +38,22 @@ export interface TrainerConfig {
   l0Coeff: number;
   /** jumprelu: width of the straight-through estimators' rectangle kernel. */
   bandwidth: number;
+  /**
+   * Transcoders: the width of the predicted output (its own hook, e.g. the MLP's output).
+   * Absent: an SAE (dOut = dIn, the target is the input).
+   */
+  dOut?: number;
+  /** A transcoder: reads the input rows, predicts a second tensor of target rows (dOut wide). */
+  transcoder?: boolean;
+  /** A skip transcoder: a dense W_skip [dOut, dIn] is trained beside the dictionary. */
+  skip?: boolean;
+  /** Transcoders: the target rows are multiplied by this (folded into the saved weights). */
+  outputScale?: number;
+  /**
+   * batchtopk: Matryoshka prefix widths (strictly increasing, the first >= k, the last dSae):
+   * every prefix of the dictionary reconstructs from its own batch top-k and the losses add.
+   */
+  matryoshkaWidths?: number[];
 }
 
 export const defaultTrainerConfig = (dIn: number, dSae: number, k: number, architecture: TrainArchitecture = 'topk'): TrainerConfig => ({
@@ -69,6 +85,8 @@ export interface TrainParams {
   b_dec: Float32Array;
   /** jumprelu only: log of the thresholds, [d_sae]. */
   log_threshold?: Float32Array;
+  /** skip transcoders only: [d_out, d_in] (SAELens layout). */
+  W_skip?: Float32Array;
 }
 
 export interface StepMetrics {
@@ -84,6 +102,8 @@ export interface StepMetrics {
   /** Gradient norm before clipping (0 for gradients()). */
   gradNorm: number;
   deadFraction: number;
+  /** matryoshka: the inner prefixes' MSE, summed (0 otherwise). */
+  innerMse: number;
 }
 
 /** Everything a checkpoint needs to continue bit-exactly. */
@@ -95,15 +115,24 @@ export interface TrainerState {
 
 export const PARAM_NAMES = ['W_enc', 'b_enc', 'W_dec', 'b_dec'] as const;
 export type ParamName = (typeof PARAM_NAMES)[number];
-const TRAINED = [...PARAM_NAMES, 'log_threshold'] as const;
-const STATE_NAMES: TrainerStateName[] = [
-  ...TRAINED,
-  ...TRAINED.map((p) => `adam_m.${p}` as const),
-  ...TRAINED.map((p) => `adam_v.${p}` as const),
-  'fires',
-  'since_fired',
-  'batch_threshold',
-];
+type Trained = ParamName | 'log_threshold' | 'W_skip';
+
+/** The tensors a trainer of this config trains: W_skip only for skip transcoders. */
+function trainedOf(c: TrainerConfig): Trained[] {
+  return [...PARAM_NAMES, 'log_threshold', ...(c.skip ? (['W_skip'] as const) : [])];
+}
+
+function stateNamesOf(c: TrainerConfig): TrainerStateName[] {
+  const trained = trainedOf(c);
+  return [
+    ...trained,
+    ...trained.map((p) => `adam_m.${p}` as const),
+    ...trained.map((p) => `adam_v.${p}` as const),
+    'fires',
+    'since_fired',
+    'batch_threshold',
+  ];
+}
 const F64_STATE = new Set<TrainerStateName>(['fires', 'since_fired', 'batch_threshold']);
 
 function checkInt(v: unknown, name: string, lo: number, hi: number): void {
@@ -119,6 +148,17 @@ export function validateTrainerConfig(c: TrainerConfig): void {
     throw expected("'topk', 'batchtopk', 'standard' or 'jumprelu'", 'architecture', c.architecture);
   checkInt(c.dIn, 'dIn', 1, 1 << 20);
   checkInt(c.dSae, 'dSae', 1, 1 << 26);
+  if (c.dOut !== undefined) checkInt(c.dOut, 'dOut', 1, 1 << 20);
+  if (c.dOut !== undefined && c.dOut !== c.dIn && !c.transcoder) throw new ValidationError(`dOut (${c.dOut}) differs from dIn (${c.dIn}): set transcoder`);
+  if (c.skip && !c.transcoder) throw new ValidationError('skip needs transcoder: a skip term maps the input to a different output');
+  if (c.outputScale !== undefined && (!(c.outputScale > 0) || !Number.isFinite(c.outputScale))) throw expected('a positive finite number', 'outputScale', c.outputScale);
+  if (c.matryoshkaWidths !== undefined) {
+    const w = c.matryoshkaWidths;
+    if (c.architecture !== 'batchtopk') throw new ValidationError(`matryoshkaWidths need architecture 'batchtopk' (got '${c.architecture}')`);
+    if (!Array.isArray(w) || w.length === 0) throw expected('a non-empty array of widths', 'matryoshkaWidths', w);
+    w.forEach((v, i) => checkInt(v, `matryoshkaWidths[${i}]`, i === 0 ? Math.max(1, c.k) : w[i - 1]! + 1, c.dSae));
+    if (w[w.length - 1] !== c.dSae) throw new ValidationError(`the last matryoshka width (${w[w.length - 1]}) must be dSae (${c.dSae})`);
+  }
   if (c.architecture === 'topk' || c.architecture === 'batchtopk') checkInt(c.k, 'k', 1, c.dSae);
   checkNumber(c.l1Coeff, 'l1Coeff', 0, 1e9);
   checkNumber(c.l0Coeff, 'l0Coeff', 0, 1e9);
@@ -133,9 +173,13 @@ export function validateTrainerConfig(c: TrainerConfig): void {
   if (!(c.inputScale > 0) || !Number.isFinite(c.inputScale)) throw expected('a positive finite number', 'inputScale', c.inputScale);
 }
 
-function checkParams(p: TrainParams, dIn: number, dSae: number, jumprelu: boolean): void {
-  const lengths: Record<ParamName | 'log_threshold', number> = { W_enc: dIn * dSae, b_enc: dSae, W_dec: dSae * dIn, b_dec: dIn, log_threshold: dSae };
-  for (const name of jumprelu ? TRAINED : PARAM_NAMES) {
+function checkParams(p: TrainParams, c: TrainerConfig): void {
+  const { dIn, dSae } = c;
+  const dOut = c.dOut ?? dIn;
+  const lengths: Record<Trained, number> = { W_enc: dIn * dSae, b_enc: dSae, W_dec: dSae * dOut, b_dec: dOut, log_threshold: dSae, W_skip: dOut * dIn };
+  const names: Trained[] = [...PARAM_NAMES, ...(c.architecture === 'jumprelu' ? (['log_threshold'] as const) : [])];
+  if (c.skip && p.W_skip !== undefined) names.push('W_skip');
+  for (const name of names) {
     const a = p[name];
     if (!(a instanceof Float32Array) || a.length !== lengths[name]) throw expected(`Float32Array(${lengths[name]})`, name, a);
     for (let i = 0; i < a.length; i++) {
@@ -160,7 +204,7 @@ export class SaeTrainer {
   /** Creates a trainer from initial parameters (see initParams in init.ts). */
   static async create(config: TrainerConfig, params: TrainParams, device: 'cpu' | 'cuda' = 'cpu'): Promise<SaeTrainer> {
     validateTrainerConfig(config);
-    checkParams(params, config.dIn, config.dSae, config.architecture === 'jumprelu');
+    checkParams(params, config);
     try {
       const native = await addon().createTrainer(
         {
@@ -169,6 +213,10 @@ export class SaeTrainer {
           k: config.architecture === 'topk' || config.architecture === 'batchtopk' ? config.k : 0,
           kAux: config.auxCoeff > 0 && (config.architecture === 'topk' || config.architecture === 'batchtopk') ? config.kAux : 0,
           architecture: config.architecture,
+          ...(config.dOut !== undefined && { dOut: config.dOut }),
+          transcoder: config.transcoder === true,
+          skip: config.skip === true,
+          ...(config.matryoshkaWidths !== undefined && { matryoshkaWidths: [...config.matryoshkaWidths] }),
         },
         params,
         device,
@@ -189,10 +237,13 @@ export class SaeTrainer {
     return this.#tokens;
   }
 
-  /** One optimizer step on a batch ([rows, dIn] float32, raw units) at learning rate lr. */
-  async trainStep(batch: Float32Array, lr: number): Promise<StepMetrics> {
+  /**
+   * One optimizer step on a batch ([rows, dIn] float32, raw units) at learning rate lr; a
+   * transcoder also takes its target rows ([rows, dOut], the output hook's activations).
+   */
+  async trainStep(batch: Float32Array, lr: number, target?: Float32Array): Promise<StepMetrics> {
     checkNumber(lr, 'lr', 0, 1e6);
-    const stats = await this.#run(batch, lr, true);
+    const stats = await this.#run(batch, target, lr, true);
     this.#step += 1;
     this.#tokens += batch.length / this.config.dIn;
     return stats;
@@ -202,12 +253,13 @@ export class SaeTrainer {
    * Loss and raw gradients (SAELens layouts, training units) of a batch, nothing updated:
    * for gradient checks and custom optimizers.
    */
-  async gradients(batch: Float32Array): Promise<{ metrics: StepMetrics; grads: TrainParams }> {
-    const metrics = await this.#run(batch, 0, false);
+  async gradients(batch: Float32Array, target?: Float32Array): Promise<{ metrics: StepMetrics; grads: TrainParams }> {
+    const metrics = await this.#run(batch, target, 0, false);
     const native = this.#live();
-    const g = (p: ParamName | 'log_threshold') => native.getState(`grad.${p}`) as Float32Array;
+    const g = (p: Trained) => native.getState(`grad.${p}`) as Float32Array;
     const grads: TrainParams = { W_enc: g('W_enc'), b_enc: g('b_enc'), W_dec: g('W_dec'), b_dec: g('b_dec') };
     if (this.config.architecture === 'jumprelu') grads.log_threshold = g('log_threshold');
+    if (this.config.skip) grads.W_skip = g('W_skip');
     return { metrics, grads };
   }
 
@@ -219,9 +271,10 @@ export class SaeTrainer {
   /** Current parameters (copies), training units. */
   params(): TrainParams {
     const native = this.#live();
-    const g = (p: ParamName | 'log_threshold') => native.getState(p) as Float32Array;
+    const g = (p: Trained) => native.getState(p) as Float32Array;
     const p: TrainParams = { W_enc: g('W_enc'), b_enc: g('b_enc'), W_dec: g('W_dec'), b_dec: g('b_dec') };
     if (this.config.architecture === 'jumprelu') p.log_threshold = g('log_threshold');
+    if (this.config.skip) p.W_skip = g('W_skip');
     return p;
   }
 
@@ -243,7 +296,7 @@ export class SaeTrainer {
   state(): TrainerState {
     const native = this.#live();
     const tensors = {} as TrainerState['tensors'];
-    for (const name of STATE_NAMES) tensors[name] = native.getState(name);
+    for (const name of stateNamesOf(this.config)) tensors[name] = native.getState(name);
     return { step: this.#step, tokens: this.#tokens, tensors };
   }
 
@@ -252,7 +305,7 @@ export class SaeTrainer {
     const native = this.#live();
     checkInt(state.step, 'state.step', 0, Number.MAX_SAFE_INTEGER);
     checkInt(state.tokens, 'state.tokens', 0, Number.MAX_SAFE_INTEGER);
-    for (const name of STATE_NAMES) {
+    for (const name of stateNamesOf(this.config)) {
       const a = state.tensors[name];
       const want = F64_STATE.has(name) ? Float64Array : Float32Array;
       if (!(a instanceof want)) throw expected(want.name, `state tensor ${name}`, a);
@@ -272,36 +325,44 @@ export class SaeTrainer {
   }
 
   /**
-   * The trained SAE in raw input units: the input scale folded in (W_enc * s, W_dec / s,
-   * b_dec / s), ready for saveSaeLens or createSae. topk stays topk; batchtopk becomes jumprelu
-   * with its learned threshold (pre-activations are unchanged by the folding); standard stays
-   * standard; jumprelu stays jumprelu with threshold = exp(log_threshold).
+   * The trained SAE in raw input units: the input scale s folded in (W_enc * s, W_dec / s,
+   * b_dec / s), ready for saveSaeLens or createSae. topk stays topk; batchtopk (matryoshka
+   * too) becomes jumprelu with its learned threshold (pre-activations are unchanged by the
+   * folding); standard stays standard; jumprelu stays jumprelu with threshold =
+   * exp(log_threshold). A transcoder's output scale s_out folds into its decoder instead
+   * (W_dec / s_out, b_dec / s_out, W_skip * s / s_out), and it never centers its input.
    */
-  weights(extra: Partial<Pick<SaeConfig, 'hookName' | 'modelName' | 'metadata'>> = {}): SaeWeights {
+  weights(extra: Partial<Pick<SaeConfig, 'hookName' | 'hookNameOut' | 'modelName' | 'metadata'>> = {}): SaeWeights {
     const p = this.params();
-    const s = this.config.inputScale;
-    if (s !== 1) {
-      for (let i = 0; i < p.W_enc.length; i++) p.W_enc[i]! *= s;
-      for (let i = 0; i < p.W_dec.length; i++) p.W_dec[i]! /= s;
-      for (let i = 0; i < p.b_dec.length; i++) p.b_dec[i]! /= s;
+    const c = this.config;
+    const s = c.inputScale;
+    const sOut = c.transcoder ? (c.outputScale ?? 1) : s;
+    if (s !== 1) for (let i = 0; i < p.W_enc.length; i++) p.W_enc[i]! *= s;
+    if (sOut !== 1) {
+      for (let i = 0; i < p.W_dec.length; i++) p.W_dec[i]! /= sOut;
+      for (let i = 0; i < p.b_dec.length; i++) p.b_dec[i]! /= sOut;
     }
-    const arch = this.config.architecture;
+    if (p.W_skip && s !== sOut) for (let i = 0; i < p.W_skip.length; i++) p.W_skip[i]! *= s / sOut;
+    const arch = c.architecture;
     const config: SaeConfig = {
       architecture: arch === 'batchtopk' ? 'jumprelu' : arch,
-      dIn: this.config.dIn,
-      dSae: this.config.dSae,
-      ...(arch === 'topk' && { k: this.config.k }),
-      applyBDecToInput: true,
+      dIn: c.dIn,
+      dSae: c.dSae,
+      ...(arch === 'topk' && { k: c.k }),
+      ...(c.transcoder && { dOut: c.dOut ?? c.dIn }),
+      applyBDecToInput: !c.transcoder,
       normalizeActivations: 'none',
       dtype: 'float32',
       format: 'saelens',
       metadata: extra.metadata ?? {},
       ...(extra.hookName !== undefined && { hookName: extra.hookName }),
+      ...(c.transcoder && extra.hookNameOut !== undefined && { hookNameOut: extra.hookNameOut }),
       ...(extra.modelName !== undefined && { modelName: extra.modelName }),
     };
     const w: SaeWeights = { config, W_enc: p.W_enc, encTransposed: false, b_enc: p.b_enc, W_dec: p.W_dec, b_dec: p.b_dec };
-    if (arch === 'batchtopk') w.threshold = new Float32Array(this.config.dSae).fill(this.batchThreshold());
+    if (arch === 'batchtopk') w.threshold = new Float32Array(c.dSae).fill(this.batchThreshold());
     if (arch === 'jumprelu') w.threshold = p.log_threshold!.map(Math.exp);
+    if (p.W_skip) w.W_skip = p.W_skip;
     return w;
   }
 
@@ -320,17 +381,25 @@ export class SaeTrainer {
     return this.#native;
   }
 
-  async #run(batch: Float32Array, lr: number, apply: boolean): Promise<StepMetrics> {
+  async #run(batch: Float32Array, target: Float32Array | undefined, lr: number, apply: boolean): Promise<StepMetrics> {
     const native = this.#live();
     const c = this.config;
     if (!(batch instanceof Float32Array)) throw expected('Float32Array', 'batch', batch);
     if (batch.length === 0 || batch.length % c.dIn !== 0)
       throw new ValidationError(`batch has ${batch.length} elements; expected [rows, ${c.dIn}] with rows >= 1`);
     const rows = batch.length / c.dIn;
+    const dOut = c.dOut ?? c.dIn;
+    if (c.transcoder) {
+      if (!(target instanceof Float32Array)) throw expected(`Float32Array target rows [${rows}, ${dOut}] (a transcoder predicts them)`, 'target', target);
+      if (target.length !== rows * dOut) throw new ValidationError(`target has ${target.length} elements; expected [${rows}, ${dOut}] (one row per batch row)`);
+    } else if (target !== undefined) {
+      throw new ValidationError('target rows were given to an SAE trainer (its target is its input; set transcoder to predict another tensor)');
+    }
     let s: NativeStepStats;
     try {
-      s = await native.step(batch, rows, {
+      s = await native.step(batch, c.transcoder ? target! : null, rows, {
         inputScale: c.inputScale,
+        outputScale: c.outputScale ?? 1,
         lr,
         beta1: c.beta1,
         beta2: c.beta2,
@@ -346,7 +415,8 @@ export class SaeTrainer {
       });
     } catch (e) {
       const f = e as NativeFailure;
-      if (f.code === 'SAEKIT_INPUT' && f.row !== undefined) throw new NonFiniteInputError('training batch', f.row, f.col ?? 0);
+      if (f.code === 'SAEKIT_INPUT' && f.row !== undefined)
+        throw new NonFiniteInputError(f.message.includes('target') ? 'training target' : 'training batch', f.row, f.col ?? 0);
       throw new NativeError(`training step failed: ${f.message}`);
     }
     return {
@@ -358,6 +428,7 @@ export class SaeTrainer {
       sparsityLoss: s.sparsityLoss,
       gradNorm: s.gradNorm,
       deadFraction: s.dead / c.dSae,
+      innerMse: s.innerMse,
     };
   }
 }
