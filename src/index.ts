@@ -35,5 +35,5 @@ export type { FeatureDoc, FeatureActivation, FeatureSummary, DashboardIndex } fr
 // Pretrained SAEs and the Hugging Face hub cache.
 export { hubFile, hubListFiles, hubCacheDir, type HubOptions } from './hub/hub.js';
 export { releases, findSae, isRelease, userRegistryPath, type ReleaseEntry, type ReleaseSae, type ReleaseFormat } from './hub/registry.js';
-export { pullSae, loadPretrainedSae, type PullOptions, type PulledSae } from './hub/pretrained.js';
+export { pullSae, loadPretrainedSae, readPretrainedWeights, type PullOptions, type PulledSae } from './hub/pretrained.js';
 export type { PretrainedOptions } from './sae.js';

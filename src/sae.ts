@@ -5,13 +5,14 @@ import { type SparseCodes, validateCodes } from './codes.js';
 import { NativeError, NonFiniteInputError, ValidationError, expected } from './errors.js';
 import { existsSync } from 'node:fs';
 import type { HubOptions } from './hub/hub.js';
+import type { ReadOptions } from './formats/cltDecoder.js';
 import { readSaeDir } from './formats/saeDir.js';
 import { firstNonFinite } from './formats/saeTensors.js';
 import { type Device, resolveDevice } from './system.js';
 import { isTranscoder, type SaeConfig, type SaeWeights } from './types.js';
 
 /** For loadSae(release, { id }): which SAE of the release, and how to fetch it. */
-export interface PretrainedOptions extends HubOptions {
+export interface PretrainedOptions extends HubOptions, ReadOptions {
   /** The SAE id within the release (SAELens' sae_id). */
   id?: string;
   /** A release registry JSON file (default $SAEKIT_RELEASES or ~/.config/saekit/releases.json). */
@@ -329,6 +330,9 @@ export async function loadSae(dir: string, options: LoadOptions & PretrainedOpti
     const { loadPretrainedSae } = await import('./hub/pretrained.js');
     return (await loadPretrainedSae(dir, options.id, { ...options, device })).sae;
   }
-  const weights = await readSaeDir(dir);
+  const weights = await readSaeDir(dir, options.cltTarget !== undefined ? { cltTarget: options.cltTarget } : {});
+  if (options.cltTarget !== undefined && weights.config.metadata['clt_target'] === undefined) {
+    throw new ValidationError(`cltTarget ${JSON.stringify(options.cltTarget)} is for cross-layer transcoders, and ${dir} is not one`);
+  }
   return createSae(weights, { device });
 }

@@ -14,8 +14,8 @@ export type Architecture = 'standard' | 'topk' | 'jumprelu';
  */
 export type Normalization = 'none' | 'expected_average_only_in' | 'constant_norm_rescale' | 'layer_norm';
 
-/** Which on-disk family a directory came from. */
-export type SaeFormat = 'saelens' | 'sparsify' | 'gemmascope' | 'generated';
+/** Which on-disk family a directory came from ('circuit-tracer': mwhanna's transcoders, mntss's cross-layer transcoders). */
+export type SaeFormat = 'saelens' | 'sparsify' | 'gemmascope' | 'circuit-tracer' | 'generated';
 
 /** Normalized SAE configuration, whatever the source format. */
 export interface SaeConfig {

@@ -62,13 +62,13 @@ describe('the SAELens release catalog', () => {
     expect(by.get('mwhanna_transcoder')).toEqual([6, 208]);
   });
 
-  it('every release is readable or has a specific reason; the readable ones are SAELens and Gemma Scope 1 layouts', () => {
+  it('every release is readable or has a specific reason; the readable ones are SAELens, Gemma Scope 1 and the transcoder layouts', () => {
     const { readable, unreadable } = catalogReleases();
     expect(readable.length + unreadable.length).toBe(156);
-    expect(readable.length).toBe(28 + 16);
+    expect(readable.length).toBe(28 + 16 + 6 + 1 + 1); // + mwhanna_transcoder, gemma_2_transcoder, mntss_clt_layer_transcoder
     for (const u of unreadable) expect(u.reason, u.release).not.toMatch(/no reader$/);
     expect(unreadable.find((u) => u.conversion_func === 'gemma_3')!.reason).toContain('Gemma Scope 2');
-    expect(new Set(readable.map((e) => e.format))).toEqual(new Set(['saelens', 'gemma-scope']));
+    expect(new Set(readable.map((e) => e.format))).toEqual(new Set(['saelens', 'gemma-scope', 'mwhanna-transcoder', 'gemma-scope-transcoder', 'mntss-clt-layer']));
   });
 
   it("Gemma Scope 1: hook, d_in and d_sae from the repository and path, as SAELens's loader infers them", () => {
@@ -116,14 +116,14 @@ describe('the SAELens release catalog', () => {
     const r = await runCli('list');
     expect(r.code, r.err).toBe(0);
     expect(r.out).toContain('gemma-scope-9b-pt-mlp-canonical');
-    expect(r.out).toContain('45 releases in layouts saekit reads');
+    expect(r.out).toContain('53 releases in layouts saekit reads');
     expect(r.out).toContain('gemma_3: Gemma Scope 2 layout');
     expect(r.out).toContain('(75 releases, 8784 SAEs)');
     const all = await runCli('list', '--all');
     expect(all.out).toContain('- gemma-scope-2-4b-pt-transcoders-all');
     const j = JSON.parse((await runCli('list', '--json')).out) as { release: string; readable: boolean; reason?: string }[];
-    expect(j.filter((r) => !r.readable)).toHaveLength(112);
-    expect(j.filter((r) => r.readable)).toHaveLength(45);
+    expect(j.filter((r) => !r.readable)).toHaveLength(104);
+    expect(j.filter((r) => r.readable)).toHaveLength(53);
     expect(j.find((r) => r.release === 'gemma-scope-2-4b-pt-transcoders-all')!.reason).toContain('Gemma Scope 2');
   });
 });

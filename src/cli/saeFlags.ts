@@ -2,6 +2,7 @@
 // (--release R --id ID, or --sae R --id ID), pulled into the hub cache with a progress bar.
 import { existsSync } from 'node:fs';
 import { UsageError } from '../errors.js';
+import type { CltTarget } from '../formats/cltDecoder.js';
 import { loadPretrainedSae } from '../hub/pretrained.js';
 import { isRelease, type ReleaseEntry } from '../hub/registry.js';
 import { loadSae, type Sae } from '../sae.js';
@@ -14,9 +15,19 @@ export const saeSourceFlags: Options = {
   release: { type: 'string' },
   id: { type: 'string' },
   registry: { type: 'string' },
+  'clt-target': { type: 'string' },
 };
 
-export const saeSourceUsage = '(--sae DIR | --release R --id ID) [--registry FILE]';
+export const saeSourceUsage = '(--sae DIR | --release R --id ID) [--registry FILE] [--clt-target LAYER|sum]';
+
+/** --clt-target: a cross-layer transcoder's target layer, or 'sum' (SAELens's view); undefined when not given. */
+export function cltTargetFlag(values: Record<string, unknown>): CltTarget | undefined {
+  const v = values['clt-target'];
+  if (v === undefined) return undefined;
+  if (v === 'sum') return 'sum';
+  if (typeof v === 'string' && /^\d+$/.test(v)) return Number(v);
+  throw new UsageError(`--clt-target must be a layer number or 'sum', got ${JSON.stringify(v)}`);
+}
 
 export interface LoadedSae {
   sae: Sae;
@@ -30,6 +41,7 @@ export interface LoadedSae {
 /** Loads the SAE the flags name; ID_FLAG is the flag holding the release's SAE id ('id', or 'sae-id' where --id means a feature). */
 export async function loadSaeFromFlags(values: Record<string, unknown>, idFlag = 'id'): Promise<LoadedSae> {
   const device = deviceFlag(values);
+  const cltTarget = cltTargetFlag(values);
   const sae = values.sae as string | undefined;
   const release = (values.release as string | undefined) ?? (sae !== undefined && !existsSync(sae) && isRelease(sae, values.registry as string | undefined) ? sae : undefined);
   if (release !== undefined) {
@@ -39,6 +51,7 @@ export async function loadSaeFromFlags(values: Record<string, unknown>, idFlag =
     try {
       const { sae: loaded, pulled } = await loadPretrainedSae(release, id, {
         device,
+        ...(cltTarget !== undefined && { cltTarget }),
         ...(values.registry !== undefined && { registry: values.registry as string }),
         ...(values.offline === true && { offline: true }),
         onProgress: bar.update,
@@ -49,5 +62,5 @@ export async function loadSaeFromFlags(values: Record<string, unknown>, idFlag =
     }
   }
   if (sae === undefined) throw new UsageError(`missing required flag --sae DIR (or --release RELEASE --${idFlag} ID)`);
-  return { sae: await loadSae(sae, { device }), label: sae, dir: sae };
+  return { sae: await loadSae(sae, { device, ...(cltTarget !== undefined && { cltTarget }) }), label: sae, dir: sae };
 }

@@ -9,14 +9,26 @@ import { checkFinite, expectShape } from './saeTensors.js';
 
 const NPY_DTYPE_NAMES: Readonly<Record<string, string>> = { '<f4': 'float32', '<f2': 'float16', '<f8': 'float64' };
 
-export async function readGemmaScope(npzFile: string): Promise<SaeWeights> {
+/**
+ * ALIASES (lower-cased array name -> saekit's name) widens the names accepted, for files whose
+ * publisher spelled them otherwise (SAELens's Gemma Scope transcoder loader accepts several);
+ * two arrays that mean the same tensor are refused by name.
+ */
+export async function readGemmaScope(npzFile: string, aliases?: Readonly<Record<string, string>>): Promise<SaeWeights> {
   const raw = await readNpz(npzFile);
   // Some copies spell the matrices w_enc / w_dec (SAELens' loader maps them the same way).
-  const arrays = new Map(Object.entries(raw).map(([name, a]) => [name.replace(/^w_/, 'W_'), a] as const));
+  const arrays = new Map<string, NpzArrayRead>();
+  const from = new Map<string, string>();
+  for (const [name, a] of Object.entries(raw)) {
+    const canonical = (aliases && Object.hasOwn(aliases, name.toLowerCase()) ? aliases[name.toLowerCase()] : undefined) ?? name.replace(/^w_/, 'W_');
+    if (from.has(canonical)) throw new FormatError(npzFile, `arrays '${from.get(canonical)}' and '${name}' both name ${canonical}`);
+    from.set(canonical, name);
+    arrays.set(canonical, a);
+  }
   const get = (name: string): NpzArrayRead => {
     const a = arrays.get(name);
     if (a) return a;
-    throw new FormatError(npzFile, `no array '${name}' (arrays: ${[...arrays.keys()].join(', ') || 'none'})`);
+    throw new FormatError(npzFile, `no array '${name}' (arrays: ${[...from.values()].join(', ') || 'none'})`);
   };
   const encShape = get('W_enc').shape;
   if (encShape.length !== 2) throw new FormatError(npzFile, `array 'W_enc' has shape [${encShape.join(', ')}], expected [d_model, d_sae]`);

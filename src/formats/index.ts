@@ -6,6 +6,12 @@ export { readSaeLens, foldDecoderNorms } from './saeLens.js';
 export { saveSaeLens, type SaveSaeLensOptions, type SaveDtype } from './saveSaeLens.js';
 export { readSparsify } from './sparsify.js';
 export { readGemmaScope } from './gemmaScope.js';
+export { readGemmaScope2 } from './gemmaScope2.js';
+// Published transcoders (SAELens conversion functions gemma_2_transcoder, mwhanna_transcoder, mntss_clt_layer_transcoder).
+export { readGemmaScopeTranscoder, type GemmaScopeTranscoderOptions } from './gemmaScopeTranscoder.js';
+export { readMwhannaTranscoder, type MwhannaFiles } from './mwhannaTranscoder.js';
+export { readCltLayer, type CltLayerFiles } from './cltLayer.js';
+export { cltDecoder, type CltTarget, type ReadOptions } from './cltDecoder.js';
 
 export {
   SafetensorsReader,

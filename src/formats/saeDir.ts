@@ -5,6 +5,7 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { SaeWeights } from '../types.js';
 import { FormatError } from '../errors.js';
+import { checkCltTarget, type ReadOptions } from './cltDecoder.js';
 import { readGemmaScope } from './gemmaScope.js';
 import { GEMMA_SCOPE2_PARAMS, readGemmaScope2 } from './gemmaScope2.js';
 import { readSaeLens, SAELENS_CFG, SAELENS_WEIGHTS } from './saeLens.js';
@@ -31,10 +32,13 @@ async function isSparsifyDir(dir: string): Promise<boolean> {
 
 /**
  * Loads an SAE from a SAELens directory, a sparsify hookpoint directory (or a run directory
- * holding exactly one), a Gemma Scope directory with params.npz, or a .npz file itself.
+ * holding exactly one), a Gemma Scope directory with params.npz, or a .npz file itself, a
+ * Gemma Scope 2 directory, or a Gemma Scope 2 CLT layer's .safetensors (options.cltTarget picks
+ * its decoder).
  * Weights come back as float32 with any SAELens inference-time rescaling folded in.
  */
-export async function readSaeDir(path: string): Promise<SaeWeights> {
+export async function readSaeDir(path: string, options: ReadOptions = {}): Promise<SaeWeights> {
+  const cltTarget = checkCltTarget(options.cltTarget);
   let isDir: boolean;
   try {
     isDir = (await stat(path)).isDirectory();
@@ -44,13 +48,15 @@ export async function readSaeDir(path: string): Promise<SaeWeights> {
   }
   if (!isDir) {
     if (path.endsWith('.npz')) return readGemmaScope(path);
-    throw new FormatError(path, `not an SAE: expected a directory with ${EXPECTED}, or a Gemma Scope .npz file`);
+    // A Gemma Scope 2 cross-layer transcoder keeps each layer in its own <name>.safetensors.
+    if (path.endsWith('.safetensors')) return readGemmaScope2(path, cltTarget);
+    throw new FormatError(path, `not an SAE: expected a directory with ${EXPECTED}, a Gemma Scope .npz file or a Gemma Scope 2 CLT layer's .safetensors`);
   }
   const { files, dirs } = await listDir(path);
   if (files.has(SAELENS_CFG) && files.has(SAELENS_WEIGHTS)) return readSaeLens(path);
   if (files.has(SPARSIFY_CFG) && files.has(SPARSIFY_WEIGHTS)) return readSparsify(path);
   if (files.has(GEMMA_SCOPE_PARAMS)) return readGemmaScope(join(path, GEMMA_SCOPE_PARAMS));
-  if (files.has(GEMMA_SCOPE2_PARAMS)) return readGemmaScope2(path);
+  if (files.has(GEMMA_SCOPE2_PARAMS)) return readGemmaScope2(path, cltTarget);
 
   const hookpoints: string[] = [];
   for (const d of dirs) if (await isSparsifyDir(join(path, d))) hookpoints.push(d);

@@ -9,16 +9,26 @@ import { join } from 'node:path';
 import { FormatError, ValidationError } from '../errors.js';
 import { catalogReleases } from './saelensCatalog.js';
 
-/** How a release's SAE folders are laid out (which files to fetch, which reader). */
-export type ReleaseFormat = 'saelens' | 'sparsify' | 'gemma-scope';
+/**
+ * How a release's SAE files are laid out (which files to fetch, which reader). The transcoder
+ * layouts are SAELens's conversion functions of the same names: gemma_2_transcoder (Gemma Scope
+ * params.npz read as a transcoder), mwhanna_transcoder (a layer_N.safetensors file per SAE and
+ * W&B/config YAML at the repository root), mntss_clt_layer_transcoder (layer `path` of a
+ * cross-layer transcoder: config.yaml, W_enc_<path>.safetensors, W_dec_<path>.safetensors).
+ */
+export type ReleaseFormat = 'saelens' | 'sparsify' | 'gemma-scope' | 'gemma-scope-transcoder' | 'mwhanna-transcoder' | 'mntss-clt-layer';
+
+export const RELEASE_FORMATS: readonly ReleaseFormat[] = ['saelens', 'sparsify', 'gemma-scope', 'gemma-scope-transcoder', 'mwhanna-transcoder', 'mntss-clt-layer'];
 
 export interface ReleaseSae {
   /** The SAELens sae_id, e.g. "blocks.8.hook_resid_pre" or "layer_12/width_16k/canonical". */
   id: string;
   /** Folder in the repository. */
   path: string;
-  /** TransformerLens hook the SAE reads. */
+  /** TransformerLens hook the SAE reads ('' where only its files say, e.g. a CLT's config.yaml). */
   hook_name: string;
+  /** Transcoders: the hook it predicts. */
+  hook_name_out?: string;
   d_sae?: number;
   /** Gemma Scope "canonical": the average_l0_<n> subfolder of PATH whose n is nearest this. */
   canonical_l0?: number;
@@ -85,11 +95,18 @@ const BUILTIN: ReleaseEntry[] = [
   },
 ];
 
-/** Files of one SAE folder, by format (the first is required; the rest are fetched when present). */
-export function releaseFiles(format: ReleaseFormat): { required: string[]; optional: string[] } {
-  if (format === 'saelens') return { required: ['cfg.json', 'sae_weights.safetensors'], optional: ['sparsity.safetensors'] };
-  if (format === 'sparsify') return { required: ['cfg.json', 'sae.safetensors'], optional: [] };
-  return { required: ['params.npz'], optional: [] };
+/**
+ * The repository files of the SAE at PATH, by format: each required entry lists alternative
+ * names (the first that exists is used, e.g. mwhanna's wandb-config.yaml or its typo
+ * wanb-config.yaml, as SAELens tries them); optional files are fetched when present.
+ */
+export function releaseFiles(format: ReleaseFormat, path: string): { required: string[][]; optional: string[] } {
+  const inFolder = (...names: string[]) => names.map((n) => [`${path}/${n}`]);
+  if (format === 'saelens') return { required: inFolder('cfg.json', 'sae_weights.safetensors'), optional: [`${path}/sparsity.safetensors`] };
+  if (format === 'sparsify') return { required: inFolder('cfg.json', 'sae.safetensors'), optional: [] };
+  if (format === 'mwhanna-transcoder') return { required: [['wandb-config.yaml', 'wanb-config.yaml'], [path]], optional: ['config.yaml'] };
+  if (format === 'mntss-clt-layer') return { required: [['config.yaml'], [`W_enc_${path}.safetensors`], [`W_dec_${path}.safetensors`]], optional: [] };
+  return { required: inFolder('params.npz'), optional: [] };
 }
 
 export function userRegistryPath(): string {
@@ -132,7 +149,7 @@ function checkEntry(file: string, name: string, raw: unknown): ReleaseEntry {
   if (typeof e !== 'object' || e === null) throw bad('must be an object');
   if (typeof e.repo_id !== 'string' || !/^[\w.-]+\/[\w.-]+$/.test(e.repo_id)) throw bad('"repo_id" must be a hub id owner/name');
   if (typeof e.model !== 'string') throw bad('"model" must be a string');
-  if (!['saelens', 'sparsify', 'gemma-scope'].includes(e.format as string)) throw bad('"format" must be saelens, sparsify or gemma-scope');
+  if (!RELEASE_FORMATS.includes(e.format as ReleaseFormat)) throw bad(`"format" must be one of ${RELEASE_FORMATS.join(', ')}`);
   if (typeof e.architecture !== 'string') throw bad('"architecture" must be a string');
   if (!Number.isInteger(e.d_in)) throw bad('"d_in" must be an integer');
   if (!Array.isArray(e.saes) || e.saes.length === 0) throw bad('"saes" must be a non-empty list');

@@ -3,8 +3,9 @@
 // which of its releases saekit can read. A release is readable when its files are a layout
 // saekit has a reader for: a SAELens directory per SAE (conversion_func null: cfg.json says
 // hook, architecture and shapes) or Gemma Scope 1's params.npz (gemma_2: the config follows
-// from the repository and the path, as SAELens' loader infers it). The others are listed with
-// the reason they cannot be read.
+// from the repository and the path, as SAELens' loader infers it), and the transcoders
+// (gemma_2_transcoder, mwhanna_transcoder, mntss_clt_layer_transcoder: see registry.ts's
+// ReleaseFormat). The others are listed with the reason they cannot be read.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -56,9 +57,6 @@ const UNREADABLE: Record<string, string> = {
   dictionary_learning_1: "dictionary_learning's ae.pt is a torch pickle: saekit reads safetensors and .npz",
   llama_scope: 'Llama Scope layout (hyperparams.json + checkpoints/final.safetensors): no reader yet',
   llama_scope_r1_distill: 'Llama Scope R1 layout (log_jumprelu_threshold): no reader yet',
-  mwhanna_transcoder: 'transcoders: not supported yet',
-  gemma_2_transcoder: 'transcoders: not supported yet',
-  mntss_clt_layer_transcoder: 'cross-layer transcoders: not supported yet',
   connor_rob_hook_z: 'a torch .pt pickle: saekit reads safetensors and .npz',
   goodfire: 'a torch .pt pickle: saekit reads safetensors and .npz',
   deepseek_r1: 'a torch .pt pickle: saekit reads safetensors and .npz',
@@ -99,7 +97,45 @@ export function catalogEntry(release: string, r: CatalogRelease): { entry?: Rele
       entry: { release, repo_id: r.repo_id, model: r.model, format: 'gemma-scope', architecture: 'jumprelu', d_in: kind === 'att' ? size.z : size.d, context_size: 1024, prepend_bos: true, saes },
     };
   }
+  if (r.conversion_func === 'gemma_2_transcoder') return gemmaScopeTranscoders(release, r);
+  if (r.conversion_func === 'mwhanna_transcoder') {
+    // layer_N.safetensors: N after the last "_" (SAELens's parse); d_in comes from wandb-config.yaml.
+    const saes: ReleaseSae[] = [];
+    for (const s of r.saes) {
+      const n = /_(\d+)\.safetensors$/.exec(s.path)?.[1];
+      if (n !== undefined) saes.push({ id: s.id, path: s.path, hook_name: `blocks.${n}.mlp.hook_in`, hook_name_out: `blocks.${n}.hook_mlp_out` });
+    }
+    if (saes.length === 0) return { reason: 'no layer_N.safetensors paths' };
+    return { entry: { release, repo_id: r.repo_id, model: r.model, format: 'mwhanna-transcoder', architecture: 'transcoder', d_in: 0, saes } };
+  }
+  if (r.conversion_func === 'mntss_clt_layer_transcoder') {
+    // path is the layer; the hooks are in the repository's config.yaml (feature_input_hook/feature_output_hook).
+    const saes: ReleaseSae[] = r.saes.filter((s) => /^\d+$/.test(String(s.path))).map((s) => ({ id: s.id, path: String(s.path), hook_name: '' }));
+    if (saes.length === 0) return { reason: 'no layer numbers as paths' };
+    return { entry: { release, repo_id: r.repo_id, model: r.model, format: 'mntss-clt-layer', architecture: 'transcoder (one layer of a cross-layer transcoder)', d_in: 0, saes } };
+  }
   return { reason: UNREADABLE[r.conversion_func] ?? `conversion ${r.conversion_func}: no reader` };
+}
+
+/** SAELens's Gemma Scope transcoder widths (get_gemma_2_transcoder_config_from_hf), else width_<n>k = n * 1024 as it falls back. */
+const TRANSCODER_WIDTHS: Readonly<Record<string, number>> = { '4k': 4096, '16k': 16384, '65k': 65536, '262k': 262144, '524k': 524288, '1m': 1048576 };
+
+/** Gemma Scope transcoders: blocks.L.ln2.hook_normalized -> blocks.L.hook_mlp_out; d_in from the model in the repository name. */
+function gemmaScopeTranscoders(release: string, r: CatalogRelease): { entry?: ReleaseEntry; reason?: string } {
+  const m = /(2b|9b|27b)/.exec(r.repo_id);
+  if (!m) return { reason: `Gemma Scope transcoder repository ${r.repo_id} of an unknown model` };
+  const saes: ReleaseSae[] = [];
+  for (const s of r.saes) {
+    const layer = /layer_(\d+)/.exec(s.path)?.[1];
+    const width = /width_(\d+[km])/.exec(s.path)?.[1];
+    if (layer === undefined) continue;
+    const dSae = width === undefined ? undefined : (TRANSCODER_WIDTHS[width] ?? (width.endsWith('k') ? Number(width.slice(0, -1)) * 1024 : undefined));
+    saes.push({ id: s.id, path: s.path, hook_name: `blocks.${layer}.ln2.hook_normalized`, hook_name_out: `blocks.${layer}.hook_mlp_out`, ...(dSae !== undefined && { d_sae: dSae }) });
+  }
+  if (saes.length === 0) return { reason: 'no layer_N folders' };
+  return {
+    entry: { release, repo_id: r.repo_id, model: r.model, format: 'gemma-scope-transcoder', architecture: 'jumprelu_transcoder', d_in: GEMMA2[m[1]!]!.d, context_size: 1024, prepend_bos: true, saes },
+  };
 }
 
 let split: ReturnType<typeof catalogReleases> | undefined;

@@ -1,26 +1,28 @@
 import { isTranscoder } from '../../types.js';
 import { existsSync } from 'node:fs';
 import { UsageError } from '../../errors.js';
-import { pullSae } from '../../hub/pretrained.js';
+import { pullSae, readPretrainedWeights } from '../../hub/pretrained.js';
 import { isRelease } from '../../hub/registry.js';
 import { readSaeDir } from '../../formats/saeDir.js';
 import { cpuVariant } from '../../system.js';
 import { parse } from '../args.js';
+import { cltTargetFlag } from '../saeFlags.js';
 
-export const infoUsage = 'saekit info DIR | saekit info RELEASE --id ID [--registry FILE]';
+export const infoUsage = 'saekit info DIR | saekit info RELEASE --id ID [--registry FILE] [--clt-target LAYER|sum]';
 
 /** Prints the SAE's normalized config as JSON (weights are read to validate them). */
 export async function infoCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { id: { type: 'string' }, registry: { type: 'string' }, offline: { type: 'boolean' } }, true);
+  const { values, positionals } = parse(argv, { id: { type: 'string' }, registry: { type: 'string' }, offline: { type: 'boolean' }, 'clt-target': { type: 'string' } }, true);
   if (positionals.length !== 1) throw new UsageError(`usage: ${infoUsage}`);
   const name = positionals[0]!;
   const registry = values.registry as string | undefined;
-  // A pretrained release is pulled (or found in the cache) first.
-  const dir =
+  const cltTarget = cltTargetFlag(values);
+  const read = cltTarget !== undefined ? { cltTarget } : {};
+  // A pretrained release is pulled (or found in the cache) first, and read by its release's format.
+  const w =
     !existsSync(name) && isRelease(name, registry)
-      ? (await pullSae(name, values.id as string | undefined, { ...(registry !== undefined && { registry }), ...(values.offline === true && { offline: true }) })).dir
-      : name;
-  const w = await readSaeDir(dir);
+      ? await readPretrainedWeights(await pullSae(name, values.id as string | undefined, { ...(registry !== undefined && { registry }), ...(values.offline === true && { offline: true }) }), read)
+      : await readSaeDir(name, read);
   const c = w.config;
   const weightBytes = 4 * (w.W_enc.length + w.W_dec.length + w.b_enc.length + w.b_dec.length + (w.threshold?.length ?? 0) + (w.W_skip?.length ?? 0));
   // What it is: an SAE reconstructs its hook; a transcoder predicts hookNameOut (d_out wide),

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { UsageError } from '../../errors.js';
 import { hubCacheDir } from '../../hub/hub.js';
 import { pullSae } from '../../hub/pretrained.js';
-import { findSae, releases, userRegistryPath, type ReleaseEntry, type ReleaseSae } from '../../hub/registry.js';
+import { findSae, releaseFiles, releases, userRegistryPath, type ReleaseEntry, type ReleaseSae } from '../../hub/registry.js';
 import { catalogReleases, saelensCatalog } from '../../hub/saelensCatalog.js';
 import { parse } from '../args.js';
 import { downloadProgress } from '../progress.js';
@@ -33,11 +33,15 @@ export async function pullCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** Whether SAE's files are in the cache (any snapshot). */
+/** Whether SAE's files are in the cache (any snapshot): its folder, or, for layouts of files at the repository root, each required file. */
 function cached(entry: ReleaseEntry, sae: ReleaseSae): boolean {
   const snapshots = join(hubCacheDir(), `models--${entry.repo_id.replace('/', '--')}`, 'snapshots');
   if (!existsSync(snapshots)) return false;
-  return readdirSync(snapshots).some((c) => existsSync(join(snapshots, c, sae.path)));
+  const folder = entry.format !== 'mwhanna-transcoder' && entry.format !== 'mntss-clt-layer';
+  const { required } = releaseFiles(entry.format, sae.path);
+  return readdirSync(snapshots).some((c) =>
+    folder ? existsSync(join(snapshots, c, sae.path)) : required.every((names) => names.some((f) => existsSync(join(snapshots, c, f)))),
+  );
 }
 
 export async function listCommand(argv: string[]): Promise<number> {
@@ -47,11 +51,12 @@ export async function listCommand(argv: string[]): Promise<number> {
   if (positionals.length > 1) throw new UsageError('give at most one release name');
   if (positionals.length === 1) {
     const { entry } = findSae(positionals[0]!, entry0(all, positionals[0]!), values.registry as string | undefined);
-    const rows = entry.saes.map((s) => ({ id: s.id, hook_name: s.hook_name, path: s.path, d_sae: s.d_sae ?? entry.d_sae, cached: cached(entry, s) }));
+    const rows = entry.saes.map((s) => ({ id: s.id, hook_name: s.hook_name, ...(s.hook_name_out !== undefined && { hook_name_out: s.hook_name_out }), path: s.path, d_sae: s.d_sae ?? entry.d_sae, cached: cached(entry, s) }));
     if (values.json) say(JSON.stringify({ ...entry, saes: rows }, null, 2));
     else {
       say(`${entry.release}: ${entry.repo_id} (${entry.format}), model ${entry.model}${entry.onnx_model ? ` (ONNX ${entry.onnx_model.repo})` : ''}, ${entry.architecture}, d_in ${entry.d_in}`);
-      for (const r of rows) say(`  ${r.cached ? '*' : ' '} ${r.id.padEnd(34)} ${r.hook_name.padEnd(28)} d_sae ${r.d_sae ?? '?'}`);
+      // A transcoder shows the hook it reads -> the hook it predicts; '(in its files)' where only they say (a CLT's config.yaml).
+      for (const r of rows) say(`  ${r.cached ? '*' : ' '} ${r.id.padEnd(34)} ${(r.hook_name === '' ? '(in its files)' : r.hook_name + (r.hook_name_out ? ` -> ${r.hook_name_out}` : '')).padEnd(28)} d_sae ${r.d_sae ?? '?'}`);
       say(`  (* = in the cache ${hubCacheDir()})`);
     }
     return 0;
@@ -81,7 +86,7 @@ export async function listCommand(argv: string[]): Promise<number> {
       const c = byReason.get(k) ?? { releases: 0, saes: 0 };
       byReason.set(k, { releases: c.releases + 1, saes: c.saes + u.saes });
     }
-    say(`${rows.length} releases in layouts saekit reads (each SAE's cfg.json or params.npz decides the rest); ${unreadable.length} SAELens releases it cannot read (catalog: ${catalog.source}):`);
+    say(`${rows.length} releases in layouts saekit reads (SAEs and transcoders; each SAE's own files decide the rest); ${unreadable.length} SAELens releases it cannot read (catalog: ${catalog.source}):`);
     for (const [k, c] of [...byReason.entries()].sort((a, b) => b[1].saes - a[1].saes)) say(`  ${k} (${c.releases} releases, ${c.saes} SAEs)`);
     if (values.all) for (const u of unreadable) say(`  - ${u.release} (${u.model}, ${u.saes} SAEs): ${u.reason}`);
     else say('  (--all lists them)');
