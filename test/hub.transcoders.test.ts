@@ -153,6 +153,15 @@ describe('mwhanna_transcoder', () => {
     expect(asked).toContain('wanb-config.yaml');
   });
 
+  it('offline, the cache answers: the typo name and the absent config.yaml are found or skipped without the hub', async () => {
+    const served = hub.requests.length;
+    const sae = await loadSae('mwhanna-qwen3-14b-transcoders', { id: 'layer_0', offline: true, device: 'cpu' });
+    open.push(sae);
+    expect(sae.config.modelName).toBe('Qwen/Qwen3-14B');
+    expect(hub.requests.length).toBe(served);
+    await expectReject(() => loadSae('mwhanna-qwen3-14b-transcoders', { id: 'layer_1', offline: true }), FormatError, 'layer_1.safetensors', 'offline');
+  });
+
   it('loadSae(release, { id }) and `saekit info` give the same transcoder', async () => {
     const sae = await loadSae('mwhanna-qwen3-4b-transcoders', { id: 'layer_3', device: 'cpu' });
     open.push(sae);

@@ -3,7 +3,9 @@
 import { existsSync } from 'node:fs';
 import { UsageError } from '../errors.js';
 import type { CltTarget } from '../formats/cltDecoder.js';
-import { loadPretrainedSae } from '../hub/pretrained.js';
+import { readSaeDir } from '../formats/saeDir.js';
+import { loadPretrainedSae, readPretrainedWeights } from '../hub/pretrained.js';
+import type { SaeWeights } from '../types.js';
 import { isRelease, type ReleaseEntry } from '../hub/registry.js';
 import { loadSae, type Sae } from '../sae.js';
 import type { Options } from './args.js';
@@ -36,6 +38,8 @@ export interface LoadedSae {
   /** The local folder holding its files. */
   dir: string;
   entry?: ReleaseEntry;
+  /** Reads its weights again as they were loaded (a release's own reader, the same cltTarget), e.g. for W_dec. */
+  readWeights: () => Promise<SaeWeights>;
 }
 
 /** Loads the SAE the flags name; ID_FLAG is the flag holding the release's SAE id ('id', or 'sae-id' where --id means a feature). */
@@ -56,11 +60,13 @@ export async function loadSaeFromFlags(values: Record<string, unknown>, idFlag =
         ...(values.offline === true && { offline: true }),
         onProgress: bar.update,
       });
-      return { sae: loaded, label: `${release}/${pulled.sae.id}`, dir: pulled.dir, entry: pulled.entry };
+      const read = cltTarget !== undefined ? { cltTarget } : {};
+      return { sae: loaded, label: `${release}/${pulled.sae.id}`, dir: pulled.dir, entry: pulled.entry, readWeights: () => readPretrainedWeights(pulled, read) };
     } finally {
       bar.stop();
     }
   }
   if (sae === undefined) throw new UsageError(`missing required flag --sae DIR (or --release RELEASE --${idFlag} ID)`);
-  return { sae: await loadSae(sae, { device, ...(cltTarget !== undefined && { cltTarget }) }), label: sae, dir: sae };
+  const read = cltTarget !== undefined ? { cltTarget } : {};
+  return { sae: await loadSae(sae, { device, ...read }), label: sae, dir: sae, readWeights: () => readSaeDir(sae, read) };
 }

@@ -8,7 +8,6 @@ import { FeatureStats } from '../../analysis/featureStats.js';
 import type { DashboardIndex } from '../../analysis/types.js';
 import { logitEffects, readUnembedding } from '../../analysis/logitEffects.js';
 import { UsageError, ValidationError } from '../../errors.js';
-import { readSaeDir } from '../../formats/saeDir.js';
 import { readActivationsManifest } from '../../model/activations.js';
 import type { LanguageModel } from '../../model/languageModel.js';
 import { loadSaeFromFlags, saeSourceFlags } from '../saeFlags.js';
@@ -64,7 +63,7 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
     process.stderr.write(`${output} already holds this dashboard, finished (${finished.d_sae} features, ${finished.tokens_seen} tokens): nothing to do\n`);
     return 0;
   }
-  const { sae, label: saeDir, dir: saeFiles, entry } = await loadSaeFromFlags(values);
+  const { sae, label: saeDir, entry, readWeights } = await loadSaeFromFlags(values);
   const bar = progressBar('analyze', 'batch');
   let model: LanguageModel | undefined;
   try {
@@ -119,7 +118,7 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
     let logits;
     if (values['no-logits'] !== true) {
       const t = performance.now();
-      const weights = await readSaeDir(saeFiles);
+      const weights = await readWeights(); // as loaded: a transcoder release's own reader, the same --clt-target
       const u = await readUnembedding(join(model.dir, 'onnx', `${model.onnxFile}.onnx`));
       logits = await logitEffects(weights.W_dec, sae.dSae, u);
       process.stderr.write(`logit effects (W_dec @ W_U, ${u.vocab} tokens) in ${((performance.now() - t) / 1000).toFixed(2)} s\n`);
