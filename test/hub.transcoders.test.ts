@@ -230,6 +230,9 @@ describe('mntss_clt_layer_transcoder: one layer of a cross-layer transcoder', ()
     const bad = await runCli('info', 'mntss-gemma-2-2b-2.5m-clt-as-per-layer', '--id', 'layer_3', '--clt-target', 'all');
     expect(bad.code).toBe(2);
     expect(bad.err).toContain('--clt-target');
+    const notClt = await runCli('info', 'mwhanna-qwen3-4b-transcoders', '--id', 'layer_3', '--clt-target', '3');
+    expect(notClt.code).toBe(1); // the release reader's ValidationError
+    expect(notClt.err).toContain('cross-layer');
   });
 
   it('refuses a target out of range (naming the file and shape), a bad target, and a decoder that disagrees with its encoder', async () => {

@@ -23,6 +23,7 @@ export async function infoCommand(argv: string[]): Promise<number> {
     !existsSync(name) && isRelease(name, registry)
       ? await readPretrainedWeights(await pullSae(name, values.id as string | undefined, { ...(registry !== undefined && { registry }), ...(values.offline === true && { offline: true }) }), read)
       : await readSaeDir(name, read);
+  if (cltTarget !== undefined && w.config.metadata['clt_target'] === undefined) throw new UsageError(`--clt-target is for cross-layer transcoders, and ${name} is not one`);
   const c = w.config;
   const weightBytes = 4 * (w.W_enc.length + w.W_dec.length + w.b_enc.length + w.b_dec.length + (w.threshold?.length ?? 0) + (w.W_skip?.length ?? 0));
   // What it is: an SAE reconstructs its hook; a transcoder predicts hookNameOut (d_out wide),
