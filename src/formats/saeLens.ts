@@ -60,6 +60,11 @@ const TRANSCODERS: Readonly<Record<string, { architecture: Architecture; skip: b
   skip_transcoder: { architecture: 'standard', skip: true },
   jumprelu_transcoder: { architecture: 'jumprelu', skip: false },
   jumprelu_skip_transcoder: { architecture: 'jumprelu', skip: true },
+  // saekit's own names for TopK transcoders (cfg k): SAELens 6.x has no TopK transcoder class,
+  // and a TopK selection cannot be written as a threshold, so saekit trains and saves these
+  // under these names (sparsify's TopK transcoders load as sparsify folders instead).
+  topk_transcoder: { architecture: 'topk', skip: false },
+  topk_skip_transcoder: { architecture: 'topk', skip: true },
 };
 
 function architectureOf(file: string, cfg: Json): Architecture {

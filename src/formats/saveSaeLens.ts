@@ -44,9 +44,6 @@ function checkWeights(w: SaeWeights): void {
   }
   const dOut = w.config.dOut ?? dIn;
   if (!Number.isSafeInteger(dOut) || dOut <= 0) throw expected('a positive integer', 'config.dOut', dOut);
-  if (isTranscoder(w.config, w.W_skip !== undefined) && architecture === 'topk') {
-    throw expected('standard or jumprelu (SAELens has no topk transcoder)', 'config.architecture of a transcoder', architecture);
-  }
   checkLength('W_enc', w.W_enc, dIn * dSae);
   checkLength('W_dec', w.W_dec, dSae * dOut);
   checkLength('b_enc', w.b_enc, dSae);
@@ -86,7 +83,7 @@ function cfgJson(w: SaeWeights, dtype: SaveDtype): Record<string, unknown> {
   const transcoder = isTranscoder(c, skip);
   const architecture = !transcoder
     ? c.architecture
-    : `${c.architecture === 'jumprelu' ? 'jumprelu_' : ''}${skip ? 'skip_' : ''}transcoder`;
+    : `${c.architecture === 'standard' ? '' : `${c.architecture}_`}${skip ? 'skip_' : ''}transcoder`; // topk_*: saekit's names (see saeLens.ts)
   const cfg: Record<string, unknown> = {
     architecture,
     d_in: c.dIn,

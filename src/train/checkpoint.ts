@@ -33,8 +33,9 @@ export interface CheckpointMeta {
 
 function tensorData(name: TrainerStateName, a: Float32Array | Float64Array, trainer: TrainerConfig): SafetensorsTensorData {
   const { dIn, dSae } = trainer;
+  const dOut = trainer.dOut ?? dIn;
   const base = name.replace(/^adam_[mv]\./, '');
-  const shape = base === 'W_enc' ? [dIn, dSae] : base === 'W_dec' ? [dSae, dIn] : [a.length];
+  const shape = base === 'W_enc' ? [dIn, dSae] : base === 'W_dec' ? [dSae, dOut] : base === 'W_skip' ? [dOut, dIn] : [a.length];
   return a instanceof Float64Array ? { dtype: 'F64', shape, data: a } : { dtype: 'F32', shape, data: a };
 }
 
@@ -106,7 +107,7 @@ export async function loadCheckpoint(output: string): Promise<{ meta: Checkpoint
 export function checkResumable(meta: CheckpointMeta, trainer: TrainerConfig, job: Record<string, unknown>, where: string): void {
   const differ = (a: unknown, b: unknown) => JSON.stringify(a) !== JSON.stringify(b);
   for (const key of Object.keys(trainer) as (keyof TrainerConfig)[]) {
-    if (key === 'inputScale') continue; // measured at the start; the checkpoint's value is used
+    if (key === 'inputScale' || key === 'outputScale') continue; // measured at the start; the checkpoint's values are used
     if (differ(meta.trainer[key], trainer[key]))
       throw new ValidationError(
         `cannot resume from ${where}: ${key} was ${JSON.stringify(meta.trainer[key])} there but is ${JSON.stringify(trainer[key])} now`,

@@ -502,3 +502,63 @@ export class BatchStream {
     }
   }
 }
+
+/**
+ * Two row sources side by side: row r is [a's row r | b's row r] (width a.dIn + b.dIn), so a
+ * transcoder's (input, target) pairs go through one BatchStream and stay aligned through the
+ * shuffle. Both must hold the same number of rows where both are known; a live source ending
+ * early ends the pair there.
+ */
+export function zipRowSources(a: RowSource, b: RowSource, names: { a: string; b: string } = { a: 'the input', b: 'the target' }): RowSource {
+  if (a.rows !== undefined && b.rows !== undefined && a.rows !== b.rows) {
+    throw new ValidationError(`${names.a} has ${a.rows} rows but ${names.b} has ${b.rows}: a transcoder's input and target rows must pair up one to one`);
+  }
+  const dIn = a.dIn + b.dIn;
+  const rows = a.rows ?? b.rows;
+  async function* chunks(from: number): AsyncGenerator<Float32Array> {
+    const ia = a.chunks(from)[Symbol.asyncIterator]();
+    const ib = b.chunks(from)[Symbol.asyncIterator]();
+    let ca: Float32Array = new Float32Array(0);
+    let cb: Float32Array = new Float32Array(0);
+    try {
+      for (;;) {
+        if (ca.length === 0) {
+          const r = await ia.next();
+          if (r.done) return;
+          ca = r.value;
+        }
+        if (cb.length === 0) {
+          const r = await ib.next();
+          if (r.done) return;
+          cb = r.value;
+        }
+        const n = Math.min(ca.length / a.dIn, cb.length / b.dIn);
+        const out = new Float32Array(n * dIn);
+        for (let r = 0; r < n; r++) {
+          out.set(ca.subarray(r * a.dIn, (r + 1) * a.dIn), r * dIn);
+          out.set(cb.subarray(r * b.dIn, (r + 1) * b.dIn), r * dIn + a.dIn);
+        }
+        ca = ca.subarray(n * a.dIn);
+        cb = cb.subarray(n * b.dIn);
+        yield out;
+      }
+    } finally {
+      await ia.return?.();
+      await ib.return?.();
+    }
+  }
+  return { dIn, rows, chunks, close: async () => {} };
+}
+
+/** Splits paired rows [rows, dIn + dOut] into their input [rows, dIn] and target [rows, dOut] halves. */
+export function splitPairs(pairs: Float32Array, dIn: number, dOut: number, x?: Float32Array, y?: Float32Array): { x: Float32Array; y: Float32Array } {
+  const rows = pairs.length / (dIn + dOut);
+  const xs = x && x.length === rows * dIn ? x : new Float32Array(rows * dIn);
+  const ys = y && y.length === rows * dOut ? y : new Float32Array(rows * dOut);
+  for (let r = 0; r < rows; r++) {
+    const row = pairs.subarray(r * (dIn + dOut), (r + 1) * (dIn + dOut));
+    xs.set(row.subarray(0, dIn), r * dIn);
+    ys.set(row.subarray(dIn), r * dOut);
+  }
+  return { x: xs, y: ys };
+}

@@ -72,33 +72,53 @@ export interface InitOptions {
   decoderNorm?: number;
   /** jumprelu: every latent's initial threshold (log_threshold = log of it). */
   initThreshold?: number;
+  /**
+   * Transcoders: the output width. The decoder is [dSae, dOut] and cannot be tied to the
+   * encoder, so the encoder gets its own random unit columns; b_dec starts at the center of
+   * targetSample (the target rows, already scaled), and a skip term at zero (as SAELens).
+   */
+  dOut?: number;
+  targetSample?: Float32Array;
+  skip?: boolean;
+}
+
+/** [rows, width] rows of random directions with norm `norm` (never a zero row). */
+function randomRows(rng: Rng, rows: number, width: number, norm: number): Float32Array {
+  const out = new Float32Array(rows * width);
+  for (let j = 0; j < rows; j++) {
+    let sq = 0;
+    do {
+      sq = 0;
+      for (let i = 0; i < width; i++) {
+        const v = rng.normal();
+        out[j * width + i] = v;
+        sq += v * v;
+      }
+    } while (sq === 0);
+    const inv = norm / Math.sqrt(sq);
+    for (let i = 0; i < width; i++) out[j * width + i]! *= inv;
+  }
+  return out;
 }
 
 export function initParams(o: InitOptions): TrainParams {
   const { dIn, dSae } = o;
+  const dOut = o.dOut ?? dIn;
+  const transcoder = o.dOut !== undefined;
   const rng = new Rng(o.seed);
-  const W_dec = new Float32Array(dSae * dIn);
-  for (let j = 0; j < dSae; j++) {
-    let norm = 0;
-    do {
-      norm = 0;
-      for (let i = 0; i < dIn; i++) {
-        const v = rng.normal();
-        W_dec[j * dIn + i] = v;
-        norm += v * v;
-      }
-    } while (norm === 0);
-    const inv = (o.decoderNorm ?? 1) / Math.sqrt(norm);
-    for (let i = 0; i < dIn; i++) W_dec[j * dIn + i]! *= inv;
-  }
+  const W_dec = randomRows(rng, dSae, dOut, o.decoderNorm ?? 1);
+  // SAEs tie W_enc = W_dec^T; a transcoder's encoder gets its own unit directions.
+  const encRows = transcoder ? randomRows(rng, dSae, dIn, 1) : W_dec;
   const W_enc = new Float32Array(dIn * dSae);
-  for (let j = 0; j < dSae; j++) for (let i = 0; i < dIn; i++) W_enc[i * dSae + j] = W_dec[j * dIn + i]!;
-  const b_dec = new Float32Array(dIn);
+  for (let j = 0; j < dSae; j++) for (let i = 0; i < dIn; i++) W_enc[i * dSae + j] = encRows[j * dIn + i]!;
+  const b_dec = new Float32Array(dOut);
   if (o.bDecInit !== 'zeros') {
-    if (!o.sample || o.sample.length < dIn) throw new ValidationError(`b_dec init '${o.bDecInit}' needs a sample of at least one row`);
-    b_dec.set(o.bDecInit === 'mean' ? columnMean(o.sample, dIn) : geometricMedian(o.sample, dIn));
+    const center = transcoder ? o.targetSample : o.sample;
+    if (!center || center.length < dOut) throw new ValidationError(`b_dec init '${o.bDecInit}' needs a ${transcoder ? 'target ' : ''}sample of at least one row`);
+    b_dec.set(o.bDecInit === 'mean' ? columnMean(center, dOut) : geometricMedian(center, dOut));
   }
   const p: TrainParams = { W_enc, b_enc: new Float32Array(dSae), W_dec, b_dec };
   if (o.initThreshold !== undefined) p.log_threshold = new Float32Array(dSae).fill(Math.log(o.initThreshold));
+  if (o.skip) p.W_skip = new Float32Array(dOut * dIn);
   return p;
 }

@@ -1,7 +1,12 @@
-// train(): a whole TopK SAE training job. Data streams from activation files (or any
-// RowSource) through a window-shuffled BatchStream; every step runs natively; metrics go to
-// <output>/metrics.jsonl, checkpoints to <output>/checkpoint/, and the final SAE is saved as a
-// SAELens directory at <output> (cfg.json, sae_weights.safetensors, sparsity.safetensors).
+// train(): a whole SAE (or transcoder) training job. Data streams from activation files (or
+// any RowSource) through a window-shuffled BatchStream; every step runs natively; metrics go
+// to <output>/metrics.jsonl, checkpoints to <output>/checkpoint/, and the final SAE is saved
+// as a SAELens directory at <output> (cfg.json, sae_weights.safetensors, sparsity.safetensors).
+//
+// trainSweep(): several SAEs from ONE read of the data (a hyper-parameter sweep): every batch
+// is read, shuffled and converted once and then fed to each trainer in turn, so the sweep pays
+// the I/O (or the language model's forward passes, for a live source) once. Each run keeps its
+// own output directory, metrics, checkpoints and resume.
 //
 // Exact resume: the batch stream is a pure function of (seed, rows consumed), parameters and
 // optimizer state come back bit for bit, and the native step does not depend on the thread
@@ -13,14 +18,36 @@ import { NonFiniteInputError, ValidationError, expected } from '../errors.js';
 import { saveSaeLens, type SaveDtype } from '../formats/saveSaeLens.js';
 import { resolveDevice, type Device } from '../system.js';
 import { CHECKPOINT_DIR, checkResumable, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { BatchStream, openRowSource, type RowSource } from './data.js';
+import { BatchStream, openRowSource, splitPairs, zipRowSources, type RowSource } from './data.js';
 import { expectedAverageScale, initParams, type BDecInit } from './init.js';
 import { learningRate, validateSchedule, type DecayKind, type LrSchedule } from './schedule.js';
 import { SaeTrainer, defaultTrainerConfig, type StepMetrics, type TrainArchitecture, type TrainerConfig } from './trainer.js';
 
+export type TrainJobArchitecture = TrainArchitecture | 'matryoshka';
+export type TrainKind = 'sae' | 'transcoder' | 'skip-transcoder';
+
 export interface TrainJobOptions {
-  /** topk (default), batchtopk (saved as jumprelu), standard (relu + L1) or jumprelu (STE + L0). */
-  architecture?: TrainArchitecture;
+  /**
+   * topk (default), batchtopk (saved as jumprelu), standard (relu + L1), jumprelu (STE + L0),
+   * or matryoshka (Matryoshka batch top-k as SAELens trains it; saved as jumprelu).
+   */
+  architecture?: TrainJobArchitecture;
+  /** matryoshka: the prefix widths (default dSae/16, dSae/4, dSae; each >= k; the last = dSae). */
+  matryoshkaWidths?: number[];
+  /**
+   * sae (default), or a transcoder that predicts TARGET rows from the input rows (with a
+   * trained linear skip term for skip-transcoder). Saved under SAELens's transcoder names.
+   */
+  kind?: TrainKind;
+  /**
+   * Transcoders: the target activations (file, directory or RowSource), row-aligned with the
+   * input. Default: the input dump's paired output (`saekit activations --hook-out`).
+   */
+  target?: string | RowSource;
+  /** safetensors tensor of the target files (default: the dump's tensor_out). */
+  targetTensor?: string;
+  /** Transcoders: the output hook (default: the dump's hook_name_out). */
+  hookNameOut?: string;
   /** standard: the L1 coefficient (default 5, for inputs scaled to norm sqrt(d_in)). */
   l1Coeff?: number;
   /** jumprelu: the L0 coefficient (default 0.5), the estimators' bandwidth (0.05) and the
@@ -77,8 +104,8 @@ export interface TrainJobOptions {
   modelName?: string;
   /** Called after every step. */
   onStep?: (p: TrainProgress) => void;
-  /** Called when a checkpoint has been saved (at STEP). */
-  onCheckpoint?: (p: { step: number; totalSteps: number }) => void;
+  /** Called when a checkpoint has been saved (at STEP; OUTPUT says which run of a sweep). */
+  onCheckpoint?: (p: { step: number; totalSteps: number; output: string }) => void;
   /** Called with every metrics record written to metrics.jsonl. */
   onLog?: (record: MetricsRecord) => void;
   /** Stop (with a checkpoint) after this many steps in this call, as an interrupted run would. */
@@ -103,6 +130,8 @@ export interface MetricsRecord {
   fvu: number;
   explained_variance: number;
   l0: number;
+  /** matryoshka: the inner prefixes' MSE, summed. */
+  inner_mse?: number;
   dead_fraction: number;
   aux_loss: number;
   sparsity_loss: number;
@@ -121,6 +150,7 @@ export interface TrainResult {
   tokensPerSecond: number;
   seconds: number;
   trainer: TrainerConfig;
+  output: string;
 }
 
 const METRICS_FILE = 'metrics.jsonl';
@@ -173,202 +203,375 @@ async function truncateMetrics(file: string, step: number): Promise<void> {
   await writeFile(file, kept.length ? `${kept.join('\n')}\n` : '');
 }
 
+/** The options every run of a sweep shares: they shape the one stream of batches. */
+const SHARED_KEYS = ['input', 'tensor', 'target', 'targetTensor', 'tokens', 'batchSize', 'seed', 'shuffleWindow', 'initRows', 'kind', 'device', 'signal', 'stopAfterSteps'] as const;
+
+/** One training run: a trainer, its settings and its output directory. */
+interface Run {
+  o: TrainJobOptions;
+  trainer: SaeTrainer;
+  config: TrainerConfig;
+  schedule: LrSchedule;
+  totalSteps: number;
+  job: Record<string, unknown>;
+  metricsFile: string;
+  startTokens: number;
+  last: StepMetrics | undefined;
+  intervalStart: number;
+  intervalTokens: number;
+  stepSeconds: number;
+}
+
+/** Default Matryoshka widths: dSae/16, dSae/4, dSae, each at least k, strictly increasing. */
+function defaultWidths(dSae: number, k: number): number[] {
+  const out: number[] = [];
+  for (const w of [Math.floor(dSae / 16), Math.floor(dSae / 4), dSae]) {
+    const v = Math.max(w, k);
+    if (v <= dSae && (out.length === 0 || v > out[out.length - 1]!)) out.push(v);
+  }
+  return out;
+}
+
 export async function train(o: TrainJobOptions): Promise<TrainResult> {
-  if (typeof o.output !== 'string' || o.output === '') throw expected('a directory path', 'output', o.output);
-  if (o.stopAfterSteps !== undefined) positiveInt(o.stopAfterSteps, 'stopAfterSteps');
-  const outputKind = await stat(o.output).then((st) => (st.isDirectory() ? 'dir' : 'file'), () => 'absent');
-  if (outputKind === 'file') throw new ValidationError(`output ${o.output} is a file; training writes a directory there`);
-  const architecture = o.architecture ?? 'topk';
-  if (!['topk', 'batchtopk', 'standard', 'jumprelu'].includes(architecture))
-    throw expected("'topk', 'batchtopk', 'standard' or 'jumprelu'", 'architecture', architecture);
-  const perRowK = architecture === 'topk' || architecture === 'batchtopk';
-  const k = !perRowK && o.k === undefined ? 0 : positiveInt(o.k, 'k');
-  const tokens = positiveInt(o.tokens, 'tokens');
-  const batchSize = positiveInt(o.batchSize ?? 4096, 'batchSize');
-  const seed = o.seed ?? 42;
+  return (await trainSweep([o]))[0]!;
+}
+
+/**
+ * Trains every run of RUNS from one stream of batches (see the top of this file). The runs
+ * must agree on what shapes the stream (input, tensor, target, targetTensor, tokens,
+ * batchSize, seed, shuffleWindow, initRows, kind, device; signal and stopAfterSteps stop them
+ * all) and need distinct outputs; anything else (k, dSae, architecture, lr, coefficients ...)
+ * may differ. Returns one result per run, in order.
+ */
+export async function trainSweep(runs: TrainJobOptions[]): Promise<TrainResult[]> {
+  if (!Array.isArray(runs) || runs.length === 0) throw expected('a non-empty array of training jobs', 'runs', runs);
+  const o0 = runs[0]!;
+  runs.forEach((r, i) => {
+    for (const key of SHARED_KEYS) {
+      if (r[key] !== o0[key]) throw new ValidationError(`run ${i} of the sweep sets ${key} to ${String(r[key])} but run 0 to ${String(o0[key])}: every run reads the same stream`);
+    }
+    if (typeof r.output !== 'string' || r.output === '') throw expected('a directory path', `output of run ${i}`, r.output);
+  });
+  const outputs = new Set(runs.map((r) => resolve(r.output)));
+  if (outputs.size !== runs.length) throw new ValidationError('the runs of a sweep need distinct output directories');
+  if (o0.stopAfterSteps !== undefined) positiveInt(o0.stopAfterSteps, 'stopAfterSteps');
+  for (const r of runs) {
+    const outputKind = await stat(r.output).then((st) => (st.isDirectory() ? 'dir' : 'file'), () => 'absent');
+    if (outputKind === 'file') throw new ValidationError(`output ${r.output} is a file; training writes a directory there`);
+  }
+  const kind = o0.kind ?? 'sae';
+  if (!['sae', 'transcoder', 'skip-transcoder'].includes(kind)) throw expected("'sae', 'transcoder' or 'skip-transcoder'", 'kind', kind);
+  const transcoder = kind !== 'sae';
+  const tokens = positiveInt(o0.tokens, 'tokens');
+  const batchSize = positiveInt(o0.batchSize ?? 4096, 'batchSize');
+  const seed = o0.seed ?? 42;
   if (!Number.isSafeInteger(seed)) throw expected('an integer', 'seed', seed);
   // Training kernels exist for the CPU only: 'auto' trains there even where encode would use CUDA.
-  const device = o.device === undefined || o.device === 'auto' ? 'cpu' : resolveDevice(o.device);
+  const device = o0.device === undefined || o0.device === 'auto' ? 'cpu' : resolveDevice(o0.device);
   if (device !== 'cpu') throw new ValidationError(`training runs on the CPU backend only in this version (device '${device}' requested)`);
 
-  const source = typeof o.input === 'string' ? await openRowSource(o.input, o.tensor !== undefined ? { tensor: o.tensor } : {}) : o.input;
-  const inputName = typeof o.input === 'string' ? resolve(o.input) : 'a live source';
+  const inputSource = typeof o0.input === 'string' ? await openRowSource(o0.input, o0.tensor !== undefined ? { tensor: o0.tensor } : {}) : o0.input;
+  const inputName = typeof o0.input === 'string' ? resolve(o0.input) : 'a live source';
   // A dump from `saekit activations` says which model and hook it came from, and how it was
   // tokenized: the SAE's cfg.json carries that on, so `saekit features`/`eval` need no flags.
-  const dump = typeof o.input === 'string' ? await readActivationsManifest(o.input).catch(() => undefined) : undefined;
-  let trainer: SaeTrainer | undefined;
+  const dump = typeof o0.input === 'string' ? await readActivationsManifest(o0.input).catch(() => undefined) : undefined;
+  const opened: RowSource[] = typeof o0.input === 'string' ? [inputSource] : [];
+  const live: Run[] = [];
   try {
-    const dIn = source.dIn;
-    if (o.dSae !== undefined && o.expansion !== undefined) throw new ValidationError('give dSae or expansion, not both');
-    const dSae = o.dSae !== undefined ? positiveInt(o.dSae, 'dSae') : positiveInt(o.expansion ?? 32, 'expansion') * dIn;
-    if (k > dSae) throw new ValidationError(`k (${k}) must be <= d_sae (${dSae})`);
-    const totalSteps = Math.ceil(tokens / batchSize);
-    const schedule: LrSchedule = {
-      lr: o.lr ?? 2e-4 / Math.sqrt(dSae / 2 ** 14),
-      totalSteps,
-      warmupSteps: o.warmupSteps ?? Math.min(1000, Math.floor(totalSteps * 0.05)),
-      decay: o.decay ?? 'linear',
-      decaySteps: Math.floor(totalSteps * fraction(o.decayFraction ?? 0.2, 'decayFraction')),
-      lrEnd: o.lrEnd ?? 0,
-    };
-    validateSchedule(schedule);
-    if (schedule.lrEnd > schedule.lr) throw new ValidationError(`lrEnd (${schedule.lrEnd}) must not exceed lr (${schedule.lr})`);
-    const defaults = defaultTrainerConfig(dIn, dSae, k, architecture);
-    const normalize = o.normalize ?? 'expected_average_only_in';
-    if (!['expected_average_only_in', 'none'].includes(normalize)) throw expected("'expected_average_only_in' or 'none'", 'normalize', normalize);
-    const bDecInit = o.bDecInit ?? 'geometric_median';
-    if (!['geometric_median', 'mean', 'zeros'].includes(bDecInit)) throw expected("'geometric_median', 'mean' or 'zeros'", 'bDecInit', bDecInit);
-    const config: TrainerConfig = {
-      ...defaults,
-      kAux: o.kAux ?? defaults.kAux,
-      auxCoeff: o.auxCoeff ?? defaults.auxCoeff,
-      deadTokens: o.deadTokens ?? defaults.deadTokens,
-      clip: o.clip ?? defaults.clip,
-      beta1: o.beta1 ?? defaults.beta1,
-      beta2: o.beta2 ?? defaults.beta2,
-      eps: o.eps ?? defaults.eps,
-      l1Coeff: o.l1Coeff ?? defaults.l1Coeff,
-      l0Coeff: o.l0Coeff ?? defaults.l0Coeff,
-      bandwidth: o.bandwidth ?? defaults.bandwidth,
-    };
-    const initThreshold = o.initThreshold ?? 0.1;
-    if (!(initThreshold > 0) || !Number.isFinite(initThreshold)) throw expected('a positive number', 'initThreshold', initThreshold);
-    const defaultWindow = Math.max(batchSize, Math.floor((64 << 20) / (4 * dIn)));
-    const shuffleWindow = o.shuffleWindow ?? defaultWindow;
-    const logEvery = positiveInt(o.logEvery ?? 100, 'logEvery');
-    const checkpointEvery = o.checkpointEvery ?? 1000;
-    if (!Number.isSafeInteger(checkpointEvery) || checkpointEvery < 0) throw expected('an integer >= 0', 'checkpointEvery', checkpointEvery);
-    const initRows = positiveInt(o.initRows ?? 4096, 'initRows');
-    // What shapes the run: a resume must match it exactly.
-    const job = { batchSize, seed, shuffleWindow, normalize, bDecInit, initRows, input: inputName, schedule, ...(architecture === 'jumprelu' && { initThreshold }) };
-
-    await mkdir(o.output, { recursive: true });
-    const metricsFile = join(o.output, METRICS_FILE);
-    const checkpoint = o.resume ? await loadCheckpoint(o.output) : undefined;
-    if (checkpoint) {
-      checkResumable(checkpoint.meta, config, job, join(o.output, CHECKPOINT_DIR));
-      config.inputScale = checkpoint.meta.trainer.inputScale;
-      // Params are replaced by the checkpoint's at once; zeros avoid a wasted initialization.
-      const zeros = {
-        W_enc: new Float32Array(dIn * dSae),
-        b_enc: new Float32Array(dSae),
-        W_dec: new Float32Array(dSae * dIn),
-        b_dec: new Float32Array(dIn),
-        log_threshold: new Float32Array(dSae),
-      };
-      trainer = await SaeTrainer.create(config, zeros, device);
-      trainer.loadState(checkpoint.state);
-      await truncateMetrics(metricsFile, checkpoint.meta.step);
-    } else {
-      const sample = await readFirstRows(source, initRows);
-      if (sample.length === 0) throw new ValidationError(`no activation rows in ${inputName}`);
-      const bad = firstNonFinite(sample, dIn);
-      if (bad) throw new NonFiniteInputError(`${inputName} (first sample, used for initialization)`, bad.row, bad.col);
-      config.inputScale = normalize === 'expected_average_only_in' ? expectedAverageScale(sample, dIn) : 1;
-      for (let i = 0; i < sample.length; i++) sample[i]! *= config.inputScale;
-      const decoderNorm = architecture === 'standard' ? 0.1 : 1;
-      const init = initParams({ dIn, dSae, seed, bDecInit, sample, decoderNorm, ...(architecture === 'jumprelu' && { initThreshold }) });
-      trainer = await SaeTrainer.create(config, init, device);
-      await writeFile(metricsFile, '');
+    // Transcoders: the target rows, zipped beside the input so the shuffle keeps the pairs.
+    let source: RowSource = inputSource;
+    let targetName = '';
+    const dIn = inputSource.dIn;
+    let dOut = dIn;
+    if (transcoder) {
+      const dumpOut = dump as (typeof dump & { tensor_out?: string; hook_name_out?: string }) | undefined;
+      let targetSource: RowSource;
+      if (o0.target !== undefined) {
+        targetSource = typeof o0.target === 'string' ? await openRowSource(o0.target, o0.targetTensor !== undefined ? { tensor: o0.targetTensor } : {}) : o0.target;
+        if (typeof o0.target === 'string') opened.push(targetSource);
+        targetName = typeof o0.target === 'string' ? resolve(o0.target) : 'a live target source';
+      } else if (typeof o0.input === 'string' && (o0.targetTensor ?? dumpOut?.tensor_out) !== undefined) {
+        targetSource = await openRowSource(o0.input, { tensor: (o0.targetTensor ?? dumpOut!.tensor_out)! });
+        opened.push(targetSource);
+        targetName = `${inputName} (tensor ${o0.targetTensor ?? dumpOut!.tensor_out})`;
+      } else {
+        throw new ValidationError(
+          `a ${kind} needs target rows: give target (--target PATH), or train on a paired dump from \`saekit activations --hook-out\` (${inputName} has no tensor_out)`,
+        );
+      }
+      dOut = targetSource.dIn;
+      source = zipRowSources(inputSource, targetSource, { a: `the input ${inputName}`, b: `the target ${targetName}` });
     }
+    const pairWidth = source.dIn;
+    const sampleRows = positiveInt(o0.initRows ?? 4096, 'initRows');
+    const defaultWindow = Math.max(batchSize, Math.floor((64 << 20) / (4 * pairWidth)));
+    const shuffleWindow = o0.shuffleWindow ?? defaultWindow;
+    const totalSteps = Math.ceil(tokens / batchSize);
+    let sample: { x: Float32Array; y: Float32Array | undefined } | undefined;
+    const firstSample = async () => {
+      if (sample) return sample;
+      const rows = await readFirstRows(source, sampleRows);
+      if (rows.length === 0) throw new ValidationError(`no activation rows in ${inputName}`);
+      const bad = firstNonFinite(rows, pairWidth);
+      if (bad) {
+        const inTarget = bad.col >= dIn;
+        throw new NonFiniteInputError(`${inTarget ? targetName : inputName} (first sample, used for initialization)`, bad.row, inTarget ? bad.col - dIn : bad.col);
+      }
+      sample = transcoder ? splitPairs(rows, dIn, dOut) : { x: rows, y: undefined };
+      return sample;
+    };
 
-    const stream = new BatchStream(source, { batchSize, shuffleWindow, seed, position: trainer.step * batchSize });
-    const save = async () => {
-      await saveCheckpoint(o.output, trainer!, { dataPosition: trainer!.step * batchSize, job });
-      o.onCheckpoint?.({ step: trainer!.step, totalSteps });
+    for (const o of runs) live.push(await setupRun(o, { dIn, dOut, kind, batchSize, seed, shuffleWindow, sampleRows, totalSteps, inputName, targetName, device, firstSample }));
+
+    const firstStep = Math.min(...live.map((r) => r.trainer.step));
+    const stream = new BatchStream(source, { batchSize, shuffleWindow, seed, position: firstStep * batchSize });
+    const save = async (r: Run) => {
+      await saveCheckpoint(r.o.output, r.trainer, { dataPosition: r.trainer.step * batchSize, job: r.job });
+      r.o.onCheckpoint?.({ step: r.trainer.step, totalSteps, output: r.o.output });
     };
     const started = performance.now();
-    const startTokens = trainer.tokens;
-    let last: StepMetrics | undefined;
     let stopped = false;
     let stepsThisCall = 0;
-    let intervalStart = performance.now();
-    let intervalTokens = trainer.tokens;
+    let x: Float32Array | undefined;
+    let y: Float32Array | undefined;
     // The next batch is read while the current step computes.
-    let pending = trainer.step < totalSteps ? stream.next() : Promise.resolve(undefined);
-    if (o.signal?.aborted && trainer.step < totalSteps) {
-      await save();
+    let pending = firstStep < totalSteps ? stream.next() : Promise.resolve(undefined);
+    if (o0.signal?.aborted && firstStep < totalSteps) {
+      for (const r of live) if (r.trainer.step < totalSteps) await save(r);
       stopped = true;
     }
-    while (!stopped && trainer.step < totalSteps) {
+    for (let step = firstStep; !stopped && step < totalSteps; step++) {
       const batch = await pending;
-      if (batch === undefined) throw new ValidationError(`${inputName} ran out of rows at step ${trainer.step + 1}`);
-      const step = trainer.step;
-      const lr = learningRate(schedule, step);
+      if (batch === undefined) throw new ValidationError(`${inputName} ran out of rows at step ${step + 1}`);
       const next = step + 1 < totalSteps ? stream.next() : Promise.resolve(undefined);
       next.catch(() => undefined); // surfaced when awaited
-      try {
-        last = await trainer.trainStep(batch, lr);
-      } catch (e) {
-        if (e instanceof NonFiniteInputError)
-          throw new NonFiniteInputError(
-            `${inputName}: the batch of step ${step + 1} (rows ${step * batchSize}..${(step + 1) * batchSize - 1} of the shuffled stream)`,
-            e.row,
-            e.col,
-          );
-        throw e;
+      if (transcoder) ({ x, y } = splitPairs(batch, dIn, dOut, x, y));
+      else x = batch;
+      const lrOf = (r: Run) => learningRate(r.schedule, step);
+      for (const r of live) {
+        if (r.trainer.step !== step) continue; // a run resumed from a later checkpoint waits for the stream
+        const t0 = performance.now();
+        try {
+          r.last = await r.trainer.trainStep(x, lrOf(r), y);
+        } catch (e) {
+          if (e instanceof NonFiniteInputError)
+            throw new NonFiniteInputError(
+              `${e.message.startsWith('training target') ? targetName : inputName}: the batch of step ${step + 1} (rows ${step * batchSize}..${(step + 1) * batchSize - 1} of the shuffled stream)`,
+              e.row,
+              e.col,
+            );
+          throw e;
+        }
+        const now = performance.now();
+        r.stepSeconds += (now - t0) / 1000;
+        const rate = ((r.trainer.tokens - r.startTokens) * 1000) / Math.max(1e-9, now - started);
+        r.o.onStep?.({ step: r.trainer.step, totalSteps, tokens: r.trainer.tokens, totalTokens: totalSteps * batchSize, tokensPerSecond: rate });
+        if (r.trainer.step % positiveInt(r.o.logEvery ?? 100, 'logEvery') === 0 || r.trainer.step === totalSteps) await logMetrics(r, lrOf(r), now, started);
       }
       pending = next;
       stepsThisCall += 1;
-      const now = performance.now();
-      const rate = ((trainer.tokens - startTokens) * 1000) / Math.max(1e-9, now - started);
-      o.onStep?.({ step: trainer.step, totalSteps, tokens: trainer.tokens, totalTokens: totalSteps * batchSize, tokensPerSecond: rate });
-      if (trainer.step % logEvery === 0 || trainer.step === totalSteps) {
-        const record: MetricsRecord = {
-          step: trainer.step,
-          tokens: trainer.tokens,
-          lr,
-          mse: last.mse,
-          fvu: last.fvu,
-          explained_variance: last.explainedVariance,
-          l0: last.l0,
-          dead_fraction: last.deadFraction,
-          aux_loss: last.auxLoss,
-          sparsity_loss: last.sparsityLoss,
-          grad_norm: last.gradNorm,
-          tokens_per_second: ((trainer.tokens - intervalTokens) * 1000) / Math.max(1e-9, now - intervalStart),
-          elapsed_s: (now - started) / 1000,
-        };
-        intervalStart = now;
-        intervalTokens = trainer.tokens;
-        await appendFile(metricsFile, `${JSON.stringify(record)}\n`);
-        o.onLog?.(record);
+      const interrupted = (o0.stopAfterSteps !== undefined && stepsThisCall >= o0.stopAfterSteps) || o0.signal?.aborted === true;
+      for (const r of live) {
+        const every = r.o.checkpointEvery ?? 1000;
+        if (r.trainer.step === step + 1 && (r.trainer.step === totalSteps || interrupted || (every > 0 && r.trainer.step % every === 0))) await save(r);
       }
-      const interrupted = (o.stopAfterSteps !== undefined && stepsThisCall >= o.stopAfterSteps) || o.signal?.aborted === true;
-      if (trainer.step === totalSteps || interrupted || (checkpointEvery > 0 && trainer.step % checkpointEvery === 0)) await save();
-      if (interrupted && trainer.step < totalSteps) {
-        stopped = true;
-        break;
-      }
+      if (interrupted && step + 1 < totalSteps) stopped = true;
     }
     await stream.close();
     const seconds = (performance.now() - started) / 1000;
-    if (!stopped) {
-      const metadata: Record<string, unknown> = {
-        dataset_path: inputName,
-        trained_with: 'saekit',
-        training_tokens: trainer.tokens,
-        input_scale_folded: config.inputScale,
-        ...(dump && { context_size: dump.context_size, prepend_bos: dump.prepend_bos }),
-      };
-      const hookName = o.hookName ?? dump?.hook_name;
-      const modelName = o.modelName ?? dump?.model;
-      await saveSaeLens(o.output, trainer.weights({ metadata, ...(hookName && { hookName }), ...(modelName && { modelName }) }), {
-        sparsity: trainer.sparsity(),
-        dtype: o.saveDtype ?? 'float32',
+    const results: TrainResult[] = [];
+    for (const r of live) {
+      if (!stopped) await saveRun(r, { inputName, targetName, dump, transcoder });
+      results.push({
+        steps: r.trainer.step,
+        tokens: r.trainer.tokens,
+        stopped,
+        last: r.last,
+        tokensPerSecond: seconds > 0 ? (r.trainer.tokens - r.startTokens) / seconds : 0,
+        seconds,
+        trainer: r.trainer.config,
+        output: r.o.output,
       });
     }
-    return {
-      steps: trainer.step,
-      tokens: trainer.tokens,
-      stopped,
-      last,
-      tokensPerSecond: seconds > 0 ? (trainer.tokens - startTokens) / seconds : 0,
-      seconds,
-      trainer: trainer.config,
-    };
+    return results;
   } finally {
-    trainer?.dispose();
-    if (typeof o.input === 'string') await source.close();
+    for (const r of live) r.trainer.dispose();
+    for (const s of opened) await s.close();
   }
+}
+
+interface SharedSetup {
+  dIn: number;
+  dOut: number;
+  kind: TrainKind;
+  batchSize: number;
+  seed: number;
+  shuffleWindow: number;
+  sampleRows: number;
+  totalSteps: number;
+  inputName: string;
+  targetName: string;
+  device: 'cpu';
+  firstSample: () => Promise<{ x: Float32Array; y: Float32Array | undefined }>;
+}
+
+/** Validates one run's settings and creates (or resumes) its trainer. */
+async function setupRun(o: TrainJobOptions, sh: SharedSetup): Promise<Run> {
+  const { dIn, dOut, kind, batchSize, seed, totalSteps } = sh;
+  const transcoder = kind !== 'sae';
+  const jobArch = o.architecture ?? 'topk';
+  if (!['topk', 'batchtopk', 'standard', 'jumprelu', 'matryoshka'].includes(jobArch))
+    throw expected("'topk', 'batchtopk', 'standard', 'jumprelu' or 'matryoshka'", 'architecture', jobArch);
+  const architecture: TrainArchitecture = jobArch === 'matryoshka' ? 'batchtopk' : jobArch;
+  const perRowK = architecture === 'topk' || architecture === 'batchtopk';
+  const k = !perRowK && o.k === undefined ? 0 : positiveInt(o.k, 'k');
+  if (o.dSae !== undefined && o.expansion !== undefined) throw new ValidationError('give dSae or expansion, not both');
+  const dSae = o.dSae !== undefined ? positiveInt(o.dSae, 'dSae') : positiveInt(o.expansion ?? 32, 'expansion') * dIn;
+  if (k > dSae) throw new ValidationError(`k (${k}) must be <= d_sae (${dSae})`);
+  if (o.matryoshkaWidths !== undefined && jobArch !== 'matryoshka') throw new ValidationError(`matryoshkaWidths need architecture 'matryoshka' (got '${jobArch}')`);
+  const schedule: LrSchedule = {
+    lr: o.lr ?? 2e-4 / Math.sqrt(dSae / 2 ** 14),
+    totalSteps,
+    warmupSteps: o.warmupSteps ?? Math.min(1000, Math.floor(totalSteps * 0.05)),
+    decay: o.decay ?? 'linear',
+    decaySteps: Math.floor(totalSteps * fraction(o.decayFraction ?? 0.2, 'decayFraction')),
+    lrEnd: o.lrEnd ?? 0,
+  };
+  validateSchedule(schedule);
+  if (schedule.lrEnd > schedule.lr) throw new ValidationError(`lrEnd (${schedule.lrEnd}) must not exceed lr (${schedule.lr})`);
+  const defaults = defaultTrainerConfig(dIn, dSae, k, architecture);
+  const normalize = o.normalize ?? 'expected_average_only_in';
+  if (!['expected_average_only_in', 'none'].includes(normalize)) throw expected("'expected_average_only_in' or 'none'", 'normalize', normalize);
+  const bDecInit = o.bDecInit ?? 'geometric_median';
+  if (!['geometric_median', 'mean', 'zeros'].includes(bDecInit)) throw expected("'geometric_median', 'mean' or 'zeros'", 'bDecInit', bDecInit);
+  const config: TrainerConfig = {
+    ...defaults,
+    kAux: o.kAux ?? defaults.kAux,
+    auxCoeff: o.auxCoeff ?? defaults.auxCoeff,
+    deadTokens: o.deadTokens ?? defaults.deadTokens,
+    clip: o.clip ?? defaults.clip,
+    beta1: o.beta1 ?? defaults.beta1,
+    beta2: o.beta2 ?? defaults.beta2,
+    eps: o.eps ?? defaults.eps,
+    l1Coeff: o.l1Coeff ?? defaults.l1Coeff,
+    l0Coeff: o.l0Coeff ?? defaults.l0Coeff,
+    bandwidth: o.bandwidth ?? defaults.bandwidth,
+    ...(transcoder && { transcoder: true, dOut, outputScale: 1 }),
+    ...(kind === 'skip-transcoder' && { skip: true }),
+    ...(jobArch === 'matryoshka' && { matryoshkaWidths: o.matryoshkaWidths ?? defaultWidths(dSae, k) }),
+  };
+  const initThreshold = o.initThreshold ?? 0.1;
+  if (!(initThreshold > 0) || !Number.isFinite(initThreshold)) throw expected('a positive number', 'initThreshold', initThreshold);
+  positiveInt(o.logEvery ?? 100, 'logEvery');
+  const checkpointEvery = o.checkpointEvery ?? 1000;
+  if (!Number.isSafeInteger(checkpointEvery) || checkpointEvery < 0) throw expected('an integer >= 0', 'checkpointEvery', checkpointEvery);
+  // What shapes the run: a resume must match it exactly.
+  const job = {
+    batchSize,
+    seed,
+    shuffleWindow: sh.shuffleWindow,
+    normalize,
+    bDecInit,
+    initRows: sh.sampleRows,
+    input: sh.inputName,
+    ...(transcoder && { target: sh.targetName }),
+    schedule,
+    ...(architecture === 'jumprelu' && { initThreshold }),
+  };
+
+  await mkdir(o.output, { recursive: true });
+  const metricsFile = join(o.output, METRICS_FILE);
+  const checkpoint = o.resume ? await loadCheckpoint(o.output) : undefined;
+  let trainer: SaeTrainer;
+  if (checkpoint) {
+    checkResumable(checkpoint.meta, config, job, join(o.output, CHECKPOINT_DIR));
+    config.inputScale = checkpoint.meta.trainer.inputScale;
+    if (transcoder) config.outputScale = checkpoint.meta.trainer.outputScale ?? 1;
+    // Params are replaced by the checkpoint's at once; zeros avoid a wasted initialization.
+    const zeros = {
+      W_enc: new Float32Array(dIn * dSae),
+      b_enc: new Float32Array(dSae),
+      W_dec: new Float32Array(dSae * dOut),
+      b_dec: new Float32Array(dOut),
+      log_threshold: new Float32Array(dSae),
+    };
+    trainer = await SaeTrainer.create(config, zeros, sh.device);
+    trainer.loadState(checkpoint.state);
+    await truncateMetrics(metricsFile, checkpoint.meta.step);
+  } else {
+    const { x: rawX, y: rawY } = await sh.firstSample();
+    const scale = (a: Float32Array, width: number) => (normalize === 'expected_average_only_in' ? expectedAverageScale(a, width) : 1);
+    config.inputScale = scale(rawX, dIn);
+    const xs = rawX.map((v) => v * config.inputScale);
+    let ys: Float32Array | undefined;
+    if (transcoder) {
+      // The target is scaled on its own (to mean norm sqrt(d_out)); both scales fold into the saved weights.
+      config.outputScale = scale(rawY!, dOut);
+      ys = rawY!.map((v) => v * config.outputScale!);
+    }
+    const decoderNorm = architecture === 'standard' ? 0.1 : 1;
+    const init = initParams({
+      dIn,
+      dSae,
+      seed,
+      bDecInit,
+      sample: xs,
+      decoderNorm,
+      ...(architecture === 'jumprelu' && { initThreshold }),
+      ...(transcoder && { dOut, targetSample: ys!, skip: kind === 'skip-transcoder' }),
+    });
+    trainer = await SaeTrainer.create(config, init, sh.device);
+    await writeFile(metricsFile, '');
+  }
+  const now = performance.now();
+  return { o, trainer, config, schedule, totalSteps, job, metricsFile, startTokens: trainer.tokens, last: undefined, intervalStart: now, intervalTokens: trainer.tokens, stepSeconds: 0 };
+}
+
+async function logMetrics(r: Run, lr: number, now: number, started: number): Promise<void> {
+  const last = r.last!;
+  const record: MetricsRecord = {
+    step: r.trainer.step,
+    tokens: r.trainer.tokens,
+    lr,
+    mse: last.mse,
+    fvu: last.fvu,
+    explained_variance: last.explainedVariance,
+    l0: last.l0,
+    ...(r.config.matryoshkaWidths && { inner_mse: last.innerMse }),
+    dead_fraction: last.deadFraction,
+    aux_loss: last.auxLoss,
+    sparsity_loss: last.sparsityLoss,
+    grad_norm: last.gradNorm,
+    tokens_per_second: ((r.trainer.tokens - r.intervalTokens) * 1000) / Math.max(1e-9, now - r.intervalStart),
+    elapsed_s: (now - started) / 1000,
+  };
+  r.intervalStart = now;
+  r.intervalTokens = r.trainer.tokens;
+  await appendFile(r.metricsFile, `${JSON.stringify(record)}\n`);
+  r.o.onLog?.(record);
+}
+
+async function saveRun(
+  r: Run,
+  ctx: { inputName: string; targetName: string; dump: Awaited<ReturnType<typeof readActivationsManifest>> | undefined; transcoder: boolean },
+): Promise<void> {
+  const { o, trainer, config } = r;
+  const dump = ctx.dump as (typeof ctx.dump & { hook_name_out?: string }) | undefined;
+  const metadata: Record<string, unknown> = {
+    dataset_path: ctx.inputName,
+    ...(ctx.transcoder && { target_path: ctx.targetName, output_scale_folded: config.outputScale }),
+    trained_with: 'saekit',
+    training_tokens: trainer.tokens,
+    input_scale_folded: config.inputScale,
+    ...(config.matryoshkaWidths && { matryoshka_widths: config.matryoshkaWidths, trained_architecture: 'matryoshka_batchtopk' }),
+    ...(dump && { context_size: dump.context_size, prepend_bos: dump.prepend_bos }),
+  };
+  const hookName = o.hookName ?? dump?.hook_name;
+  const hookNameOut = o.hookNameOut ?? dump?.hook_name_out;
+  const modelName = o.modelName ?? dump?.model;
+  await saveSaeLens(
+    o.output,
+    trainer.weights({ metadata, ...(hookName && { hookName }), ...(ctx.transcoder && hookNameOut && { hookNameOut }), ...(modelName && { modelName }) }),
+    { sparsity: trainer.sparsity(), dtype: o.saveDtype ?? 'float32' },
+  );
 }
