@@ -276,3 +276,73 @@ export async function writeGroundTruthNpy(file: string, gt: GroundTruth, rows: n
     }
   });
 }
+
+export interface TranscoderGroundTruthOptions extends GroundTruthOptions {
+  dOut: number;
+  /**
+   * Scale of a planted dense linear map S [dOut, dIn] (Gaussian entries * skipScale /
+   * sqrt(dIn)) added to the output as x S^T: what a skip transcoder's W_skip must recover. 0: none.
+   */
+  skipScale?: number;
+  /** Std of the output's own noise per dimension (default: the input's noise). */
+  outputNoise?: number;
+}
+
+/**
+ * Paired (input, output) rows from a KNOWN sparse map, for transcoder training: the input is a
+ * GroundTruth's (x = codes D_in + noise), and the output reuses the same sparse codes through
+ * a second known dictionary D_out [nFeatures, dOut] (unit rows): y = codes D_out + x S^T +
+ * noise. A correct transcoder ends with decoder rows along D_out's rows (featureRecovery on
+ * outputDictionary) and, with a skip term, W_skip close to S. Chunk-invariant like GroundTruth.
+ */
+export class TranscoderGroundTruth {
+  readonly input: GroundTruth;
+  readonly dOut: number;
+  /** [nFeatures, dOut], unit-norm rows. */
+  readonly outputDictionary: Float32Array;
+  /** [dOut, dIn] (SAELens's W_skip layout), or undefined without a skip map. */
+  readonly skip: Float32Array | undefined;
+  readonly #noise: number;
+  readonly #noiseRng: Rng;
+
+  constructor(o: TranscoderGroundTruthOptions) {
+    if (!Number.isSafeInteger(o.dOut) || o.dOut < 1) throw new ValidationError(`Expected a positive integer for dOut but received ${o.dOut}`);
+    this.input = new GroundTruth(o);
+    this.dOut = o.dOut;
+    const rng = new Rng(streamSeed(o.seed, 0x7fff_fff0));
+    this.outputDictionary = rng.fillNormal(new Float32Array(o.nFeatures * o.dOut));
+    for (let f = 0; f < o.nFeatures; f++) {
+      let n = 0;
+      for (let i = 0; i < o.dOut; i++) n += this.outputDictionary[f * o.dOut + i]! ** 2;
+      for (let i = 0; i < o.dOut; i++) this.outputDictionary[f * o.dOut + i]! /= Math.sqrt(n);
+    }
+    const skipScale = o.skipScale ?? 0;
+    this.skip = skipScale > 0 ? rng.fillNormal(new Float32Array(o.dOut * o.dIn), skipScale / Math.sqrt(o.dIn)) : undefined;
+    this.#noise = o.outputNoise ?? o.noise;
+    this.#noiseRng = new Rng(streamSeed(o.seed, 0x7fff_fff1));
+  }
+
+  /** The next ROWS pairs: x [rows, dIn], y [rows, dOut]. */
+  samplePairs(rows: number): { x: Float32Array; y: Float32Array } {
+    const { x, codes } = this.input.sampleWithCodes(rows);
+    const dIn = this.input.dIn, dOut = this.dOut;
+    const y = new Float32Array(rows * dOut);
+    for (let r = 0; r < rows; r++) {
+      const out = y.subarray(r * dOut, (r + 1) * dOut);
+      for (let p = codes.indptr[r]!; p < codes.indptr[r + 1]!; p++) {
+        const f = codes.indices[p]!, c = codes.values[p]!;
+        for (let i = 0; i < dOut; i++) out[i]! += c * this.outputDictionary[f * dOut + i]!;
+      }
+      if (this.skip) {
+        const xr = x.subarray(r * dIn, (r + 1) * dIn);
+        for (let i = 0; i < dOut; i++) {
+          let s = 0;
+          for (let j = 0; j < dIn; j++) s += this.skip[i * dIn + j]! * xr[j]!;
+          out[i]! += s;
+        }
+      }
+      if (this.#noise > 0) for (let i = 0; i < dOut; i++) out[i]! += this.#noise * this.#noiseRng.normal();
+    }
+    return { x, y };
+  }
+}
