@@ -15,7 +15,7 @@ import { padBatch, readCorpus, tokenWindows } from '../src/model/corpus.js';
 import { gpt2TokenizerFiles } from '../src/model/gpt2Tokenizer.js';
 import { LanguageModel } from '../src/model/languageModel.js';
 import { resolveModelDir } from '../src/model/modelSource.js';
-import { decodeOnnx, editGraph, findHooks } from '../src/model/onnxGraph.js';
+import { decodeOnnx, editGraph, findHooks, hookSuffix } from '../src/model/onnxGraph.js';
 import { editCodes, evaluateSpliced, generate, intervene } from '../src/model/splice.js';
 import { syntheticText } from '../src/model/syntheticText.js';
 import { writeTinyGpt2, type Gpt2Weights } from '../src/model/tinyGpt2.js';
@@ -47,8 +47,22 @@ async function makeModel(opts: Parameters<typeof writeTinyGpt2>[1] = {}): Promis
   return { dir, w };
 }
 
-const KINDS = ['resid_pre', 'resid_mid', 'resid_post', 'attn_out', 'mlp_out'] as const;
-const refKey = { resid_pre: 'residPre', resid_mid: 'residMid', resid_post: 'residPost', attn_out: 'attnOut', mlp_out: 'mlpOut' } as const;
+// Every kind, the MLP side (transcoders) included: hook_mlp_in is ln_2's input (= resid_mid),
+// ln2.hook_normalized ln_2 before its gain and bias, mlp.hook_in / mlp.hook_out the MLP module's
+// input and output (GPT-2 has no post-MLP norm: mlp.hook_out = hook_mlp_out).
+const KINDS = ['resid_pre', 'resid_mid', 'resid_post', 'attn_out', 'mlp_out', 'mlp_in', 'ln2.hook_normalized', 'mlp.hook_in', 'mlp.hook_out'] as const;
+const refKey = {
+  resid_pre: 'residPre',
+  resid_mid: 'residMid',
+  resid_post: 'residPost',
+  attn_out: 'attnOut',
+  mlp_out: 'mlpOut',
+  mlp_in: 'residMid',
+  'ln2.hook_normalized': 'ln2Normalized',
+  'mlp.hook_in': 'mlpIn',
+  'mlp.hook_out': 'mlpOut',
+} as const;
+const hookName = (l: number, k: (typeof KINDS)[number]) => `blocks.${l}.${hookSuffix(k)}`;
 
 /** |a - b| <= tol * (1 + |b|) on the positions whose mask is 1. */
 function expectClose(got: Float32Array, want: Float64Array, mask: BigInt64Array, width: number, what: string, tol = 2e-4): void {
@@ -82,7 +96,7 @@ describe('hook points', () => {
       const { dir, w } = await makeModel({ layers: 3, dModel: 48, heads: 4, vocabSize: 997, ...variant });
       const m = await LanguageModel.load(dir);
       try {
-        const hooks = [0, 1, 2].flatMap((l) => KINDS.map((k) => `blocks.${l}.hook_${k}`));
+        const hooks = [0, 1, 2].flatMap((l) => KINDS.map((k) => hookName(l, k)));
         expect([...m.hookNames].sort()).toEqual([...hooks].sort());
         expect(m.layers).toBe(3);
         const r = rng(seed ^ 0x51);
@@ -94,7 +108,7 @@ describe('hook points', () => {
         const ref = gpt2ForwardF64(w, ids, { attentionMask });
         const got = await m.forward(batch, { hooks, logits: true });
         for (let l = 0; l < 3; l++) {
-          for (const k of KINDS) expectClose(got.hooks.get(`blocks.${l}.hook_${k}`)!, ref[refKey[k]][l]!, batch.mask, 48, `blocks.${l}.hook_${k}`);
+          for (const k of KINDS) expectClose(got.hooks.get(hookName(l, k))!, ref[refKey[k]][l]!, batch.mask, 48, hookName(l, k));
         }
         expectClose(got.logits!, ref.logits, batch.mask, 997, 'logits');
         // A single hook, no logits: the pruned graph gives the same values.
@@ -158,7 +172,7 @@ describe('hook points', () => {
       const ids = [[3, 1, 4, 1, 5, 9, 2]];
       const batch = padBatch(ids, 0);
       const ref = gpt2ForwardF64(w, ids);
-      expect([...m.hookNames].sort()).toEqual([0, 1].flatMap((l) => KINDS.map((k) => `blocks.${l}.hook_${k}`)).sort());
+      expect([...m.hookNames].sort()).toEqual([0, 1].flatMap((l) => KINDS.map((k) => hookName(l, k))).sort());
       const got = await m.forward(batch, { hooks: ['blocks.1.hook_resid_pre', 'blocks.0.hook_mlp_out', 'blocks.1.hook_attn_out'], logits: true });
       expectClose(got.hooks.get('blocks.1.hook_attn_out')!, ref.attnOut[1]!, batch.mask, 32, 'merged: blocks.1.hook_attn_out');
       expectClose(got.hooks.get('blocks.1.hook_resid_pre')!, ref.residPre[1]!, batch.mask, 32, 'merged: blocks.1.hook_resid_pre');

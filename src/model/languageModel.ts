@@ -21,15 +21,15 @@ import { bf16ToF32Array, f16ToF32Array } from '../formats/float16.js';
 import { wrapTokenizer, type TextTokenizer } from './corpus.js';
 import { chooseOnnxFile, hubOptions, resolveModelDir, type ModelSourceOptions } from './modelSource.js';
 import { hubFile } from '../hub/hub.js';
-import { decodeOnnx, editGraph, encodeOnnx, externalDataFiles, findHooks, OVERRIDE_INPUT, parseHookName, type GraphEdit } from './onnxGraph.js';
+import { decodeOnnx, editGraph, encodeOnnx, externalDataFiles, findHooks, missingHook, OVERRIDE_INPUT, parseHookName, type GraphEdit } from './onnxGraph.js';
 
 type Transformers = typeof import('@huggingface/transformers');
 /** What a transformers.js model call returns: output name -> tensor. */
 type ModelOutputs = Record<string, { data: ArrayLike<number>; dims: number[]; type: string }>;
 type CallableModel = ((inputs: Record<string, unknown>) => Promise<ModelOutputs>) & { dispose(): Promise<unknown> };
 
-/** Bumped whenever editGraph's output changes, so stale cached edits are not reused. */
-const EDIT_VERSION = 2;
+/** Bumped whenever editGraph's output or the hook table changes, so stale cached edits are not reused. */
+const EDIT_VERSION = 3;
 
 let transformersPromise: Promise<Transformers> | undefined;
 
@@ -70,6 +70,8 @@ interface HooksIndex {
   layers: number;
   hooks: string[];
   parallel?: boolean;
+  /** MLP-side hooks the finder could not place, with why. */
+  unresolved?: Record<string, string>;
   /** Files the graph keeps its weights in (external data), relative to its folder. */
   externalData?: string[];
 }
@@ -154,16 +156,13 @@ export class LanguageModel {
     return [...this.index.hooks];
   }
 
-  /** Throws a ValidationError naming the hook and the model's layers when HOOK cannot be read. */
+  /**
+   * Throws a ValidationError naming the hook when HOOK cannot be read: past the model's
+   * layers, or not located (with the layer's hooks, and why when the finder knows).
+   */
   checkHook(hook: string): void {
-    const hp = parseHookName(hook);
-    if (!this.index.hooks.includes(hook)) {
-      throw new ValidationError(
-        hp.layer >= this.index.layers
-          ? `Hook ${hook} does not exist: model ${this.name} has ${this.index.layers} layers (0-${this.index.layers - 1})`
-          : `Hook ${hook} cannot be located in model ${this.name}`,
-      );
-    }
+    parseHookName(hook);
+    if (!this.index.hooks.includes(hook)) throw missingHook(hook, `model ${this.name}`, this.index);
   }
 
   /** The text of one token id (for display). */
@@ -347,7 +346,14 @@ async function hooksIndex(onnxPath: string, hash: string, hints: { layers?: numb
   const decoded = decodeOnnx(await readFile(onnxPath), onnxPath);
   const externalData = externalDataFiles(decoded);
   const found = findHooks(decoded, onnxPath, hints);
-  const index: HooksIndex = { family: found.family, layers: found.layers, hooks: [...found.hooks.keys()], parallel: found.parallel, externalData };
+  const index: HooksIndex = {
+    family: found.family,
+    layers: found.layers,
+    hooks: [...found.hooks.keys()],
+    parallel: found.parallel,
+    ...(found.unresolved.size > 0 && { unresolved: Object.fromEntries(found.unresolved) }),
+    externalData,
+  };
   await writeAtomically(cache, new TextEncoder().encode(`${JSON.stringify(index)}\n`)).catch(() => undefined); // a read-only folder only loses the cache
   return index;
 }

@@ -22,8 +22,15 @@ const ins = (n: Node): string[] => n.input ?? [];
 const outs = (n: Node): string[] => n.output ?? [];
 const nodes = (g: Graph): Node[] => g.node ?? [];
 
-/** The hook kinds saekit can expose, in TransformerLens / SAELens vocabulary. */
-export const HOOK_KINDS = ['resid_pre', 'resid_mid', 'resid_post', 'attn_out', 'mlp_out'] as const;
+/**
+ * The hook kinds saekit can expose, in TransformerLens / SAELens vocabulary: blocks.L.hook_<kind>
+ * for the plain ones, blocks.L.<kind> for those with a dot (a submodule's hook). The MLP side
+ * (transcoders): mlp_in (TransformerLens's hook_mlp_in: the second norm's input, = resid_mid),
+ * ln2.hook_normalized (the normalized stream before the norm's gain and bias), mlp.hook_in (the
+ * MLP's input: the norm's output) and mlp.hook_out (the MLP module's output: before Gemma's
+ * post-feedforward norm, else = mlp_out). See residualStream.ts for the evidence behind each.
+ */
+export const HOOK_KINDS = ['resid_pre', 'resid_mid', 'resid_post', 'attn_out', 'mlp_out', 'mlp_in', 'ln2.hook_normalized', 'mlp.hook_in', 'mlp.hook_out'] as const;
 export type HookKind = (typeof HOOK_KINDS)[number];
 
 /** The input that replaces a hooked tensor in a spliced graph. */
@@ -36,14 +43,25 @@ export interface HookPoint {
   kind: HookKind;
 }
 
+/** blocks.L.<what kind reads as>: hook_resid_pre, ln2.hook_normalized. */
+export const hookSuffix = (kind: HookKind): string => (kind.includes('.') ? kind : `hook_${kind}`);
+
 export function parseHookName(name: string): HookPoint {
-  const m = /^blocks\.(\d+)\.hook_(resid_pre|resid_mid|resid_post|attn_out|mlp_out)$/.exec(name);
+  const m = /^blocks\.(\d+)\.(?:hook_(resid_pre|resid_mid|resid_post|attn_out|mlp_out|mlp_in)|(ln2\.hook_normalized|mlp\.hook_in|mlp\.hook_out))$/.exec(name);
   if (!m) {
     throw new ValidationError(
-      `Unknown hook ${JSON.stringify(name)}: expected blocks.<layer>.hook_<kind> with kind one of ${HOOK_KINDS.join(', ')} (e.g. blocks.6.hook_resid_pre)`,
+      `Unknown hook ${JSON.stringify(name)}: expected blocks.<layer>.<hook> with hook one of ${HOOK_KINDS.map(hookSuffix).join(', ')} (e.g. blocks.6.hook_resid_pre)`,
     );
   }
-  return { name, layer: Number(m[1]), kind: m[2] as HookKind };
+  return { name, layer: Number(m[1]), kind: (m[2] ?? m[3]) as HookKind };
+}
+
+/**
+ * Where a hook sits in its block, upstream first: a splice that replaces one hook leaves every
+ * hook before it unchanged. Parallel blocks (no resid_mid) read the MLP side off resid_pre.
+ */
+export function hookOrder(kind: HookKind): number {
+  return { resid_pre: 0, attn_out: 1, resid_mid: 2, mlp_in: 2, 'ln2.hook_normalized': 3, 'mlp.hook_in': 3, 'mlp.hook_out': 4, mlp_out: 5, resid_post: 6 }[kind];
 }
 
 /** Reads an ONNX model; anything protobuf cannot parse is a FormatError naming the file. */
@@ -85,12 +103,26 @@ export function findHooks(
   model: OnnxModel,
   file: string,
   opts: { layers?: number; family?: string } = {},
-): { family: string; layers: number; parallel: boolean; hooks: Map<string, HookTensor> } {
+): { family: string; layers: number; parallel: boolean; hooks: Map<string, HookTensor>; unresolved: Map<string, string> } {
   inlineMergedDecoder(model, file);
   const graph = model.graph as Graph;
   nameSkipSums(graph);
   const stream = traceResidualStream(graph, file, opts.layers);
-  return { family: opts.family ?? 'unknown', layers: stream.layers, parallel: stream.parallel, hooks: stream.hooks };
+  return { family: opts.family ?? 'unknown', layers: stream.layers, parallel: stream.parallel, hooks: stream.hooks, unresolved: stream.unresolved };
+}
+
+/**
+ * The error for a hook the table lacks: past the last layer, or not located (with the hooks
+ * the layer has, and why the finder could not place it when it knows). WHERE names the file
+ * or model.
+ */
+export function missingHook(name: string, where: string, index: { layers: number; hooks: Iterable<string>; unresolved?: Record<string, string> | Map<string, string> }): ValidationError {
+  const hp = parseHookName(name);
+  if (hp.layer >= index.layers) return new ValidationError(`Hook ${name} does not exist: ${where} has ${index.layers} layers (0-${index.layers - 1})`);
+  const why = index.unresolved instanceof Map ? index.unresolved.get(name) : index.unresolved?.[name];
+  const available = [...index.hooks].filter((h) => h.startsWith(`blocks.${hp.layer}.`));
+  const parallel = hp.kind === 'resid_mid' ? '; parallel attention + MLP blocks have no resid_mid' : '';
+  return new ValidationError(`Hook ${name} cannot be located in ${where}${why ? ` (${why})` : parallel} (available: ${available.join(', ')})`);
 }
 
 /**
@@ -159,18 +191,12 @@ export interface GraphEdit {
  * else, and a spliced graph does not recompute what the override replaces.
  */
 export function editGraph(model: OnnxModel, file: string, edit: GraphEdit, opts: { layers?: number } = {}): OnnxModel {
-  const { hooks, layers } = findHooks(model, file, opts); // inlines a merged decoder first
+  const { hooks, layers, unresolved } = findHooks(model, file, opts); // inlines a merged decoder first
   const graph = model.graph as Graph;
   const tensorOf = (name: string): HookTensor => {
-    const hp = parseHookName(name);
+    parseHookName(name);
     const t = hooks.get(name);
-    if (t === undefined) {
-      throw new ValidationError(
-        hp.layer >= layers
-          ? `Hook ${name} does not exist: ${file} has ${layers} layers (0-${layers - 1})`
-          : `Hook ${name} cannot be located in ${file} (available: ${[...hooks.keys()].filter((h) => h.startsWith(`blocks.${hp.layer}.`)).join(', ')})`,
-      );
-    }
+    if (t === undefined) throw missingHook(name, file, { layers, hooks: hooks.keys(), unresolved });
     return t;
   };
   const FLOAT = onnx.TensorProto.DataType.FLOAT;
@@ -187,16 +213,89 @@ export function editGraph(model: OnnxModel, file: string, edit: GraphEdit, opts:
     const h = tensorOf(name);
     let t = h.tensor;
     if (h.bias) node('Add', `${name}/bias`, [t, h.bias], [(t = `/saekit/${name}/with_bias`)]);
+    if (h.normalize) t = normalizeBeside(model, name, t, h.normalize, node, castTo(FLOAT));
     node('Cast', name, [t], [name], castTo(FLOAT));
     outputs.push(valueInfo(name, FLOAT));
   }
 
-  if (edit.override !== undefined) overrideHook(graph, tensorOf(edit.override), node, castTo);
+  if (edit.override !== undefined) {
+    const h = tensorOf(edit.override);
+    if (h.normalize) overrideNormalized(graph, h.normalize, node, castTo);
+    else overrideHook(graph, h, node, castTo);
+  }
   if (outputs.length === 0) throw new ValidationError('A graph edit must keep the logits or expose at least one hook');
   graph.node = [...nodes(graph), ...added];
   graph.output = outputs;
   prune(graph);
   return model;
+}
+
+/**
+ * Appends float32 nodes computing the normalization of X without gain or bias (see
+ * HookTensor.normalize): (x - mean) / sqrt(mean((x - mean)^2) + eps), or x / sqrt(mean(x^2) +
+ * eps), over the last axis, as torch's layer_norm / HF's RMSNorms compute it before their
+ * weight. ReduceMean takes its axes as an attribute before opset 18 and as an input from 18 on.
+ * Returns the result tensor's name.
+ */
+function normalizeBeside(
+  model: OnnxModel,
+  name: string,
+  x: string,
+  o: { center: boolean; epsilon: number },
+  node: (opType: string, name: string, input: string[], output: string[], attribute?: onnxProto.onnx.IAttributeProto[]) => void,
+  toFloat: onnxProto.onnx.IAttributeProto[],
+): string {
+  const graph = model.graph as Graph;
+  const opset = Number((model.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 17);
+  const p = `/saekit/${name}/normalized`;
+  const init = (n: string, dataType: number, dims: number[], data: { floatData?: number[]; int64Data?: number[] }) => {
+    if (!(graph.initializer ?? []).some((t) => t.name === n)) (graph.initializer ??= []).push(onnx.TensorProto.create({ name: n, dataType, dims, ...data }));
+    return n;
+  };
+  const INT = onnx.AttributeProto.AttributeType.INTS;
+  const mean = (input: string, output: string) =>
+    opset >= 18
+      ? node('ReduceMean', `${name}/${output}`, [input, init('/saekit/last_axis', onnx.TensorProto.DataType.INT64, [1], { int64Data: [-1] })], [`${p}/${output}`])
+      : node('ReduceMean', `${name}/${output}`, [input], [`${p}/${output}`], [onnx.AttributeProto.create({ name: 'axes', type: INT, ints: [-1] })]);
+  node('Cast', `${name}/float`, [x], [`${p}/x`], toFloat);
+  let c = `${p}/x`;
+  if (o.center) {
+    mean(c, 'mean');
+    node('Sub', `${name}/centered`, [c, `${p}/mean`], [(c = `${p}/centered`)]);
+  }
+  node('Mul', `${name}/square`, [c, c], [`${p}/square`]);
+  mean(`${p}/square`, 'variance');
+  const eps = init(`${p}/epsilon`, onnx.TensorProto.DataType.FLOAT, [], { floatData: [o.epsilon] });
+  node('Add', `${name}/plus_eps`, [`${p}/variance`, eps], [`${p}/plus_eps`]);
+  node('Sqrt', `${name}/scale`, [`${p}/plus_eps`], [`${p}/scale`]);
+  node('Div', `${name}/divided`, [c, `${p}/scale`], [`${p}/out`]);
+  return `${p}/out`;
+}
+
+/**
+ * A replacement of a normalized tensor that a fused norm never materializes
+ * (ln2.hook_normalized of LayerNormalization / Skip* / SimplifiedLayerNormalization): the
+ * override v becomes the norm's output, v * gain (+ bias) with the op's own inputs, in the
+ * graph's type, so the MLP reads what it would read had the norm produced v before its gain
+ * (TransformerLens's replacement at hook_normalized, whose folded W_in holds the gain).
+ */
+function overrideNormalized(
+  graph: Graph,
+  n: NonNullable<HookTensor['normalize']>,
+  node: (opType: string, name: string, input: string[], output: string[], attribute?: onnxProto.onnx.IAttributeProto[]) => void,
+  castTo: (to: number) => onnxProto.onnx.IAttributeProto[],
+): void {
+  const FLOAT = onnx.TensorProto.DataType.FLOAT;
+  const type = elemTypeOf(graph, n.output) ?? FLOAT;
+  let source = OVERRIDE_INPUT;
+  if (type !== FLOAT) node('Cast', 'override', [OVERRIDE_INPUT], [(source = '/saekit/override/cast')], castTo(type));
+  (graph.input ??= []).push(valueInfo(OVERRIDE_INPUT, FLOAT));
+  node('Mul', 'override/gain', [source, n.gain], [(source = '/saekit/override/gained')]);
+  if (n.bias) node('Add', 'override/bias', [source, n.bias], [(source = '/saekit/override/biased')]);
+  for (const x of nodes(graph)) {
+    if ((x.name as string).startsWith('/saekit/')) continue;
+    x.input = ins(x).map((t) => (t === n.output ? source : t));
+  }
 }
 
 /**

@@ -34,14 +34,23 @@ const nodes = (g: Graph): Node[] => g.node ?? [];
 export interface HookTensor {
   tensor: string;
   bias?: string;
+  /**
+   * The hook is computed beside the graph from TENSOR: its normalization without the norm's
+   * gain and bias, (x - mean) / sqrt(var + eps) (CENTER) or x / sqrt(mean(x^2) + eps). Used
+   * where a fused norm op never materializes that tensor. A replacement v is fed to the graph
+   * as the norm's OUTPUT v * gain (+ bias), the op's own scale and bias inputs.
+   */
+  normalize?: { center: boolean; epsilon: number; output: string; gain: string; bias?: string };
 }
 
 export interface ResidualStream {
   layers: number;
   /** Attention and MLP read the same stream (GPT-NeoX/Pythia): no resid_mid. */
   parallel: boolean;
-  /** blocks.L.hook_<kind> -> tensor. */
+  /** blocks.L.hook_<kind> (and blocks.L.ln2.hook_normalized, blocks.L.mlp.hook_in/out) -> tensor. */
   hooks: Map<string, HookTensor>;
+  /** Hooks of the MLP side that could not be located, with why (hook name -> reason). */
+  unresolved: Map<string, string>;
 }
 
 const FUSED_NORMS = new Set(['LayerNormalization', 'SimplifiedLayerNormalization', 'RMSNormalization']);
@@ -224,6 +233,167 @@ function nextStep(ix: GraphIndex, r: string, file: string): Step | undefined {
   return step;
 }
 
+// The MLP side of a block, for transcoders: what enters the MLP and what leaves it.
+//
+// The MLP branch runs from its stream tensor r (resid_mid; resid_pre in parallel blocks) to
+// the tensor added back to the stream. Every path between them passes through a chain of
+// tensors (the branch's dominators, found by cutting each tensor and asking whether the output
+// is still reachable): the norm's output, the MLP's hidden product, its output. Of these:
+// - blocks.L.mlp.hook_in is the last one before any matrix multiplication (stepping back over
+//   Casts and Reshapes): the exact tensor the MLP's first matmuls read, the output of the
+//   second norm WITH its gain and bias (circuit-tracer's ReplacementMLP.hook_in, the input of
+//   the Hugging Face MLP module).
+// - blocks.L.ln2.hook_normalized is TransformerLens's: the normalized stream BEFORE the gain
+//   and bias. TransformerLens's RMSNorm and RMSNormPre apply hook_normalized before their
+//   weight (transformer_lens/components/rms_norm.py: hook_normalized(x / scale), then * w), and
+//   LayerNormPre, what its default from_pretrained (fold_ln=True) builds, has no weight at all
+//   (the gain and bias are folded into W_in/b_in, so this IS the input of the folded MLP's
+//   first matmul). The published transcoders at this hook were trained that way: Gemma
+//   Scope's "fold the pre-MLP RMS norm gain parameters into the MLP input matrices ... then
+//   train the transcoder on input activations just after the pre-MLP RMSNorm" (Gemma Scope
+//   paper, quoted on google/gemma-scope-2b-pt-transcoders), which circuit-tracer reads as
+//   ln2.hook_normalized. (Only TransformerLens's unfolded LayerNorm, fold_ln=False, applies
+//   w and b before the hook; use blocks.L.mlp.hook_in for that tensor.) Spelled-out norms
+//   hold it (the Div / Mul before the gain); fused norm ops (LayerNormalization,
+//   Skip*LayerNormalization, SimplifiedLayerNormalization) never materialize it, so it is
+//   computed beside the graph from r with the op's own epsilon (HookTensor.normalize).
+// - blocks.L.mlp.hook_out is the MLP module's output: the input of the norm that ends the
+//   branch where there is one (Gemma 2/3's post_feedforward_layernorm), else the branch itself
+//   (= hook_mlp_out). hook_mlp_out stays what is ADDED to the stream (after Gemma's post-norm),
+//   as TransformerLens's hook_mlp_out and the "MLP sublayer's output" Gemma Scope transcoders
+//   predict (post_mlp_resid = post_att_resid + mlp_output).
+// - blocks.L.hook_mlp_in is TransformerLens's TransformerBlock.hook_mlp_in: the norm's INPUT,
+//   r itself (not normalized).
+
+const MATMUL_OPS = new Set([
+  'MatMul', 'Gemm', 'MatMulInteger', 'MatMulIntegerToFloat', 'DynamicQuantizeMatMul', 'QLinearMatMul', 'MatMulNBits',
+  'MatMulBnb4', 'MatMulFpQ4', 'FusedMatMul', 'FusedGemm', 'GemmFastGelu', 'QGemm', 'QOrderedMatMul',
+]);
+/** Ops that move or retype values without computing: the MLP input is before them. */
+const LAYOUT_OPS = new Set(['Cast', 'Reshape', 'Identity', 'Squeeze', 'Unsqueeze', 'Flatten']);
+/** A norm's gain and bias (and fp16 Casts around them): elementwise with one operand on the stream. */
+const GAIN_OPS = new Set(['Mul', 'Add', 'Sub', 'Div', 'Cast', 'Identity']);
+
+interface MlpSide {
+  normalized: HookTensor;
+  mlpIn: HookTensor;
+  mlpOut: HookTensor;
+}
+
+function attrFloat(n: Node, name: string): number | undefined {
+  const a = (n.attribute ?? []).find((x) => x.name === name);
+  return a?.f === undefined || a.f === null ? undefined : Number(a.f);
+}
+
+/** The MLP side of the branch from stream tensor R to OUT (see above); a string says why not. */
+function mlpSide(ix: GraphIndex, r: string, out: HookTensor, order: Map<Node, number>): MlpSide | string {
+  const d = ix.descendants(r);
+  const inside = ix.between(out.tensor, d);
+  // The tensors on some path R -> OUT (with Skip*'s virtual edge: its norm outputs come from its sum).
+  const onPath = new Set<string>();
+  for (const stack = [out.tensor]; stack.length > 0; ) {
+    const t = stack.pop()!;
+    if (onPath.has(t) || !d.has(t)) continue;
+    onPath.add(t);
+    const p = ix.producer.get(t);
+    if (!p || t === r) continue;
+    for (const i of ins(p.node)) stack.push(i);
+    if (SKIP_NORMS.has(p.node.opType ?? '') && p.index !== 3 && outs(p.node)[3]) stack.push(outs(p.node)[3]!);
+  }
+  if (!onPath.has(r)) return `the MLP output ${out.tensor} does not depend on ${r}`;
+  const next = (t: string): string[] => {
+    const found: string[] = [];
+    for (const u of ix.usesOf(t)) if (inside.has(u.node)) for (const o of outs(u.node)) if (onPath.has(o)) found.push(o);
+    const p = ix.producer.get(t);
+    if (p && p.index === 3 && SKIP_NORMS.has(p.node.opType ?? '') && inside.has(p.node)) for (const o of outs(p.node).slice(0, 3)) if (onPath.has(o)) found.push(o);
+    return found;
+  };
+  const reachesOut = (avoid: string): boolean => {
+    const seen = new Set<string>([r]);
+    for (const stack = [r]; stack.length > 0; ) {
+      for (const o of next(stack.pop()!)) {
+        if (o === avoid || seen.has(o)) continue;
+        if (o === out.tensor) return true;
+        seen.add(o);
+        stack.push(o);
+      }
+    }
+    return false;
+  };
+  const position = (t: string) => (t === r ? -1 : (order.get(ix.producer.get(t)!.node) ?? -1));
+  const chain = [...onPath].filter((t) => t !== r && !reachesOut(t)).sort((a, b) => position(a) - position(b));
+  // Everything downstream of the MLP's matrix multiplications.
+  const afterMatmul = new Set<string>();
+  const stack = [...inside].filter((n) => MATMUL_OPS.has(n.opType ?? '')).flatMap((n) => outs(n).filter((o) => onPath.has(o)));
+  if (stack.length === 0) return `no matrix multiplication between ${r} and ${out.tensor}`;
+  while (stack.length > 0) {
+    const t = stack.pop()!;
+    if (afterMatmul.has(t)) continue;
+    afterMatmul.add(t);
+    stack.push(...next(t));
+  }
+  let i = chain.findIndex((t) => afterMatmul.has(t)) - 1;
+  if (i < -1) return `the MLP output ${out.tensor} is not downstream of a matrix multiplication`;
+  while (i >= 0 && LAYOUT_OPS.has(ix.producer.get(chain[i]!)!.node.opType ?? '')) i--;
+  if (i < 0) return `the MLP's matrix multiplications read ${r} with no normalization in between`;
+  const mlpIn = chain[i]!;
+
+  // The second norm: the one normalization on the branch that reads R.
+  // (The node that produced R is in INSIDE too when it is a Skip* norm: its own normalized
+  // output feeds the other branch, so only norms whose output leads to the MLP count.)
+  const norms = [...inside].filter((n) => {
+    const op = n.opType ?? '';
+    if (!onPath.has(outs(n)[0] ?? '')) return false;
+    if (FUSED_NORMS.has(op)) return ix.uncast(ins(n)[0]!) === r;
+    if (SKIP_NORMS.has(op)) return outs(n)[3] === r;
+    if (op !== 'ReduceMean') return false;
+    const x = spelledNormInput(ix, n);
+    return x !== undefined && ix.uncast(x) === r;
+  });
+  if (norms.length !== 1) return `expected one normalization of ${r} before the MLP, found ${norms.length}`;
+  const norm = norms[0]!;
+  let normalized: HookTensor;
+  if (norm.opType !== 'ReduceMean') {
+    const op = norm.opType ?? '';
+    const center = op === 'LayerNormalization' || op === 'SkipLayerNormalization';
+    // Inputs: LayerNormalization (x, scale, B), Simplified/RMSNormalization (x, scale),
+    // SkipLayerNormalization (x, skip, gamma, beta, bias), SkipSimplified (x, skip, gamma, bias).
+    const gain = ins(norm)[SKIP_NORMS.has(op) ? 2 : 1];
+    const bias = op === 'LayerNormalization' ? ins(norm)[2] : op === 'SkipLayerNormalization' ? ins(norm)[3] : undefined;
+    if (!gain) return `the norm of ${r} (${op}) has no scale input`;
+    normalized = {
+      tensor: r,
+      normalize: { center, epsilon: attrFloat(norm, 'epsilon') ?? 1e-5, output: outs(norm)[0]!, gain, ...(bias ? { bias } : {}) },
+    };
+  } else {
+    // Spelled out: back from the norm's output through its gain and bias to the division by
+    // the RMS / standard deviation (a Div or Mul whose both operands come from the stream).
+    let t = mlpIn;
+    for (;;) {
+      const p = ix.producer.get(t)?.node;
+      if (!p || !GAIN_OPS.has(p.opType ?? '')) break;
+      const onStream = ins(p).filter((x) => x !== '' && d.has(x));
+      if (onStream.length !== 1) break;
+      t = onStream[0]!;
+    }
+    const p = ix.producer.get(t)?.node;
+    const divides = p !== undefined && (p.opType === 'Div' || p.opType === 'Mul') && ins(p).filter((x) => d.has(x)).length === 2;
+    if (t === r || !divides || !chain.includes(t)) return `cannot find the normalized tensor (before the gain) of the norm of ${r}`;
+    normalized = { tensor: t };
+  }
+
+  // A norm that ends the branch (Gemma's post_feedforward_layernorm): the MLP output is its input.
+  const postInputs = new Set<string>();
+  for (const n of inside) {
+    if (n === norm) continue;
+    const op = n.opType ?? '';
+    const x = FUSED_NORMS.has(op) ? ins(n)[0] : op === 'ReduceMean' ? spelledNormInput(ix, n) : undefined;
+    if (x !== undefined && afterMatmul.has(ix.uncast(x)) && chain.includes(ix.uncast(x))) postInputs.add(ix.uncast(x));
+  }
+  const post = chain.find((t) => postInputs.has(t));
+  return { normalized, mlpIn: { tensor: mlpIn }, mlpOut: post !== undefined ? { tensor: post } : out };
+}
+
 /**
  * Traces the residual stream of GRAPH (Skip* sums named first: nameSkipSums) and names its
  * hook points. LAYERS, when the model config gives it, must agree with what the graph shows.
@@ -257,6 +427,8 @@ export function traceResidualStream(graph: Graph, file: string, expectedLayers?:
     throw new FormatError(file, `config.json says ${expectedLayers} layers but the graph shows ${layers}: ${describe()}`);
   }
   const hooks = new Map<string, HookTensor>();
+  const unresolved = new Map<string, string>();
+  const order = new Map(nodes(graph).map((n, i) => [n, i]));
   const per = parallel ? 1 : 2;
   for (let l = 0; l < layers; l++) {
     const first = steps[per * l]!;
@@ -271,8 +443,16 @@ export function traceResidualStream(graph: Graph, file: string, expectedLayers?:
       hooks.set(`blocks.${l}.hook_mlp_out`, last.branch);
     }
     hooks.set(`blocks.${l}.hook_resid_post`, { tensor: last.to });
+    // The MLP side (transcoders). The MLP reads resid_mid (resid_pre in parallel blocks).
+    const stream = parallel ? first.from : first.to;
+    hooks.set(`blocks.${l}.hook_mlp_in`, { tensor: stream });
+    const side = mlpSide(ix, stream, hooks.get(`blocks.${l}.hook_mlp_out`)!, order);
+    for (const [kind, pick] of [['ln2.hook_normalized', 'normalized'], ['mlp.hook_in', 'mlpIn'], ['mlp.hook_out', 'mlpOut']] as const) {
+      if (typeof side === 'string') unresolved.set(`blocks.${l}.${kind}`, side);
+      else hooks.set(`blocks.${l}.${kind}`, side[pick]);
+    }
   }
-  return { layers, parallel, hooks };
+  return { layers, parallel, hooks, unresolved };
 }
 
 /**

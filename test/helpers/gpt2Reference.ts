@@ -11,8 +11,12 @@ export interface Gpt2RefOutput {
   residMid: Float64Array[];
   /** Per layer, [B*T*d]: the attention sublayer's output (after c_proj). */
   attnOut: Float64Array[];
-  /** Per layer, [B*T*d]: the MLP sublayer's output (after c_proj). */
+  /** Per layer, [B*T*d]: the MLP sublayer's output (after c_proj; the replacement where one was given). */
   mlpOut: Float64Array[];
+  /** Per layer, [B*T*d]: ln_2's output, the MLP's input (gain and bias applied). */
+  mlpIn: Float64Array[];
+  /** Per layer, [B*T*d]: ln_2's normalization before its gain and bias, (x - mean) / sqrt(var + eps). */
+  ln2Normalized: Float64Array[];
   /** Per layer, [B*T*d]: the residual stream after block l. */
   residPost: Float64Array[];
   /** [B*T*V] */
@@ -35,7 +39,15 @@ const LN_EPS = 1e-5;
 export function gpt2ForwardF64(
   w: Gpt2Weights,
   inputIds: number[][],
-  opts: { attentionMask?: number[][]; positionIds?: number[][]; pastKey?: Float64Array[]; pastValue?: Float64Array[]; pastLength?: number } = {},
+  opts: {
+    attentionMask?: number[][];
+    positionIds?: number[][];
+    pastKey?: Float64Array[];
+    pastValue?: Float64Array[];
+    pastLength?: number;
+    /** Splicing: layer LAYER's MLP output replaced by VALUES [B*T*d] (the MLP is not run there). */
+    replaceMlpOut?: { layer: number; values: ArrayLike<number> };
+  } = {},
 ): Gpt2RefOutput {
   const { layers: L, dModel: d, heads: H, vocabSize: V } = w.config;
   const hd = d / H;
@@ -68,7 +80,9 @@ export function gpt2ForwardF64(
     }
   }
 
-  const out: Gpt2RefOutput = { residPre: [], residMid: [], attnOut: [], mlpOut: [], residPost: [], logits: new Float64Array(B * T * V), presentKey: [], presentValue: [] };
+  const out: Gpt2RefOutput = {
+    residPre: [], residMid: [], attnOut: [], mlpOut: [], mlpIn: [], ln2Normalized: [], residPost: [], logits: new Float64Array(B * T * V), presentKey: [], presentValue: [],
+  };
 
   for (let l = 0; l < L; l++) {
     const lw = w.layers[l];
@@ -136,12 +150,20 @@ export function gpt2ForwardF64(
 
     // MLP.
     const x2 = layerNorm(h, B * T, d, lw.ln2G, lw.ln2B);
-    const fc = linear(x2, B * T, d, 4 * d, lw.fcW, lw.fcB);
-    for (let i = 0; i < fc.length; i++) {
-      const v = fc[i];
-      fc[i] = 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v * v * v)));
+    out.mlpIn.push(x2);
+    out.ln2Normalized.push(layerNorm(h, B * T, d, new Float32Array(d).fill(1), new Float32Array(d)));
+    let mlp: Float64Array;
+    if (opts.replaceMlpOut?.layer === l) {
+      mlp = Float64Array.from(opts.replaceMlpOut.values);
+      if (mlp.length !== B * T * d) throw new Error(`replaceMlpOut needs ${B * T * d} values`);
+    } else {
+      const fc = linear(x2, B * T, d, 4 * d, lw.fcW, lw.fcB);
+      for (let i = 0; i < fc.length; i++) {
+        const v = fc[i];
+        fc[i] = 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v * v * v)));
+      }
+      mlp = linear(fc, B * T, 4 * d, d, lw.fcProjW, lw.fcProjB);
     }
-    const mlp = linear(fc, B * T, 4 * d, d, lw.fcProjW, lw.fcProjB);
     out.mlpOut.push(mlp);
     h = add(h, mlp);
     out.residPost.push(h.slice());
