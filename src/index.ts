@@ -10,11 +10,12 @@ export { syntheticSae, syntheticActivations, Rng } from './synthetic.js';
 export type { Architecture, Normalization, SaeConfig, SaeFormat, SaeWeights } from './types.js';
 export * from './formats/index.js';
 export { SaeTrainer, defaultTrainerConfig, type TrainArchitecture, type TrainerConfig, type TrainParams, type StepMetrics, type TrainerState } from './train/trainer.js';
-export { train, type TrainJobOptions, type TrainResult, type TrainProgress, type MetricsRecord } from './train/train.js';
+export { train, trainSweep, type TrainJobOptions, type TrainJobArchitecture, type TrainKind, type TrainResult, type TrainProgress, type MetricsRecord } from './train/train.js';
 export { initParams, geometricMedian, expectedAverageScale, type BDecInit } from './train/init.js';
 export { learningRate, type LrSchedule, type DecayKind } from './train/schedule.js';
-export { openRowSource, rowSourceFromIterable, BatchStream, type RowSource, type BatchStreamOptions } from './train/data.js';
-export { GroundTruth, featureRecovery, writeGroundTruthNpy, type GroundTruthOptions } from './train/groundTruth.js';
+export { resampleDeadLatents, type ResampleOptions, type ResampleResult } from './train/resample.js';
+export { openRowSource, rowSourceFromIterable, zipRowSources, BatchStream, type RowSource, type BatchStreamOptions } from './train/data.js';
+export { GroundTruth, TranscoderGroundTruth, featureRecovery, writeGroundTruthNpy, type GroundTruthOptions, type TranscoderGroundTruthOptions } from './train/groundTruth.js';
 export { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from './train/checkpoint.js';
 // The model side (needs the optional peer dependency @huggingface/transformers at run time).
 export { LanguageModel, loadTransformers, type LanguageModelOptions, type TokenBatch, type ForwardResult } from './model/languageModel.js';

@@ -19,6 +19,7 @@ import { saveSaeLens, type SaveDtype } from '../formats/saveSaeLens.js';
 import { resolveDevice, type Device } from '../system.js';
 import { CHECKPOINT_DIR, checkResumable, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { BatchStream, openRowSource, splitPairs, zipRowSources, type RowSource } from './data.js';
+import { resampleDeadLatents } from './resample.js';
 import { expectedAverageScale, initParams, type BDecInit } from './init.js';
 import { learningRate, validateSchedule, type DecayKind, type LrSchedule } from './schedule.js';
 import { SaeTrainer, defaultTrainerConfig, type StepMetrics, type TrainArchitecture, type TrainerConfig } from './trainer.js';
@@ -48,6 +49,11 @@ export interface TrainJobOptions {
   targetTensor?: string;
   /** Transcoders: the output hook (default: the dump's hook_name_out). */
   hookNameOut?: string;
+  /**
+   * Dead-latent resampling every this many steps (0 = off, the default), beside or instead of
+   * AuxK: dead latents restart toward high-loss rows of the current batch (see resample.ts).
+   */
+  resampleEvery?: number;
   /** standard: the L1 coefficient (default 5, for inputs scaled to norm sqrt(d_in)). */
   l1Coeff?: number;
   /** jumprelu: the L0 coefficient (default 0.5), the estimators' bandwidth (0.05) and the
@@ -132,6 +138,8 @@ export interface MetricsRecord {
   l0: number;
   /** matryoshka: the inner prefixes' MSE, summed. */
   inner_mse?: number;
+  /** With resampleEvery: latents resampled so far in this call. */
+  resampled?: number;
   dead_fraction: number;
   aux_loss: number;
   sparsity_loss: number;
@@ -220,6 +228,8 @@ interface Run {
   intervalStart: number;
   intervalTokens: number;
   stepSeconds: number;
+  resampleEvery: number;
+  resampled: number;
 }
 
 /** Default Matryoshka widths: dSae/16, dSae/4, dSae, each at least k, strictly increasing. */
@@ -363,6 +373,8 @@ export async function trainSweep(runs: TrainJobOptions[]): Promise<TrainResult[]
           throw e;
         }
         const now = performance.now();
+        if (r.resampleEvery > 0 && r.trainer.step % r.resampleEvery === 0 && r.trainer.step < totalSteps)
+          r.resampled += (await resampleDeadLatents(r.trainer, x, y, { seed })).latents.length;
         r.stepSeconds += (now - t0) / 1000;
         const rate = ((r.trainer.tokens - r.startTokens) * 1000) / Math.max(1e-9, now - started);
         r.o.onStep?.({ step: r.trainer.step, totalSteps, tokens: r.trainer.tokens, totalTokens: totalSteps * batchSize, tokensPerSecond: rate });
@@ -463,6 +475,8 @@ async function setupRun(o: TrainJobOptions, sh: SharedSetup): Promise<Run> {
   const initThreshold = o.initThreshold ?? 0.1;
   if (!(initThreshold > 0) || !Number.isFinite(initThreshold)) throw expected('a positive number', 'initThreshold', initThreshold);
   positiveInt(o.logEvery ?? 100, 'logEvery');
+  const resampleEvery = o.resampleEvery ?? 0;
+  if (!Number.isSafeInteger(resampleEvery) || resampleEvery < 0) throw expected('an integer >= 0', 'resampleEvery', resampleEvery);
   const checkpointEvery = o.checkpointEvery ?? 1000;
   if (!Number.isSafeInteger(checkpointEvery) || checkpointEvery < 0) throw expected('an integer >= 0', 'checkpointEvery', checkpointEvery);
   // What shapes the run: a resume must match it exactly.
@@ -477,6 +491,7 @@ async function setupRun(o: TrainJobOptions, sh: SharedSetup): Promise<Run> {
     ...(transcoder && { target: sh.targetName }),
     schedule,
     ...(architecture === 'jumprelu' && { initThreshold }),
+    ...(resampleEvery > 0 && { resampleEvery }),
   };
 
   await mkdir(o.output, { recursive: true });
@@ -524,7 +539,7 @@ async function setupRun(o: TrainJobOptions, sh: SharedSetup): Promise<Run> {
     await writeFile(metricsFile, '');
   }
   const now = performance.now();
-  return { o, trainer, config, schedule, totalSteps, job, metricsFile, startTokens: trainer.tokens, last: undefined, intervalStart: now, intervalTokens: trainer.tokens, stepSeconds: 0 };
+  return { o, trainer, config, schedule, totalSteps, job, metricsFile, startTokens: trainer.tokens, last: undefined, intervalStart: now, intervalTokens: trainer.tokens, stepSeconds: 0, resampleEvery, resampled: 0 };
 }
 
 async function logMetrics(r: Run, lr: number, now: number, started: number): Promise<void> {
@@ -538,6 +553,7 @@ async function logMetrics(r: Run, lr: number, now: number, started: number): Pro
     explained_variance: last.explainedVariance,
     l0: last.l0,
     ...(r.config.matryoshkaWidths && { inner_mse: last.innerMse }),
+    ...(r.resampleEvery > 0 && { resampled: r.resampled }),
     dead_fraction: last.deadFraction,
     aux_loss: last.auxLoss,
     sparsity_loss: last.sparsityLoss,

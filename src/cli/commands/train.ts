@@ -12,7 +12,7 @@ import { progressLines, unitReporter } from '../progress.js';
 export const trainUsage =
   'saekit train --input PATH --output DIR --k N (--expansion N | --d-sae N) --tokens N [--arch topk|batchtopk|standard|jumprelu|matryoshka|transcoder|skip-transcoder] ' +
   '[--activation topk|batchtopk|standard|jumprelu (transcoders; default topk)] [--target PATH] [--target-tensor NAME] [--hook-name-out H] [--matryoshka-widths W1,W2,...] ' +
-  '[--sweep KEY=V1,V2,... (k, d-sae, expansion, lr, arch, l1-coeff, l0-coeff, aux-coeff, k-aux, dead-tokens, bandwidth; repeat for a grid)] [--l1-coeff X] [--l0-coeff X] [--bandwidth X] [--init-threshold X] [--batch-size N] ' +
+  '[--resample-every STEPS (dead-latent resampling)] [--sweep KEY=V1,V2,... (k, d-sae, expansion, lr, arch, l1-coeff, l0-coeff, aux-coeff, k-aux, dead-tokens, bandwidth; repeat for a grid)] [--l1-coeff X] [--l0-coeff X] [--bandwidth X] [--init-threshold X] [--batch-size N] ' +
   '[--lr X] [--warmup-steps N] [--decay linear|cosine|none] [--k-aux N] [--aux-coeff X] [--dead-tokens N] [--clip X] ' +
   '[--normalize expected_average_only_in|none] [--b-dec-init geometric_median|mean|zeros] [--seed N] [--shuffle-window N] ' +
   '[--log-every N] [--checkpoint-every N] [--resume] [--tensor NAME] [--hook-name H] [--model-name M] [--dtype float32|float16|bfloat16] ' +
@@ -66,6 +66,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     'hook-name-out': str,
     'matryoshka-widths': str,
     sweep: { type: 'string', multiple: true },
+    'resample-every': str,
   });
   const archFlag = choice(values, 'arch', ['topk', 'batchtopk', 'standard', 'jumprelu', 'matryoshka', 'transcoder', 'skip-transcoder'] as const) ?? 'topk';
   const transcoder = archFlag === 'transcoder' || archFlag === 'skip-transcoder';
@@ -111,6 +112,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   set('normalize', choice(values, 'normalize', ['expected_average_only_in', 'none'] as const));
   set('bDecInit', choice(values, 'b-dec-init', ['geometric_median', 'mean', 'zeros'] as const));
   set('seed', num(values, 'seed', 'int'));
+  set('resampleEvery', num(values, 'resample-every', 'int'));
   set('shuffleWindow', num(values, 'shuffle-window', 'int'));
   set('logEvery', num(values, 'log-every', 'int', 1));
   set('checkpointEvery', num(values, 'checkpoint-every', 'int'));
