@@ -41,6 +41,9 @@ export async function infoCommand(argv: string[]): Promise<number> {
   const lowPrecision = kernel === 'fp32' ? 0 : kernel === 'int8' || kernel === 'int8-256' ? panels * (Math.ceil(c.dIn / 4) + 2) * 4 : panels * Math.ceil(c.dIn / 32) * 16 * 4;
   const screeningBytes = kernel === 'fp32' ? 0 : lowPrecision + 4 * c.dSae * c.dIn + 2 * 4 * panels;
   const screen = kernel === 'fp32' ? 'off' : kernel;
-  process.stdout.write(`${JSON.stringify({ kind, ...c, dOut: c.dOut ?? c.dIn, weightBytesFloat32: weightBytes, encodeKernel: kernel, screen, screeningBytes }, null, 2)}\n`);
+  // How saekit trained it, where it says so (matryoshka and batchtopk both load as jumprelu).
+  const widths = c.metadata['matryoshka_widths'];
+  const trainedAs = Array.isArray(widths) ? { trainedAs: 'matryoshka batch top-k', matryoshkaWidths: widths } : {};
+  process.stdout.write(`${JSON.stringify({ kind, ...trainedAs, ...c, dOut: c.dOut ?? c.dIn, weightBytesFloat32: weightBytes, encodeKernel: kernel, screen, screeningBytes }, null, 2)}\n`);
   return 0;
 }
