@@ -20,9 +20,9 @@ export { saveCheckpoint, loadCheckpoint, type CheckpointMeta } from './train/che
 // The model side (needs the optional peer dependency @huggingface/transformers at run time).
 export { LanguageModel, loadTransformers, type LanguageModelOptions, type TokenBatch, type ForwardResult } from './model/languageModel.js';
 export { resolveModelDir, type ModelSourceOptions } from './model/modelSource.js';
-export { findHooks, editGraph, parseHookName, HOOK_KINDS, type HookKind, type HookPoint, type GraphEdit } from './model/onnxGraph.js';
+export { findHooks, editGraph, parseHookName, hookSuffix, HOOK_KINDS, type HookKind, type HookPoint, type GraphEdit } from './model/onnxGraph.js';
 export { dumpActivations, readActivationsManifest, type ActivationsManifest, type DumpActivationsOptions, type DumpResult } from './model/activations.js';
-export { evaluateSpliced, generate, intervene, editCodes, parseIntervention, type Intervention, type SplicedMetrics, type SplicedEvalOptions, type GenerateOptions } from './model/splice.js';
+export { evaluateSpliced, generate, intervene, editCodes, parseIntervention, transcoderOutputHook, type Intervention, type SplicedMetrics, type SplicedEvalOptions, type GenerateOptions } from './model/splice.js';
 export { readCorpus, tokenWindows, batches, padBatch, wrapTokenizer, type TextTokenizer } from './model/corpus.js';
 export { gpt2TokenizerFiles } from './model/gpt2Tokenizer.js';
 export { writeTinyGpt2, makeGpt2Weights, gpt2OnnxBytes, gpt2HfConfig, type TinyGpt2Options, type Gpt2Weights } from './model/tinyGpt2.js';

@@ -388,13 +388,14 @@ describe('Gemma Scope 2 params.safetensors', () => {
   });
 });
 
-describe('the model side refuses transcoders until it routes them', () => {
-  it('evaluateSpliced and intervene throw a ValidationError naming both hooks', async () => {
-    const { evaluateSpliced, intervene } = await import('../src/model/splice.js');
+describe('the model side routes transcoders to their output hook', () => {
+  it('intervene needs the output hook\'s activations, named in the error; with them it edits them', async () => {
+    const { intervene } = await import('../src/model/splice.js');
     const w = transcoderWeights('standard', 8, 16, 8, true, seed + 900);
     const sae = await createSae(w, { device: 'cpu' });
     open.push(sae);
-    await expectReject(() => intervene(sae, new Float32Array(8), [{ kind: 'ablate', feature: 1 } as never]), ValidationError, 'transcoder', 'blocks.3.hook_mlp_out');
-    await expectReject(() => evaluateSpliced({} as never, sae, { hook: 'blocks.3.hook_resid_pre' } as never), ValidationError, 'spliced evaluation', 'blocks.3.ln2.hook_normalized');
+    await expectReject(() => intervene(sae, new Float32Array(8), [{ kind: 'ablate', feature: 1 } as never]), ValidationError, 'transcoder', 'blocks.3.hook_mlp_out', 'trueOut');
+    const y = Float32Array.from({ length: 8 }, (_, i) => i);
+    expect(await intervene(sae, new Float32Array(8), [], y)).toBe(y);
   });
 });

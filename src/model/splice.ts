@@ -9,16 +9,27 @@
 //
 // Interventions keep the SAE's error term: x' = x + decode(edited codes) - decode(codes), so
 // ablating a feature removes exactly its contribution and nothing else changes.
+//
+// Transcoders read one hook (the MLP's input, e.g. blocks.L.ln2.hook_normalized) and predict
+// another (its output, blocks.L.hook_mlp_out): the clean pass reads both, and the prediction
+// replaces the OUTPUT hook (the MLP itself is pruned from the spliced graph). Zero-ablation
+// zeroes the MLP's output; the reconstruction metrics compare the prediction with the true
+// output. Interventions keep the transcoder's error term the same way:
+// out' = out + decode(edited codes) - decode(codes) (a skip term cancels in the difference).
 
 import { isTranscoder } from '../types.js';
 import { ValidationError } from '../errors.js';
+import { hookOrder, parseHookName } from './onnxGraph.js';
 import type { Sae } from '../sae.js';
 import type { SparseCodes } from '../codes.js';
 import { batches, padBatch, readCorpus, tokenWindows } from './corpus.js';
 import type { LanguageModel, TokenBatch } from './languageModel.js';
 
 export interface SplicedEvalOptions {
+  /** The hook the SAE (or transcoder) reads. */
   hook: string;
+  /** Transcoders: the hook the prediction replaces (default: the config's hookNameOut). */
+  hookOut?: string;
   corpus: string;
   textField?: string;
   contextSize: number;
@@ -30,6 +41,8 @@ export interface SplicedEvalOptions {
 }
 
 export interface SplicedMetrics {
+  /** Transcoders: the hook the prediction replaced (mse, fvu, explained variance are against it). */
+  hook_out?: string;
   tokens: number;
   windows: number;
   ce_loss_clean: number;
@@ -45,25 +58,39 @@ export interface SplicedMetrics {
 }
 
 /**
- * Splicing puts decode(encode(x)) back where x was read: right for an SAE, wrong for a
- * transcoder (its prediction belongs at its output hook, with the MLP removed), so those are
- * refused until the model side routes them.
+ * The hook a transcoder's prediction replaces, checked: a transcoder needs one (OUT, else its
+ * config's hookNameOut), the model must have it, and it must lie downstream of the input hook
+ * (replacing it must leave the input the transcoder read unchanged). Undefined for an SAE.
  */
-function refuseTranscoder(sae: Sae, what: string): void {
-  if (!isTranscoder(sae.config, sae.hasSkip)) return;
-  const hooks = `${sae.config.hookName ?? 'its input hook'} -> ${sae.config.hookNameOut ?? 'its output hook'}`;
-  throw new ValidationError(`${what} with a transcoder (${hooks}) is not supported yet: it would put the prediction at the input hook. encode, decode and forward work`);
+export function transcoderOutputHook(model: LanguageModel, sae: Sae, hook: string, out?: string): string | undefined {
+  if (!isTranscoder(sae.config, sae.hasSkip)) return undefined;
+  const hookOut = out ?? sae.config.hookNameOut;
+  if (hookOut === undefined) {
+    throw new ValidationError(`The transcoder reading ${hook} names no output hook (cfg hook_name_out): give the hook its prediction replaces, e.g. ${hook.replace(/\.(ln2\.hook_normalized|mlp\.hook_in|hook_\w+)$/, '.hook_mlp_out')}`);
+  }
+  model.checkHook(hookOut);
+  const a = parseHookName(hook);
+  const b = parseHookName(hookOut);
+  if (b.layer < a.layer || (b.layer === a.layer && hookOrder(b.kind) <= hookOrder(a.kind))) {
+    throw new ValidationError(`The transcoder's output hook ${hookOut} is not downstream of its input hook ${hook}: replacing it would change the input it reads`);
+  }
+  if (sae.dOut !== model.dModel) throw new ValidationError(`The transcoder's d_out ${sae.dOut} does not match the model's width ${model.dModel} at ${hookOut}`);
+  return hookOut;
 }
 
-/** Runs the corpus with the SAE spliced in at OPTS.hook; see the file comment for the metrics. */
+/**
+ * Runs the corpus with the SAE spliced in at OPTS.hook (a transcoder: reading OPTS.hook,
+ * replacing its output hook); see the file comment for the metrics.
+ */
 export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: SplicedEvalOptions): Promise<SplicedMetrics> {
-  refuseTranscoder(sae, 'A spliced evaluation');
   model.checkHook(o.hook);
   if (sae.dIn !== model.dModel) throw new ValidationError(`The SAE's d_in ${sae.dIn} does not match the model's width ${model.dModel} at ${o.hook}`);
+  const hookOut = transcoderOutputHook(model, sae, o.hook, o.hookOut);
+  const target = hookOut ?? o.hook;
   const ctx = o.contextSize;
   const rows = Math.ceil(o.tokens / ctx) * ctx;
   const V = model.vocabSize;
-  const d = model.dModel;
+  const d = hookOut !== undefined ? sae.dOut : model.dModel;
   const ce = { clean: 0, sae: 0, zero: 0, n: 0 };
   const kl = { sae: 0, zero: 0, n: 0 };
   let sqErr = 0;
@@ -76,12 +103,14 @@ export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: Spliced
   const docs = readCorpus(o.corpus, { textField: o.textField });
   for await (const group of batches(tokenWindows(docs, model.tokenizer, { contextSize: ctx, prependBos: o.prependBos ?? true, maxTokens: rows }), o.batchSize ?? 4)) {
     const batch = padBatch(group, 0);
-    const { hooks, logits } = await model.forward(batch, { hooks: [o.hook], logits: true });
-    const x = hooks.get(o.hook) as Float32Array;
-    const codes = await sae.encode(x);
-    const xHat = await sae.decode(codes);
-    const spliced = await model.forwardSpliced(batch, o.hook, xHat);
-    const zero = await model.forwardSpliced(batch, o.hook, new Float32Array(x.length));
+    // One clean pass reads the input hook and, for a transcoder, the output it predicts.
+    const { hooks, logits } = await model.forward(batch, { hooks: hookOut !== undefined ? [o.hook, hookOut] : [o.hook], logits: true });
+    const input = hooks.get(o.hook) as Float32Array;
+    const x = hooks.get(target) as Float32Array;
+    const codes = await sae.encode(input);
+    const xHat = sae.hasSkip ? await sae.forward(input) : await sae.decode(codes);
+    const spliced = await model.forwardSpliced(batch, target, xHat);
+    const zero = await model.forwardSpliced(batch, target, new Float32Array(x.length));
     const clean = logits as Float32Array;
     const pClean = new Float64Array(V);
     for (let p = 0; p < batch.batch * batch.length; p++) {
@@ -140,6 +169,7 @@ export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: Spliced
   const saeCe = ce.sae / ce.n;
   const zeroCe = ce.zero / ce.n;
   return {
+    ...(hookOut !== undefined && { hook_out: hookOut }),
     tokens: n,
     windows,
     ce_loss_clean: cleanCe,
@@ -154,6 +184,7 @@ export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: Spliced
     l0: nnz / n,
   };
 }
+
 
 /** log(sum(exp(L[off .. off+V)))), in float64 with the max subtracted. */
 export function logSumExp(L: Float32Array, off: number, V: number): number {
@@ -187,16 +218,28 @@ export function parseIntervention(spec: string, dSae: number): Intervention {
 
 /**
  * X ([rows, d_in]) with INTERVENTIONS applied through SAE, keeping the SAE's error term:
- * x + decode(edited codes) - decode(codes).
+ * x + decode(edited codes) - decode(codes). For a transcoder the result replaces its OUTPUT
+ * hook: TRUEOUT ([rows, d_out], that hook's clean activations) + decode(edited codes) -
+ * decode(codes); the skip term is the same in both predictions and cancels.
  */
-export async function intervene(sae: Sae, x: Float32Array, interventions: readonly Intervention[]): Promise<Float32Array> {
-  if (interventions.length === 0) return x;
-  refuseTranscoder(sae, 'An intervention');
+export async function intervene(sae: Sae, x: Float32Array, interventions: readonly Intervention[], trueOut?: Float32Array): Promise<Float32Array> {
+  const transcoder = isTranscoder(sae.config, sae.hasSkip);
+  if (transcoder && trueOut === undefined) {
+    throw new ValidationError(
+      `An intervention with a transcoder (${sae.config.hookName ?? 'its input hook'} -> ${sae.config.hookNameOut ?? 'its output hook'}) edits its output hook: pass that hook's clean activations as trueOut`,
+    );
+  }
+  const base = transcoder ? trueOut! : x;
+  const rows = x.length / sae.dIn;
+  if (transcoder && base.length !== rows * sae.dOut) {
+    throw new ValidationError(`trueOut has ${base.length} values, expected rows * d_out = ${rows} * ${sae.dOut}`);
+  }
+  if (interventions.length === 0) return base;
   const codes = await sae.encode(x);
   const edited = editCodes(codes, interventions);
   const [before, after] = [await sae.decode(codes), await sae.decode(edited)];
-  const out = new Float32Array(x.length);
-  for (let i = 0; i < x.length; i++) out[i] = x[i]! + (after[i]! - before[i]!);
+  const out = new Float32Array(base.length);
+  for (let i = 0; i < base.length; i++) out[i] = base[i]! + (after[i]! - before[i]!);
   return out;
 }
 
@@ -228,6 +271,8 @@ export interface GenerateOptions {
   /** Splice SAE (with INTERVENTIONS) at HOOK while generating. */
   sae?: Sae;
   hook?: string;
+  /** A transcoder's output hook, where its edited prediction goes (default: its hookNameOut). */
+  hookOut?: string;
   interventions?: readonly Intervention[];
 }
 
@@ -241,6 +286,7 @@ export async function generate(model: LanguageModel, prompt: string, o: Generate
   if (ids.length === 0) throw new ValidationError('The prompt is empty');
   const start = ids.length;
   const spliced = o.sae !== undefined && o.hook !== undefined && (o.interventions?.length ?? 0) > 0;
+  const hookOut = spliced ? transcoderOutputHook(model, o.sae!, o.hook!, o.hookOut) : undefined;
   // Past the model's positions the window slides: the last maxPositions tokens are read.
   const limit = model.maxPositions ?? Number.POSITIVE_INFINITY;
   for (let step = 0; step < (o.maxNewTokens ?? 20); step++) {
@@ -248,8 +294,9 @@ export async function generate(model: LanguageModel, prompt: string, o: Generate
     const batch: TokenBatch = padBatch([window], 0);
     let logits: Float32Array;
     if (spliced) {
-      const { hooks } = await model.forward(batch, { hooks: [o.hook!] });
-      logits = await model.forwardSpliced(batch, o.hook!, await intervene(o.sae!, hooks.get(o.hook!)!, o.interventions!));
+      const { hooks } = await model.forward(batch, { hooks: hookOut !== undefined ? [o.hook!, hookOut] : [o.hook!] });
+      const edited = await intervene(o.sae!, hooks.get(o.hook!)!, o.interventions!, hookOut !== undefined ? hooks.get(hookOut) : undefined);
+      logits = await model.forwardSpliced(batch, hookOut ?? o.hook!, edited);
     } else {
       logits = (await model.forward(batch, { hooks: [], logits: true })).logits!;
     }

@@ -1,5 +1,6 @@
 // `saekit activations`: run a corpus through a language model and dump one hook's
-// activations (sharded safetensors + token ids + manifest.json) for training and encoding.
+// activations (sharded safetensors + token ids + manifest.json) for training and encoding;
+// with --hook-out, a second hook from the same pass beside it (transcoders' input/output pairs).
 import { UsageError } from '../../errors.js';
 import { dumpActivations } from '../../model/activations.js';
 import { choice, num, parse, required } from '../args.js';
@@ -7,7 +8,7 @@ import { clipContext, loadModelFromFlags, modelFlags, modelUsage } from '../mode
 import { progressBar, unitReporter } from '../progress.js';
 
 export const activationsUsage =
-  `saekit activations ${modelUsage} --hook blocks.L.hook_resid_pre --text CORPUS(.txt|.jsonl) --tokens N --output DIR ` +
+  `saekit activations ${modelUsage} --hook blocks.L.hook_resid_pre [--hook-out blocks.L.hook_mlp_out] --text CORPUS(.txt|.jsonl) --tokens N --output DIR ` +
   '[--context-size 128] [--no-bos] [--text-field text] [--batch-size 8] [--shard-windows N] [--dtype float32|float16|bfloat16]';
 
 export async function activationsCommand(argv: string[]): Promise<number> {
@@ -15,6 +16,7 @@ export async function activationsCommand(argv: string[]): Promise<number> {
   const { values } = parse(argv, {
     ...modelFlags,
     hook: str,
+    'hook-out': str,
     text: str,
     'text-field': str,
     tokens: str,
@@ -37,6 +39,7 @@ export async function activationsCommand(argv: string[]): Promise<number> {
   try {
     const r = await dumpActivations(model, {
       hook,
+      ...(values['hook-out'] !== undefined && { hookOut: values['hook-out'] as string }),
       corpus: text,
       output,
       tokens,
@@ -52,11 +55,12 @@ export async function activationsCommand(argv: string[]): Promise<number> {
     bar.stop();
     const m = r.manifest;
     if (r.alreadyComplete) {
-      process.stderr.write(`${output} already holds this dump, finished (${m.rows} tokens of ${m.hook_name}, ${m.activations.length} shard${m.activations.length === 1 ? '' : 's'}): nothing to do\n`);
+      process.stderr.write(`${output} already holds this dump, finished (${m.rows} tokens of ${m.hook_name}${m.hook_name_out !== undefined ? ` -> ${m.hook_name_out}` : ''}, ${m.activations.length} shard${m.activations.length === 1 ? '' : 's'}): nothing to do\n`);
       return 0;
     }
+    const pair = m.hook_name_out !== undefined ? ` + ${m.hook_name_out} [${m.rows}, ${m.d_out}]` : '';
     process.stderr.write(
-      `dumped ${m.rows} tokens (${m.windows} windows of ${m.context_size}) of ${m.hook_name} [${m.rows}, ${m.d_in}] ${m.dtype} ` +
+      `dumped ${m.rows} tokens (${m.windows} windows of ${m.context_size}) of ${m.hook_name} [${m.rows}, ${m.d_in}]${pair} ${m.dtype} ` +
         `-> ${output} (${m.activations.length} shard${m.activations.length === 1 ? '' : 's'}): ${r.seconds.toFixed(2)} s, ` +
         `${Math.round(m.rows / r.seconds)} tokens/s (${Math.round((100 * r.forwardSeconds) / r.seconds)}% in the model)\n`,
     );

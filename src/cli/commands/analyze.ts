@@ -118,10 +118,16 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
     let logits;
     if (values['no-logits'] !== true) {
       const t = performance.now();
-      const weights = await readWeights(); // as loaded: a transcoder release's own reader, the same --clt-target
       const u = await readUnembedding(join(model.dir, 'onnx', `${model.onnxFile}.onnx`));
-      logits = await logitEffects(weights.W_dec, sae.dSae, u);
-      process.stderr.write(`logit effects (W_dec @ W_U, ${u.vocab} tokens) in ${((performance.now() - t) / 1000).toFixed(2)} s\n`);
+      // W_dec rows are d_out wide (a transcoder writes its output hook): they meet W_U only
+      // where that is the unembedding's width.
+      if (sae.dOut !== u.dModel) {
+        process.stderr.write(`no logit effects: ${saeDir} decodes to width ${sae.dOut}, the unembedding reads ${u.dModel}\n`);
+      } else {
+        const weights = await readWeights(); // as loaded: a transcoder release's own reader, the same --clt-target
+        logits = await logitEffects(weights.W_dec, sae.dSae, u);
+        process.stderr.write(`logit effects (W_dec @ W_U, ${u.vocab} tokens) in ${((performance.now() - t) / 1000).toFixed(2)} s\n`);
+      }
     }
     const cache = new Map<number, string>();
     const m = model;

@@ -1,5 +1,6 @@
 // `saekit eval`: the SAE spliced into the model on a corpus: CE loss clean / spliced /
-// zero-ablated, CE loss recovered, KL, and the reconstruction metrics.
+// zero-ablated, CE loss recovered, KL, and the reconstruction metrics. A transcoder reads its
+// hook and its prediction replaces its output hook (--hook-out, else its cfg's hook_name_out).
 import { ValidationError } from '../../errors.js';
 import { loadSaeFromFlags, saeSourceFlags, saeSourceUsage } from '../saeFlags.js';
 import { evaluateSpliced } from '../../model/splice.js';
@@ -8,7 +9,7 @@ import { loadModelFromFlags, modelFlags, modelUsage, saeContextSize, saeHook, sa
 import { progressBar } from '../progress.js';
 
 export const evalUsage =
-  `saekit eval ${modelUsage} ${saeSourceUsage} --text CORPUS [--hook H] [--tokens 4096] [--context-size N] [--no-bos] [--text-field text] [--batch-size 4] [--json] [--device D] [--threads N]`;
+  `saekit eval ${modelUsage} ${saeSourceUsage} --text CORPUS [--hook H] [--hook-out H] [--tokens 4096] [--context-size N] [--no-bos] [--text-field text] [--batch-size 4] [--json] [--device D] [--threads N]`;
 
 export async function evalCommand(argv: string[]): Promise<number> {
   const str = { type: 'string' } as const;
@@ -18,6 +19,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     ...saeSourceFlags,
     text: str,
     hook: str,
+    'hook-out': str,
     tokens: str,
     'context-size': str,
     'no-bos': { type: 'boolean' },
@@ -39,6 +41,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     if (sae.dIn !== model.dModel) throw new ValidationError(`${saeDir} has d_in ${sae.dIn} but ${hook} of ${model.name} has width ${model.dModel}`);
     const m = await evaluateSpliced(model, sae, {
       hook,
+      ...(values['hook-out'] !== undefined && { hookOut: values['hook-out'] as string }),
       corpus: text,
       contextSize: saeContextSize(values, sae, 128, model),
       tokens: num(values, 'tokens', 'int', 1) ?? 4096,
@@ -55,7 +58,9 @@ export async function evalCommand(argv: string[]): Promise<number> {
     const f = (x: number) => x.toFixed(4);
     process.stdout.write(
       [
-        `${model.name} ${hook}, SAE ${saeDir}: ${m.tokens} tokens (${m.windows} windows)`,
+        m.hook_out !== undefined
+          ? `${model.name} ${hook} -> ${m.hook_out}, transcoder ${saeDir}: ${m.tokens} tokens (${m.windows} windows)`
+          : `${model.name} ${hook}, SAE ${saeDir}: ${m.tokens} tokens (${m.windows} windows)`,
         `  CE loss clean          ${f(m.ce_loss_clean)}`,
         `  CE loss with SAE       ${f(m.ce_loss_with_sae)}`,
         `  CE loss zero-ablated   ${f(m.ce_loss_with_ablation)}`,

@@ -1,5 +1,6 @@
 // `saekit generate`: greedy continuation of a prompt, optionally with SAE feature
-// interventions spliced in at the SAE's hook (ablate, clamp, or steer along a decoder row).
+// interventions spliced in at the SAE's hook (ablate, clamp, or steer along a decoder row); a
+// transcoder's edited prediction goes to its output hook (--hook-out, else its hook_name_out).
 import { ValidationError } from '../../errors.js';
 import { generate, parseIntervention } from '../../model/splice.js';
 import type { Sae } from '../../sae.js';
@@ -9,7 +10,7 @@ import { applyThreads, commonFlags, deviceFlag, num, parse } from '../args.js';
 import { loadModelFromFlags, modelFlags, modelUsage, saeHook, saePrependBos } from '../modelFlags.js';
 
 export const generateUsage =
-  `saekit generate ${modelUsage} [--sae DIR [--hook H] --intervene ablate:F|clamp:F=V|steer:F=S ...] [--max-new-tokens 20] [--no-bos] "prompt"`;
+  `saekit generate ${modelUsage} [--sae DIR [--hook H] [--hook-out H] --intervene ablate:F|clamp:F=V|steer:F=S ...] [--max-new-tokens 20] [--no-bos] "prompt"`;
 
 export async function generateCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(
@@ -19,6 +20,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       ...modelFlags,
       ...saeSourceFlags,
       hook: { type: 'string' },
+      'hook-out': { type: 'string' },
       intervene: { type: 'string', multiple: true },
       'max-new-tokens': { type: 'string' },
       'no-bos': { type: 'boolean' },
@@ -45,7 +47,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       if (limit !== undefined && promptTokens + maxNewTokens > limit) {
         process.stderr.write(`prompt (${promptTokens} tokens) + ${maxNewTokens} new tokens exceed the ${limit} positions of model ${model.name}: each step reads the last ${limit}\n`);
       }
-      const out = await generate(model, prompt, { maxNewTokens, prependBos, ...(sae && { sae, hook, interventions }) });
+      const out = await generate(model, prompt, { maxNewTokens, prependBos, ...(sae && { sae, hook, interventions }), ...(values['hook-out'] !== undefined && { hookOut: values['hook-out'] as string }) });
       process.stdout.write(`${prompt}${out.text}\n`);
       return 0;
     } finally {
