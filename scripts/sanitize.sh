@@ -30,6 +30,6 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export SAEKIT_ADDON="$addon" SAEKIT_SANITIZED=1 SAEKIT_SOAK_CALLS=${SAEKIT_SOAK_CALLS:-3000}
 [ -n "$emu" ] && export SAEKIT_KERNEL_EMU="$emu"
 
-tests=${SAEKIT_SANITIZE_TESTS:-"test/encode.test.ts test/screen.test.ts test/screen.variants.test.ts test/kernelChoice.test.ts test/train.native.test.ts test/train.reference.test.ts test/api.test.ts test/eventloop.test.ts test/analysis.stats.test.ts test/sae-dirs.test.ts test/native.guards.test.ts test/soak.api.test.ts test/abort.test.ts test/cuda.emu.test.ts"}
+tests=${SAEKIT_SANITIZE_TESTS:-"test/encode.test.ts test/screen.test.ts test/screen.variants.test.ts test/kernelChoice.test.ts test/train.native.test.ts test/train.reference.test.ts test/train.transcoder.test.ts test/train.resample.test.ts test/api.test.ts test/eventloop.test.ts test/analysis.stats.test.ts test/sae-dirs.test.ts test/native.guards.test.ts test/soak.api.test.ts test/abort.test.ts test/cuda.emu.test.ts"}
 # shellcheck disable=SC2086
 npx vitest run $tests
