@@ -1,5 +1,6 @@
 // Process-wide settings of the native side: kernel threads, CPU kernel variant, backends.
 import { addon, type BackendInfo, type CpuVariantInfo, type CpuVariantName, type KernelDecision, type ScreenName } from './addon.js';
+import { createRequire } from 'node:module';
 import { ValidationError, expected } from './errors.js';
 
 export type { BackendInfo, CpuVariantInfo, CpuVariantName, ScreenName };
@@ -63,4 +64,9 @@ export function resolveDevice(device: Device = 'auto'): 'cpu' | 'cuda' {
     return 'cuda';
   }
   return cuda?.available ? 'cuda' : 'cpu';
+}
+
+/** saekit's version, from its package.json (src/ and dist/ both sit one level below it). */
+export function saekitVersion(): string {
+  return (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 }

@@ -41,20 +41,40 @@ export interface SplicedEvalOptions {
 }
 
 export interface SplicedMetrics {
-  /** Transcoders: the hook the prediction replaced (mse, fvu, explained variance are against it). */
+  /** Transcoders: the hook the prediction replaced (reconstruction metrics are against it). */
   hook_out?: string;
   tokens: number;
   windows: number;
+  /** CE of the next token, clean (SAELens/SAEBench: ce_loss_without_sae). */
   ce_loss_clean: number;
   ce_loss_with_sae: number;
   ce_loss_with_ablation: number;
+  /** (CE_ablated - CE_sae) / (CE_ablated - CE_clean). */
   ce_loss_score: number;
   kl_div_with_sae: number;
   kl_div_with_ablation: number;
+  /** (KL_ablated - KL_sae) / KL_ablated. */
+  kl_div_score: number;
+  /** Mean over positions AND dimensions of (x - x_hat)^2: independent of the batch size. */
   mse: number;
+  /** sum ||x - x_hat||^2 / sum ||x - mean(x)||^2, the mean over every evaluated position. */
   fvu: number;
   explained_variance: number;
+  /** Mean over positions of cos(x, x_hat); a zero vector counts as cosine 0. */
+  cossim: number;
+  /** Mean ||x|| and ||x_hat|| over positions. */
+  l2_norm_in: number;
+  l2_norm_out: number;
+  /** Mean over positions of ||x_hat|| / ||x|| (||x|| below 1e-4 divides by 1, as SAELens). */
+  l2_ratio: number;
+  /** mean ||x_hat||^2 / mean <x, x_hat> (Rajamanoharan et al. 2024, eq. 10): 1 is unbiased. */
+  relative_reconstruction_bias: number;
+  /** Mean number of latents > 0 per position, and mean sum of their values. */
   l0: number;
+  l1: number;
+  /** Per latent: positions where it fired (> 0), and windows (prompts) where it fired at least once. */
+  featureFired: Float64Array;
+  featureWindows: Float64Array;
 }
 
 /**
@@ -93,12 +113,26 @@ export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: Spliced
   const d = hookOut !== undefined ? sae.dOut : model.dModel;
   const ce = { clean: 0, sae: 0, zero: 0, n: 0 };
   const kl = { sae: 0, zero: 0, n: 0 };
+  // Sums over evaluated positions, in float64. The variance about the mean is taken from sums
+  // of x - shift (shift: the first position's row), which keeps sum (x-s)^2 - n mean(x-s)^2
+  // from cancelling catastrophically when the rows share a large offset.
   let sqErr = 0;
-  let sqNorm = 0;
   let nnz = 0;
+  let l1 = 0;
   let n = 0;
   let windows = 0;
+  let normIn = 0;
+  let normOut = 0;
+  let l2Ratio = 0;
+  let cosSum = 0;
+  let hatSq = 0;
+  let dotSum = 0;
+  let shift: Float64Array | undefined;
   const colSum = new Float64Array(d);
+  const colSq = new Float64Array(d);
+  const featureFired = new Float64Array(sae.dSae);
+  const featureWindows = new Float64Array(sae.dSae);
+  const lastWindow = new Float64Array(sae.dSae).fill(-1);
   const started = performance.now();
   const docs = readCorpus(o.corpus, { textField: o.textField });
   for await (const group of batches(tokenWindows(docs, model.tokenizer, { contextSize: ctx, prependBos: o.prependBos ?? true, maxTokens: rows }), o.batchSize ?? 4)) {
@@ -147,27 +181,57 @@ export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: Spliced
         kl[which] += plogp - pL + lse;
       }
       kl.n++;
+      if (shift === undefined) shift = Float64Array.from(x.subarray(p * d, (p + 1) * d));
+      let xx = 0;
+      let hh = 0;
+      let xh = 0;
       for (let j = 0; j < d; j++) {
         const v = x[p * d + j]!;
-        const e = v - xHat[p * d + j]!;
+        const h = xHat[p * d + j]!;
+        const e = v - h;
         sqErr += e * e;
-        sqNorm += v * v;
-        colSum[j]! += v;
+        xx += v * v;
+        hh += h * h;
+        xh += v * h;
+        const c = v - shift[j]!;
+        colSum[j]! += c;
+        colSq[j]! += c * c;
       }
-      nnz += codes.indptr[p + 1]! - codes.indptr[p]!;
+      const nIn = Math.sqrt(xx);
+      const nOut = Math.sqrt(hh);
+      normIn += nIn;
+      normOut += nOut;
+      l2Ratio += nOut / (nIn < 1e-4 ? 1 : nIn);
+      cosSum += nIn > 0 && nOut > 0 ? xh / (nIn * nOut) : 0;
+      hatSq += hh;
+      dotSum += xh;
+      const windowId = windows + Math.floor(p / batch.length);
+      for (let i = codes.indptr[p]!; i < codes.indptr[p + 1]!; i++) {
+        const v = codes.values[i]!;
+        if (!(v > 0)) continue;
+        const f = codes.indices[i]!;
+        nnz++;
+        l1 += v;
+        featureFired[f]!++;
+        if (lastWindow[f] !== windowId) {
+          lastWindow[f] = windowId;
+          featureWindows[f]!++;
+        }
+      }
       n++;
     }
     windows += group.length;
     o.onProgress?.({ rowsDone: windows * ctx, rows, seconds: (performance.now() - started) / 1000 });
   }
   if (n === 0) throw new ValidationError(`${o.corpus} holds fewer than ${ctx} tokens: not one context window`);
-  let meanSq = 0;
-  for (let j = 0; j < d; j++) meanSq += (colSum[j]! / n) ** 2;
-  const variance = sqNorm - n * meanSq;
+  let variance = 0;
+  for (let j = 0; j < d; j++) variance += colSq[j]! - (colSum[j]! * colSum[j]!) / n;
   const fvu = variance > 0 ? sqErr / variance : Number.NaN;
   const cleanCe = ce.clean / ce.n;
   const saeCe = ce.sae / ce.n;
   const zeroCe = ce.zero / ce.n;
+  const klSae = kl.sae / kl.n;
+  const klZero = kl.zero / kl.n;
   return {
     ...(hookOut !== undefined && { hook_out: hookOut }),
     tokens: n,
@@ -176,12 +240,21 @@ export async function evaluateSpliced(model: LanguageModel, sae: Sae, o: Spliced
     ce_loss_with_sae: saeCe,
     ce_loss_with_ablation: zeroCe,
     ce_loss_score: (zeroCe - saeCe) / (zeroCe - cleanCe),
-    kl_div_with_sae: kl.sae / kl.n,
-    kl_div_with_ablation: kl.zero / kl.n,
+    kl_div_with_sae: klSae,
+    kl_div_with_ablation: klZero,
+    kl_div_score: (klZero - klSae) / klZero,
     mse: sqErr / (n * d),
     fvu,
     explained_variance: 1 - fvu,
+    cossim: cosSum / n,
+    l2_norm_in: normIn / n,
+    l2_norm_out: normOut / n,
+    l2_ratio: l2Ratio / n,
+    relative_reconstruction_bias: hatSq / dotSum,
     l0: nnz / n,
+    l1: l1 / n,
+    featureFired,
+    featureWindows,
   };
 }
 

@@ -47,6 +47,8 @@ export function gpt2ForwardF64(
     pastLength?: number;
     /** Splicing: layer LAYER's MLP output replaced by VALUES [B*T*d] (the MLP is not run there). */
     replaceMlpOut?: { layer: number; values: ArrayLike<number> };
+    /** Splicing an SAE: the residual stream entering layer LAYER replaced by VALUES [B*T*d]. */
+    replaceResidPre?: { layer: number; values: ArrayLike<number> };
   } = {},
 ): Gpt2RefOutput {
   const { layers: L, dModel: d, heads: H, vocabSize: V } = w.config;
@@ -86,6 +88,10 @@ export function gpt2ForwardF64(
 
   for (let l = 0; l < L; l++) {
     const lw = w.layers[l];
+    if (opts.replaceResidPre?.layer === l) {
+      if (opts.replaceResidPre.values.length !== h.length) throw new Error(`replaceResidPre needs ${h.length} values`);
+      h = Float64Array.from(opts.replaceResidPre.values);
+    }
     out.residPre.push(h.slice());
 
     // Attention.
