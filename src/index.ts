@@ -32,6 +32,25 @@ export { FeatureStats, type FeatureStatsOptions, type StoredExample } from './an
 export { analyzeFeatures, featureDoc, featureSummary, dashboardIndex, type AnalysisSource, type AnalysisResult, type DocOptions } from './analysis/analyze.js';
 export { readUnembedding, logitEffects, type Unembedding, type LogitEffects } from './analysis/logitEffects.js';
 export { writeDashboard, serveDashboard } from './analysis/dashboard.js';
+export {
+  neuronpediaFeature,
+  writeNeuronpediaExport,
+  readNeuronpediaExport,
+  validateNeuronpediaBatch,
+  NeuronpediaExportWriter,
+  defaultNeuronpediaModelId,
+  defaultNeuronpediaSource,
+  NEURONPEDIA_MAX_FEATURES,
+  NEURONPEDIA_MAX_LOGITS,
+  NEURONPEDIA_MAX_TOKENS,
+  type NeuronpediaBatch,
+  type NeuronpediaFeature,
+  type NeuronpediaActivation,
+  type NeuronpediaLogit,
+  type NeuronpediaManifest,
+  type NeuronpediaExportOptions,
+} from './analysis/neuronpedia.js';
+export { NEURONPEDIA_UPLOAD_BATCH_SCHEMA } from './analysis/neuronpediaSchema.js';
 export type { FeatureDoc, FeatureActivation, FeatureSummary, DashboardIndex } from './analysis/types.js';
 // Pretrained SAEs and the Hugging Face hub cache.
 export { hubFile, hubListFiles, hubCacheDir, type HubOptions } from './hub/hub.js';

@@ -1,9 +1,10 @@
 // `saekit analyze`: feature statistics over a corpus (model -> hook -> SAE) or a saved dump,
 // the logit effects, and a static dashboard (index + a page per feature, offline from file://).
 import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { analyzeFeatures, dashboardIndex, featureDoc, type AnalysisSource, type DocOptions } from '../../analysis/analyze.js';
 import { writeDashboard } from '../../analysis/dashboard.js';
+import { checkNeuronpediaId, defaultNeuronpediaModelId, defaultNeuronpediaSource, NeuronpediaExportWriter, type NeuronpediaManifest } from '../../analysis/neuronpedia.js';
 import { FeatureStats } from '../../analysis/featureStats.js';
 import type { DashboardIndex } from '../../analysis/types.js';
 import { logitEffects, readUnembedding } from '../../analysis/logitEffects.js';
@@ -17,7 +18,8 @@ import { progressBar } from '../progress.js';
 
 export const analyzeUsage =
   'saekit analyze (--sae DIR | --release R --id ID) (--model M --text CORPUS --tokens N | --activations DUMPDIR [--model M]) --output DASHDIR [--hook H] [--context-size N] [--no-bos] ' +
-  '[--text-field F] [--batch-size 8] [--top-n 20] [--save-state FILE] [--resume STATE ...] [--no-logits] [--include-bos] [--onnx-file NAME] [--offline] [--device D] [--threads N]';
+  '[--text-field F] [--batch-size 8] [--top-n 20] [--save-state FILE] [--resume STATE ...] [--no-logits] [--include-bos] [--onnx-file NAME] [--offline] [--device D] [--threads N] ' +
+  '[--neuronpedia DIR [--neuronpedia-model ID] [--neuronpedia-source ID]]';
 
 export async function analyzeCommand(argv: string[]): Promise<number> {
   const str = { type: 'string' } as const;
@@ -39,6 +41,9 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
     resume: { type: 'string', multiple: true },
     'no-logits': { type: 'boolean' },
     'include-bos': { type: 'boolean' },
+    neuronpedia: str,
+    'neuronpedia-model': str,
+    'neuronpedia-source': str,
   });
   const output = required(values, 'output');
   const states = (values.resume as string[] | undefined) ?? [];
@@ -50,19 +55,44 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
   if (values.text !== undefined && values.model === undefined) throw new UsageError('--text needs --model');
   const tokens = num(values, 'tokens', 'int', 1);
   if (values.text !== undefined && tokens === undefined) throw new UsageError('missing required flag --tokens');
+  const npDir = values.neuronpedia as string | undefined;
+  if (npDir === undefined && (values['neuronpedia-model'] !== undefined || values['neuronpedia-source'] !== undefined)) {
+    throw new UsageError('--neuronpedia-model and --neuronpedia-source need --neuronpedia DIR');
+  }
+  if (npDir !== undefined && resolve(npDir) === resolve(output)) throw new UsageError('--neuronpedia DIR must be another directory than --output');
+  for (const flag of ['neuronpedia-model', 'neuronpedia-source']) {
+    if (values[flag] !== undefined) {
+      try {
+        checkNeuronpediaId(values[flag], `--${flag}`);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+    }
+  }
   applyThreads(values);
-  // The flags that decide the output (not threads, device, verbosity): recorded in the index,
-  // so that a rerun after a kill that came once the dashboard had landed does nothing.
+  // The flags that decide the dashboard (not threads, device, verbosity, nor the Neuronpedia
+  // export): recorded in the index, so that a rerun after a kill that came once the dashboard
+  // had landed does nothing. The export records them with its own flags in its manifest: each
+  // output is made only when it is not there already, finished, from the same request.
   const request = Object.fromEntries(
     Object.entries(values)
-      .filter(([key]) => !['output', 'threads', 'device', 'verbose', 'offline', 'help'].includes(key))
+      .filter(([key]) => !['output', 'threads', 'device', 'verbose', 'offline', 'help', 'neuronpedia', 'neuronpedia-model', 'neuronpedia-source'].includes(key))
+      .sort(([a], [b]) => a.localeCompare(b)),
+  );
+  const npRequest = Object.fromEntries(
+    Object.entries({ ...request, 'neuronpedia-model': values['neuronpedia-model'], 'neuronpedia-source': values['neuronpedia-source'] })
+      .filter(([, v]) => v !== undefined)
       .sort(([a], [b]) => a.localeCompare(b)),
   );
   const finished = await finishedDashboard(output, request);
-  if (finished) {
+  const npFinished = npDir !== undefined ? await finishedExport(npDir, npRequest) : undefined;
+  if (finished && (npDir === undefined || npFinished)) {
     process.stderr.write(`${output} already holds this dashboard, finished (${finished.d_sae} features, ${finished.tokens_seen} tokens): nothing to do\n`);
+    if (npFinished) process.stderr.write(`${npDir} already holds this Neuronpedia export, finished (${npFinished.count} features): nothing to do\n`);
     return 0;
   }
+  if (finished) process.stderr.write(`${output} already holds this dashboard, finished: writing only the Neuronpedia export\n`);
+  if (npFinished) process.stderr.write(`${npDir} already holds this Neuronpedia export, finished: writing only the dashboard\n`);
   const { sae, label: saeDir, entry, readWeights } = await loadSaeFromFlags(values);
   const bar = progressBar('analyze', 'batch');
   let model: LanguageModel | undefined;
@@ -142,12 +172,41 @@ export async function analyzeCommand(argv: string[]): Promise<number> {
       ...(logits && { logits }),
     };
     const index = { ...dashboardIndex(r.stats, { ...docOpts, sae: saeDir }), request };
-    const docs = (function* () {
-      for (let f = 0; f < sae.dSae; f++) yield featureDoc(r.stats, f, docOpts);
-    })();
-    const pages = await writeDashboard(output, index, docs);
-    const alive = index.features.filter((f) => f.frac_nonzero > 0).length;
-    process.stderr.write(`dashboard: ${pages} feature pages (${alive} fired) -> ${join(output, 'index.html')} (open it, or: saekit dashboard ${output})\n`);
+    // The same documents feed the dashboard and the Neuronpedia export, one at a time.
+    const np = npDir !== undefined && !npFinished
+      ? await NeuronpediaExportWriter.open(npDir, {
+          modelId: (values['neuronpedia-model'] as string | undefined) ?? defaultNeuronpediaModelId(m.name),
+          source: (values['neuronpedia-source'] as string | undefined) ?? defaultNeuronpediaSource(hook),
+          request: npRequest,
+        })
+      : undefined;
+    let manifest: NeuronpediaManifest | undefined;
+    try {
+      const docs = (async function* () {
+        for (let f = 0; f < sae.dSae; f++) {
+          const doc = featureDoc(r.stats, f, docOpts);
+          await np?.add(doc);
+          yield doc;
+        }
+      })();
+      if (!finished) {
+        const pages = await writeDashboard(output, index, docs);
+        const alive = index.features.filter((f) => f.frac_nonzero > 0).length;
+        process.stderr.write(`dashboard: ${pages} feature pages (${alive} fired) -> ${join(output, 'index.html')} (open it, or: saekit dashboard ${output})\n`);
+      } else {
+        for await (const _ of docs);
+      }
+      manifest = await np?.finish();
+    } catch (e) {
+      await np?.abort();
+      throw e;
+    }
+    if (manifest) {
+      process.stderr.write(
+        `neuronpedia: ${manifest.count} features (${manifest.skipped} dead, skipped) as ${manifest.modelId}/${manifest.source} in ${manifest.files.length} ` +
+          `upload-batch file${manifest.files.length === 1 ? '' : 's'} -> ${npDir} (README "Neuronpedia export": how to upload)\n`,
+      );
+    }
     return 0;
   } finally {
     bar.stop();
@@ -179,4 +238,28 @@ async function finishedDashboard(output: string, request: Record<string, unknown
   }
   if (JSON.stringify(index.request) !== JSON.stringify(request)) throw notEmpty(': it holds a dashboard made by other flags');
   return index;
+}
+
+/**
+ * The Neuronpedia export already at DIR when it was made by this same request; undefined when
+ * DIR is absent or empty. Any other content is refused now, before the analysis runs.
+ */
+async function finishedExport(dir: string, request: Record<string, unknown>): Promise<NeuronpediaManifest | undefined> {
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new ValidationError(`${dir}: cannot use as the Neuronpedia export directory: ${(e as Error).message}`);
+  }
+  if (entries.length === 0) return undefined;
+  const notEmpty = (why: string) => new ValidationError(`${dir}: the Neuronpedia export directory is not empty${why} (remove it or pick another --neuronpedia)`);
+  let manifest: NeuronpediaManifest;
+  try {
+    manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as NeuronpediaManifest;
+  } catch {
+    throw notEmpty('');
+  }
+  if (JSON.stringify(manifest.request) !== JSON.stringify(request)) throw notEmpty(': it holds an export made by other flags');
+  return manifest;
 }
