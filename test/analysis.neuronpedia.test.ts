@@ -4,6 +4,7 @@
 // 1024 tokens) hold; dead features are skipped and counted; bad input is refused with the
 // feature and path named and nothing written; the schema itself rejects bad batches; and
 // `saekit analyze --neuronpedia` writes one beside the dashboard, from the same documents.
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -28,6 +29,7 @@ import type { SparseCodes } from '../src/codes.js';
 import { FormatError, ValidationError } from '../src/errors.js';
 import { syntheticText } from '../src/model/syntheticText.js';
 import { runCli } from './helpers/cli.js';
+import { ensureDist } from './helpers/dist.js';
 import { expectReject, expectThrow } from './helpers/expectError.js';
 import { leftovers, rng, tempDirs } from './helpers/formatsFixtures.js';
 import { freshSeed } from './helpers/testData.js';
@@ -337,7 +339,8 @@ describe('saekit analyze --neuronpedia', () => {
   it('writes a valid export of the dashboard documents; reruns do only what is missing', async () => {
     const dash = join(root, 'dash');
     const np = join(root, 'np');
-    const args = ['analyze', '--model', M, '--sae', SAE, '--text', corpus, '--tokens', '2048', '--output', dash, '--top-n', '6'];
+    const base = ['analyze', '--model', M, '--sae', SAE, '--text', corpus, '--tokens', '2048', '--top-n', '6'];
+    const args = [...base, '--output', dash];
     const r = await runCli(...args, '--neuronpedia', np);
     expect(r.code, r.err).toBe(0);
     expect(r.err).toMatch(/neuronpedia: \d+ features \(\d+ dead, skipped\) as tiny\/1-saekit/);
@@ -370,6 +373,12 @@ describe('saekit analyze --neuronpedia', () => {
     expect(only.err).toContain('writing only the Neuronpedia export');
     expect(await readFile(join(dash, 'index.json'), 'utf8')).toBe(indexText);
     expect(await readFile(join(np2, manifest.files[0]!), 'utf8')).toBe(batchText);
+    // The finished export with a new dashboard folder: only the dashboard is written.
+    const only2 = await runCli(...base, '--output', join(root, 'dash6'), '--neuronpedia', np);
+    expect(only2.code, only2.err).toBe(0);
+    expect(only2.err).toContain('writing only the dashboard');
+    expect(existsSync(join(root, 'dash6', 'index.json'))).toBe(true);
+    expect(await readFile(join(np, manifest.files[0]!), 'utf8')).toBe(batchText);
     // Named ids.
     const np3 = join(root, 'np3');
     const named = await runCli(...args, '--neuronpedia', np3, '--neuronpedia-model', 'gpt2-small', '--neuronpedia-source', '1-res-test');
@@ -394,5 +403,17 @@ describe('saekit analyze --neuronpedia', () => {
     expect((await runCli(...args, '--neuronpedia', join(root, 'np4'), '--neuronpedia-source', 'bad id')).code).toBe(2);
     expect((await runCli(...args, '--neuronpedia', dash)).code).toBe(2);
     expect(await leftovers(root)).toEqual([]);
-  });
+
+    // The installed command (bin/saekit.js over dist/), as a process: the same files.
+    ensureDist();
+    const np5 = join(root, 'np5');
+    const p = spawnSync(process.execPath, [join(import.meta.dirname, '..', 'bin', 'saekit.js'), ...base, '--output', join(root, 'dash5'), '--neuronpedia', np5], {
+      encoding: 'utf8',
+      env: { ...process.env, SAEKIT_THREADS: '2' },
+    });
+    expect(p.status, p.stderr).toBe(0);
+    expect(p.stderr).toContain('neuronpedia: ');
+    expect((await readNeuronpediaExport(np5)).manifest.count).toBe(manifest.count);
+    expect(await readFile(join(np5, manifest.files[0]!), 'utf8')).toBe(batchText);
+  }, 120_000);
 });
