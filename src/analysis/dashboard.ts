@@ -40,6 +40,8 @@ export function scriptSafeJson(value: unknown): string {
 /**
  * Writes the dashboard into `dir` (created; it must be absent or empty). Files:
  *  index.html, feature.html, assets/app.js, assets/style.css,
+ *  assets/api.js          `window.SAEKIT_API = null;` (serveDashboard's `api` option answers
+ *                         it with a `saekit serve` URL: feature pages then fetch from there)
  *  data/index.js          `window.SAEKIT_INDEX = <index JSON>;`
  *  data/features/<id>.js  `window.SAEKIT_FEATURE = <feature JSON>;` (one per feature)
  *  features/<id>.json     the FeatureDoc as plain JSON (Neuronpedia-like export)
@@ -75,6 +77,7 @@ export async function writeDashboard(
       writeFile(join(tmp, 'feature.html'), featureHtml(index.d_sae)),
       writeFile(join(tmp, 'assets', 'app.js'), APP_JS),
       writeFile(join(tmp, 'assets', 'style.css'), STYLE_CSS),
+      writeFile(join(tmp, 'assets', 'api.js'), apiJs(null)),
       writeFile(join(tmp, 'data', 'index.js'), `window.SAEKIT_INDEX = ${scriptSafeJson(index)};\n`),
       writeFile(join(tmp, 'index.json'), JSON.stringify(index)),
     ]);
@@ -219,16 +222,30 @@ const CONTENT_TYPES: Record<string, string> = {
  * regular files under `dir` are served (GET and HEAD): a path with a `..` segment, a NUL or a
  * backslash, or one that resolves (through a symlink) outside `dir`, is a 404. Resolves once
  * listening, with the base URL (ending in '/') and close().
+ *
+ * `api`: the base URL of a `saekit serve` (with --dashboard) whose GET /features/:id the feature
+ * pages read instead of the folder's data/features/<id>.js; /assets/api.js is answered with it.
  */
 export async function serveDashboard(
   dir: string,
-  opts: { port?: number; host?: string } = {},
+  opts: { port?: number; host?: string; api?: string } = {},
 ): Promise<{ url: string; close(): Promise<void> }> {
   if (typeof dir !== 'string' || dir === '') throw expected('a directory path', 'dir', dir);
   const port = opts.port ?? 0;
   const host = opts.host ?? '127.0.0.1';
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw expected('an integer port in 0..65535', 'opts.port', port);
   if (typeof host !== 'string' || host === '') throw expected('a host name or address', 'opts.host', host);
+  let api: string | undefined;
+  if (opts.api !== undefined) {
+    let u: URL | undefined;
+    try {
+      u = new URL(opts.api);
+    } catch {
+      u = undefined;
+    }
+    if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) throw expected('an http(s) URL', 'opts.api', opts.api);
+    api = u.href.endsWith('/') ? u.href : `${u.href}/`;
+  }
   let root: string;
   try {
     root = await realpath(resolve(dir));
@@ -240,7 +257,7 @@ export async function serveDashboard(
   }
 
   const server = createServer((req, res) => {
-    handle(root, req, res).catch(() => {
+    handle(root, req, res, api).catch(() => {
       if (!res.headersSent) send(res, 500, 'internal error');
       else res.destroy();
     });
@@ -269,10 +286,16 @@ function send(res: ServerResponse, status: number, text: string): void {
   res.end(`${text}\n`);
 }
 
-async function handle(root: string, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(root: string, req: IncomingMessage, res: ServerResponse, api: string | undefined): Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.setHeader('Allow', 'GET, HEAD');
     return send(res, 405, 'method not allowed');
+  }
+  if (api !== undefined && (req.url ?? '').split(/[?#]/, 1)[0] === '/assets/api.js') {
+    const body = apiJs(api);
+    res.writeHead(200, { 'Content-Type': CONTENT_TYPES['.js']!, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' });
+    res.end(req.method === 'HEAD' ? undefined : body);
+    return;
   }
   const file = await resolveRequest(root, req.url ?? '/');
   if (file === undefined) return send(res, 404, 'not found');
@@ -408,10 +431,16 @@ function featureHtml(dSae: unknown): string {
     </section>
   </article>
 </main>
+<script src="assets/api.js"></script>
 <script src="assets/app.js"></script>
 </body>
 </html>
 `;
+}
+
+/** assets/api.js: where feature pages read documents from (null: the folder's own data/features/<id>.js). */
+function apiJs(api: string | null): string {
+  return `window.SAEKIT_API = ${scriptSafeJson(api)};\n`;
 }
 
 const STYLE_CSS = `:root {
@@ -777,6 +806,7 @@ const APP_JS = String.raw`// saekit dashboard. Builds every data-dependent node 
     var prev = document.getElementById('prev'), next = document.getElementById('next');
     if (id > 0) { prev.href = 'feature.html?id=' + (id - 1); prev.hidden = false; }
     if (!(id + 1 >= dSae)) { next.href = 'feature.html?id=' + (id + 1); next.hidden = false; }
+    if (typeof window.SAEKIT_API === 'string') { fetchFeature(window.SAEKIT_API, id); return; }
     var src = 'data/features/' + id + '.js';
     var s = document.createElement('script');
     s.src = src;
@@ -787,6 +817,18 @@ const APP_JS = String.raw`// saekit dashboard. Builds every data-dependent node 
     };
     s.onerror = function () { fail('No such feature: ' + id + ' (' + src + ' is missing).'); };
     document.head.appendChild(s);
+  }
+
+  // saekit dashboard --serve URL: the document comes from saekit serve's GET /features/:id.
+  function fetchFeature(api, id) {
+    var url = api + 'features/' + id;
+    fetch(url).then(function (r) {
+      return r.json().then(function (body) {
+        if (!r.ok) fail('No such feature: ' + id + ' (' + url + ' answered ' + r.status + ': ' + ((body && body.error && body.error.message) || '') + ').');
+        else if (!body || body.index !== id) fail('No such feature: ' + id + ' (' + url + ' holds no feature ' + id + ').');
+        else renderFeature(body);
+      });
+    }).catch(function (e) { fail('Cannot read feature ' + id + ' from ' + url + ': ' + e); });
   }
 
   var page = document.body.getAttribute('data-page');

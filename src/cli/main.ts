@@ -16,6 +16,7 @@ import { analyzeCommand, analyzeUsage } from './commands/analyze.js';
 import { listCommand, listUsage, pullCommand, pullUsage } from './commands/pull.js';
 import { dashboardCommand, dashboardUsage } from './commands/dashboard.js';
 import { featureCommand, featureUsage } from './commands/feature.js';
+import { serveCommand, serveUsage } from './commands/serve.js';
 
 const commands: Record<string, { run: (argv: string[]) => Promise<number>; usage: string; what: string }> = {
   demo: { run: demoCommand, usage: demoUsage, what: 'train an SAE on data with known features, then encode + decode a GPT-2-sized dump' },
@@ -28,6 +29,7 @@ const commands: Record<string, { run: (argv: string[]) => Promise<number>; usage
   generate: { run: generateCommand, usage: generateUsage, what: 'greedy generation, optionally with SAE feature interventions' },
   analyze: { run: analyzeCommand, usage: analyzeUsage, what: 'feature statistics, top contexts and logit effects -> a static HTML dashboard' },
   dashboard: { run: dashboardCommand, usage: dashboardUsage, what: 'serve a dashboard folder on localhost' },
+  serve: { run: serveCommand, usage: serveUsage, what: 'an HTTP API on localhost: encode rows, per-token features of a text, dashboard data (batched across clients)' },
   feature: { run: featureCommand, usage: featureUsage, what: "one feature's max-activating contexts, highlighted in the terminal" },
   pull: { run: pullCommand, usage: pullUsage, what: 'download a pretrained SAE release (SAELens names) into the hub cache' },
   list: { run: listCommand, usage: listUsage, what: 'pretrained releases and SAE ids, and which are cached' },
@@ -62,12 +64,12 @@ export async function main(argv: string[]): Promise<number> {
   }
   // Ctrl-C: one line and exit 130. Outputs are written under temporary names and renamed when
   // complete, so a rerun of the same command finishes the job (and removes the temporaries).
-  // train and dashboard handle SIGINT themselves (a checkpoint; closing the server).
+  // train, dashboard and serve handle SIGINT themselves (a checkpoint; closing the server).
   const onSigint = () => {
     process.stderr.write(`saekit ${name}: interrupted (SIGINT); rerun the same command to finish\n`);
     process.exit(130);
   };
-  const ownHandler = name === 'train' || name === 'dashboard';
+  const ownHandler = name === 'train' || name === 'dashboard' || name === 'serve';
   if (!ownHandler) process.on('SIGINT', onSigint);
   try {
     return await command.run(rest);

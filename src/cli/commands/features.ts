@@ -1,19 +1,14 @@
 // `saekit features`: the seed's walk-through. Per token of a text, the SAE features that fire
 // most at the SAE's hook, with their values.
 import { ValidationError } from '../../errors.js';
-import { padBatch } from '../../model/corpus.js';
+import { tokenFeatures } from '../../analysis/tokenFeatures.js';
 import { loadSaeFromFlags, saeSourceFlags, saeSourceUsage } from '../saeFlags.js';
 import { applyThreads, commonFlags, deviceFlag, num, parse, required } from '../args.js';
 import { loadModelFromFlags, modelFlags, modelUsage, saeHook, saePrependBos } from '../modelFlags.js';
 
 export const featuresUsage = `saekit features ${modelUsage} ${saeSourceUsage} [--hook H] [--top 5] [--no-bos] [--json] [--device D] [--threads N] "some text"`;
 
-export interface TokenFeatures {
-  position: number;
-  token: number;
-  text: string;
-  features: { id: number; value: number }[];
-}
+export type { TokenFeatures } from '../../analysis/tokenFeatures.js';
 
 export async function featuresCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parse(
@@ -34,21 +29,9 @@ export async function featuresCommand(argv: string[]): Promise<number> {
     const hook = saeHook(values, sae, saeDir);
     model.checkHook(hook);
     if (sae.dIn !== model.dModel) throw new ValidationError(`${saeDir} has d_in ${sae.dIn} but ${hook} of ${model.name} has width ${model.dModel}`);
-    const bos = saePrependBos(values, sae) && model.tokenizer.bosId !== undefined ? [model.tokenizer.bosId] : [];
-    let ids = [...bos, ...model.tokenizer.encode(text)];
-    const limit = model.maxPositions;
-    if (limit !== undefined && ids.length > limit) {
-      process.stderr.write(`the text's ${ids.length} tokens exceed the ${limit} positions of model ${model.name}: reading the first ${limit}\n`);
-      ids = ids.slice(0, limit);
-    }
-    const { hooks } = await model.forward(padBatch([ids], 0), { hooks: [hook] });
-    const codes = await sae.encode(hooks.get(hook)!);
-    const rows: TokenFeatures[] = ids.map((token, p) => {
-      const feats: { id: number; value: number }[] = [];
-      for (let i = codes.indptr[p]!; i < codes.indptr[p + 1]!; i++) feats.push({ id: codes.indices[i]!, value: codes.values[i]! });
-      feats.sort((a, b) => b.value - a.value || a.id - b.id);
-      return { position: p, token, text: model.tokenText(token), features: feats.slice(0, top) };
-    });
+    const { tokens: rows, truncatedFrom } = await tokenFeatures(model, sae, hook, text, { top, prependBos: saePrependBos(values, sae) });
+    if (truncatedFrom !== undefined)
+      process.stderr.write(`the text's ${truncatedFrom} tokens exceed the ${model.maxPositions} positions of model ${model.name}: reading the first ${model.maxPositions}\n`);
     if (values.json) {
       process.stdout.write(`${JSON.stringify({ model: model.name, sae: saeDir, hook, tokens: rows }, null, 2)}\n`);
       return 0;
