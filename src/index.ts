@@ -32,6 +32,10 @@ export { FeatureStats, type FeatureStatsOptions, type StoredExample } from './an
 export { analyzeFeatures, featureDoc, featureSummary, dashboardIndex, type AnalysisSource, type AnalysisResult, type DocOptions } from './analysis/analyze.js';
 export { readUnembedding, logitEffects, type Unembedding, type LogitEffects } from './analysis/logitEffects.js';
 export { writeDashboard, serveDashboard } from './analysis/dashboard.js';
+export { tokenFeatures, type TokenFeatures, type TokenFeaturesOptions, type TokenFeaturesResult } from './analysis/tokenFeatures.js';
+// saekit serve: the HTTP API (fastify, loaded on first createSaeServer) and its encode batcher.
+export { createSaeServer, codesJson, type SaeServer, type SaeServerOptions } from './serve/server.js';
+export { EncodeBatcher, sliceRows, type BatcherOptions, type BatcherStats } from './serve/batcher.js';
 export {
   neuronpediaFeature,
   writeNeuronpediaExport,

@@ -25,7 +25,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { fastify, type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { tokenFeatures } from '../analysis/tokenFeatures.js';
 import type { SparseCodes } from '../codes.js';
 import { FormatError, SaekitError, ValidationError, expected } from '../errors.js';
@@ -112,6 +112,8 @@ export async function createSaeServer(opts: SaeServerOptions): Promise<SaeServer
   const batcher = new EncodeBatcher(sae, { maxBatchRows, ...(opts.batchWindowMs !== undefined && { batchWindowMs: opts.batchWindowMs }) });
   const dIn = sae.dIn;
 
+  // Loaded here, not at import: `import 'saekit'` should not pay for the HTTP stack.
+  const { fastify } = await import('fastify');
   const app = fastify({
     bodyLimit: maxBodyBytes,
     // No coercion ("1" -> 1, null -> 0 would slip through) and unknown keys are refused, not dropped.
