@@ -6,6 +6,7 @@ import { demoCommand, demoUsage } from './commands/demo.js';
 import { doctorCommand, doctorUsage } from './commands/doctor.js';
 import { encodeCommand, encodeUsage } from './commands/encode.js';
 import { infoCommand, infoUsage } from './commands/info.js';
+import { convertCommand, convertUsage } from './commands/convert.js';
 import { trainCommand, trainUsage } from './commands/train.js';
 import { activationsCommand, activationsUsage } from './commands/activations.js';
 import { evalCommand, evalUsage } from './commands/eval.js';
@@ -35,6 +36,7 @@ const commands: Record<string, { run: (argv: string[]) => Promise<number>; usage
   list: { run: listCommand, usage: listUsage, what: 'pretrained releases and SAE ids, and which are cached' },
   'gen-model': { run: genModelCommand, usage: genModelUsage, what: 'write a small random GPT-2-architecture ONNX model with the GPT-2 tokenizer' },
   info: { run: infoCommand, usage: infoUsage, what: "print an SAE directory's config as JSON" },
+  convert: { run: convertCommand, usage: convertUsage, what: 'write a sparsify / Gemma Scope / SAELens folder as a SAELens directory (schema-checked)' },
   doctor: { run: doctorCommand, usage: doctorUsage, what: 'show backends, CPU kernel variant, threads, CUDA device' },
 };
 

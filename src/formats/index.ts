@@ -4,6 +4,18 @@
 export { readSaeDir } from './saeDir.js';
 export { readSaeLens, foldDecoderNorms } from './saeLens.js';
 export { saveSaeLens, type SaveSaeLensOptions, type SaveDtype } from './saveSaeLens.js';
+export {
+  checkSaeLensCfg,
+  checkSaeLensDir,
+  saeLensCfgErrors,
+  saeLensTensorErrors,
+  SAELENS_ARCHITECTURES,
+  SAELENS_SCHEMA_SOURCE,
+  type SaeLensArchitectureSpec,
+  type SaeLensCfgReport,
+  type CheckSaeLensCfgOptions,
+} from './saeLensCfgSchema.js';
+export { convertToSaeLens, type ConvertOptions, type ConvertResult } from './convert.js';
 export { readSparsify } from './sparsify.js';
 export { readGemmaScope } from './gemmaScope.js';
 export { readGemmaScope2 } from './gemmaScope2.js';
