@@ -452,6 +452,35 @@ describe('saekit convert', () => {
     await expectSameSae((await readGemmaScopeTranscoderAt(src))!, out, seed + 140);
   });
 
+  it('Gemma Scope 2 params.safetensors (resid_post, odd d_in, with config.json) -> jumprelu, hook from the folder', async () => {
+    const dIn = 23;
+    const dSae = 96;
+    const w = randomWeights('jumprelu', dIn, dSae, seed + 170);
+    const dir = join(await dirs.make(), 'resid_post', 'layer_7_width_16k_l0_small');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ architecture: 'jump_relu', model_name: 'google/gemma-3-270m' }));
+    const f = (shape: number[], data: Float32Array) => ({ dtype: 'F32' as const, shape, data });
+    await writeSafetensors(join(dir, 'params.safetensors'), {
+      w_enc: f([dIn, dSae], w.W_enc), w_dec: f([dSae, dIn], w.W_dec), b_enc: f([dSae], w.b_enc), b_dec: f([dIn], w.b_dec), threshold: f([dSae], w.threshold!),
+    });
+    const out = join(await dirs.make(), 'converted');
+    const r = await convertToSaeLens(dir, out);
+    expect(r).toMatchObject({ from: 'gemmascope', architecture: 'jumprelu', loadable: true });
+    expect(await cfgOf(out)).toMatchObject({ apply_b_dec_to_input: false, d_in: 23, metadata: { hook_name: 'blocks.7.hook_resid_post', model_name: 'google/gemma-3-270m' } });
+    await expectSameSae(dir, out, seed + 171);
+    await expectWeightsBitExact(out, w, 'float32');
+  });
+
+  it('a Gemma Scope 2 cross-layer transcoder layer (numpy-made fixture file) -> jumprelu_skip_transcoder', async () => {
+    const src = join(FIXTURES, 'transcoders', 'gemma_scope_2_clt', 'clt', 'width_16k_l0_medium_affine', 'layer_2.safetensors');
+    const out = join(await dirs.make(), 'converted');
+    const r = await convertToSaeLens(src, out);
+    expect(r.loadable).toBe(true);
+    expect(['jumprelu_transcoder', 'jumprelu_skip_transcoder']).toContain(r.architecture);
+    await checkSaeLensDir(out);
+    await expectSameSae(src, out, seed + 180);
+  });
+
   it('a SAELens directory (float16, with sparsity) -> the same directory contents, sparsity kept', async () => {
     const w = weightsFor('jumprelu_skip_transcoder', seed + 150);
     const src = join(await dirs.make(), 'src');
