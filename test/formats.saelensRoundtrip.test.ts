@@ -496,6 +496,23 @@ describe('saekit convert', () => {
     await expectSameSae(src, out, seed + 152);
   });
 
+  it('a source whose cfg fails the schema (a string context_size) leaves no output behind, the error names it', async () => {
+    const w = randomWeights('topk', 12, 40, seed + 170, 3);
+    const src = join(await dirs.make(), 'src');
+    await saveSaeLens(src, w);
+    const cfg = JSON.parse(await readFile(join(src, 'cfg.json'), 'utf8')) as { metadata: Record<string, unknown> };
+    cfg.metadata.context_size = '128';
+    await writeFile(join(src, 'cfg.json'), JSON.stringify(cfg));
+    const parent = await dirs.make();
+    const out = join(parent, 'converted');
+    await expectReject(() => convertToSaeLens(src, out), Error, 'context_size');
+    expect(await readdir(parent), 'no output and no staging folder').toEqual([]);
+    // An existing empty target stays as it was.
+    const empty = await dirs.make();
+    await expectReject(() => convertToSaeLens(src, empty), Error, 'context_size');
+    expect(await readdir(empty)).toEqual([]);
+  });
+
   it('the CLI: converts, prints the result, refuses a non-empty or file target and leaves it untouched', async () => {
     const run = join(await dirs.make(), 'run');
     await writeSparsifyRun(run, 'layers.0', 9, 32, 3, seed + 160);

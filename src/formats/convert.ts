@@ -21,10 +21,11 @@
 // (apply_b_dec_to_input false); TopK transcoders keep saekit's topk_transcoder names, which
 // SAELens cannot load (the result says so).
 
-import { readdir, rmdir, stat } from 'node:fs/promises';
+import { readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { SaeFormat, SaeWeights } from '../types.js';
-import { FormatError, ValidationError, describe } from '../errors.js';
+import { FormatError, SaekitError, ValidationError, describe } from '../errors.js';
+import { tempPathFor } from './fileIo.js';
 import { readSaeDir } from './saeDir.js';
 import { readGemmaScopeTranscoder } from './gemmaScopeTranscoder.js';
 import { SAELENS_CFG, SAELENS_SPARSITY } from './saeLens.js';
@@ -204,10 +205,20 @@ export async function convertToSaeLens(src: string, out: string, opts: ConvertOp
   const srcDir = (await pathKind(src)) === 'file' ? dirname(src) : src;
   const sparsity = from === 'saelens' && (await exists(join(srcDir, SAELENS_CFG))) ? await readSparsity(srcDir, c.dSae) : undefined;
 
-  // saveSaeLens writes a new path as a staging folder renamed into place.
-  if (kind === 'empty') await rmdir(out);
-  await saveSaeLens(out, w, { dtype, ...(sparsity && { sparsity }) });
-  const report = await checkSaeLensDir(out, { allowSaekitOnly: true });
+  // Written and schema-checked in a staging folder beside OUT, then renamed into place: a
+  // directory that fails the check (e.g. a source's mistyped metadata) never appears at OUT.
+  const staging = tempPathFor(out);
+  let report: Awaited<ReturnType<typeof checkSaeLensDir>>;
+  try {
+    await saveSaeLens(staging, w, { dtype, ...(sparsity && { sparsity }) });
+    report = await checkSaeLensDir(staging, { allowSaekitOnly: true });
+    if (kind === 'empty') await rmdir(out);
+    await rename(staging, out);
+  } catch (e) {
+    await rm(staging, { recursive: true, force: true });
+    if (e instanceof SaekitError && e.message.includes(staging)) throw new ValidationError(e.message.split(staging).join(out));
+    throw e;
+  }
   if (!report.loadable) notes.push(`${report.architecture} is not SAELens-loadable: ${report.note}`);
   return { output: out, from, architecture: report.architecture, dtype, loadable: report.loadable, notes };
 }
