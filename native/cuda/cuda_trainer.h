@@ -39,9 +39,11 @@ namespace {
  *  walk all rows / latents (and exercise the strides) at a fraction of the OS threads. */
 #if defined(__CUDACC__)
 constexpr int kTrainThreads = 128;
+constexpr int kTrainEltThreads = 256;  // elementwise kernels (prep, Adam) and the transpose's 32 x 8
 constexpr int64_t kTrainGridCap = 65535;
 #else
 constexpr int kTrainThreads = 32;
+constexpr int kTrainEltThreads = 32;
 constexpr int64_t kTrainGridCap = 2;
 #endif
 static_assert((kTrainThreads & (kTrainThreads - 1)) == 0 && kTrainThreads <= cuda::TRAIN_MAX_THREADS, "reduction trees need a power of two");
@@ -105,9 +107,9 @@ class CudaTrainer final : public BackendTrainer {
     const int d = static_cast<int>(d_), L = static_cast<int>(L_), k = static_cast<int>(spec_.k), rows = static_cast<int>(B);
     reserve(B);
     x_.upload(x, static_cast<size_t>(B * d_));
-    SAEKIT_LAUNCH(cuda::train_prep_kernel, train_grid((B * d_ + 255) / 256, 4096), 256, stream_, static_cast<const float*>(x_.get()),
+    SAEKIT_LAUNCH(cuda::train_prep_kernel, train_grid((B * d_ + kTrainEltThreads - 1) / kTrainEltThreads, 4096), kTrainEltThreads, stream_, static_cast<const float*>(x_.get()),
                   static_cast<const float*>(b_dec_.get()), B, d, o.input_scale, xs_.get(), xp_.get());
-    SAEKIT_LAUNCH(cuda::train_col_mean_kernel, train_grid((d_ + 127) / 128), 128, stream_, static_cast<const float*>(xs_.get()), rows, d, col_mean_.get());
+    SAEKIT_LAUNCH(cuda::train_col_mean_kernel, train_grid((d_ + kTrainThreads - 1) / kTrainThreads), kTrainThreads, stream_, static_cast<const float*>(xs_.get()), rows, d, col_mean_.get());
 
     // Forward: the exact fp32 top-k (ascending latent order, zeros dropped), then the residuals.
     SAEKIT_LAUNCH(cuda::encode_topk_f32_kernel, train_grid((B + cuda::ENCODE_WARPS_PER_BLOCK - 1) / cuda::ENCODE_WARPS_PER_BLOCK), 32 * cuda::ENCODE_WARPS_PER_BLOCK,
@@ -190,7 +192,7 @@ class CudaTrainer final : public BackendTrainer {
     SAEKIT_LAUNCH(cuda::train_bdec_grad_kernel, train_grid(d_), kTrainThreads, stream_, static_cast<const float*>(U_.get()), rows,
                   static_cast<const float*>(gb_enc_.get()), static_cast<const float*>(W_enc_.get()), L, d, gb_dec_.get(), sq_.get() + L_);
     const int64_t tiles = ((L_ + 31) / 32) * ((d_ + 31) / 32);
-    SAEKIT_LAUNCH(cuda::train_transpose_kernel, train_grid(tiles), dim3(32, 8), stream_, static_cast<const float*>(gWt_.get()), L, d, gW_enc_.get());
+    SAEKIT_LAUNCH(cuda::train_transpose_kernel, train_grid(tiles), dim3(32, kTrainEltThreads / 32), stream_, static_cast<const float*>(gWt_.get()), L, d, gW_enc_.get());
     SAEKIT_CUDA_CHECK(cudaGetLastError());
 
     if (o.apply) {
@@ -208,7 +210,7 @@ class CudaTrainer final : public BackendTrainer {
       segs.count = 4;
       const float inv_c1 = static_cast<float>(1.0 / (1.0 - std::pow(o.beta1, static_cast<double>(o.t))));
       const float inv_c2 = static_cast<float>(1.0 / (1.0 - std::pow(o.beta2, static_cast<double>(o.t))));
-      SAEKIT_LAUNCH(cuda::train_adam_kernel, train_grid((d_ * L_ + 255) / 256, kAdamBlocks), 256, stream_, segs, gscale, static_cast<float>(o.lr),
+      SAEKIT_LAUNCH(cuda::train_adam_kernel, train_grid((d_ * L_ + kTrainEltThreads - 1) / kTrainEltThreads, kAdamBlocks), kTrainEltThreads, stream_, segs, gscale, static_cast<float>(o.lr),
                     static_cast<float>(o.beta1), static_cast<float>(o.beta2), inv_c1, inv_c2, static_cast<float>(o.eps));
       SAEKIT_LAUNCH(cuda::train_renorm_kernel, train_grid(L_), kTrainThreads, stream_, W_dec_.get(), L, d);
       SAEKIT_CUDA_CHECK(cudaGetLastError());

@@ -443,7 +443,7 @@ void test_refusals() {
 // ---- Planted features ---------------------------------------------------------------------
 
 void test_planted(unsigned seed) {
-  const int d = 24, F = 32, L = 48, k = 3, B = 64, steps = 60;
+  const int d = 24, F = 32, L = 48, k = 3, B = 32, steps = 50;
   std::mt19937 rng(seed ^ 0x5eedu);
   std::vector<float> feat = randn(rng, static_cast<size_t>(F) * d);
   for (int f = 0; f < F; ++f) {

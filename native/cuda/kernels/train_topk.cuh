@@ -2,8 +2,8 @@
 // the math native/cpu/cpu_trainer.cpp's header comment (written once for every backend).
 //
 // Deterministic by construction: no kernel here uses atomics. Every sum has one owner thread or
-// one block, and a block's partial sums meet in a fixed-shape tree (block_sum below) whose
-// shape depends only on blockDim, so a step's results are the same run to run on one card:
+// one block, and a block's partial sums meet in a fixed order (block_sums below: thread order,
+// which depends only on blockDim), so a step's results are the same run to run on one card:
 //   - per-row sums (residual, ||e||^2, dL/dpre = g . W_dec[j]): one block per row;
 //   - per-latent gradients (dW_dec[j], dW_enc[:, j], db_enc[j]): one block per latent over that
 //     latent's entries, listed latent-major in a fixed order (rows ascending, main selection
@@ -27,20 +27,36 @@ constexpr int TRAIN_MAX_THREADS = 256;
 // unless every dead latent is selected (then no list is kept).
 constexpr int TRAIN_AUX_MAX_K = 1024;
 
-/** Sum of every thread's V, the same in every thread: a fixed tree over SH[blockDim]. */
+/**
+ * N sums over the block at once, the same in every thread: each thread stores its N partials
+ * in SH[N * blockDim], then thread i < N adds the partials of sum i in thread order (one fixed
+ * order, no tree whose shape could vary) and all threads read the results. Three barriers
+ * whatever N: the per-entry dot products of a row go through here eight at a time.
+ */
+template <class T, int N>
+__device__ __forceinline__ void block_sums(T (&v)[N], T* sh) {
+  const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
+  for (int i = 0; i < N; ++i) sh[i * n + tid] = v[i];
+  __syncthreads();
+  if (tid < N) {
+    T acc = 0;
+    for (int t = 0; t < n; ++t) acc += sh[tid * n + t];
+    sh[tid * n] = acc;  // only this thread reads this segment
+  }
+  __syncthreads();
+  for (int i = 0; i < N; ++i) v[i] = sh[i * n];
+  __syncthreads();  // SH is reused by the next call
+}
+
 template <class T>
 __device__ __forceinline__ T block_sum(T v, T* sh) {
-  const int tid = static_cast<int>(threadIdx.x), n = static_cast<int>(blockDim.x);
-  sh[tid] = v;
-  __syncthreads();
-  for (int s = n / 2; s > 0; s >>= 1) {
-    if (tid < s) sh[tid] += sh[tid + s];
-    __syncthreads();
-  }
-  const T r = sh[0];
-  __syncthreads();  // SH is reused by the next call
-  return r;
+  T a[1] = {v};
+  block_sums(a, sh);
+  return a[0];
 }
+
+// Dot products per block_sums call in the residual kernel.
+constexpr int TRAIN_DOTS = 8;
 
 /** xs = s x, xp = xs - b_dec (elementwise, grid-stride). */
 __global__ void train_prep_kernel(const float* __restrict__ x, const float* __restrict__ b_dec, int64_t rows, int d, float s, float* __restrict__ xs,
@@ -115,14 +131,14 @@ __global__ void train_residual_kernel(const float* __restrict__ base, int64_t ba
                                       const float* __restrict__ W_dec, const int32_t* __restrict__ idx, const float* __restrict__ val,
                                       const int32_t* __restrict__ count, int kslots, int rows, int d, float g_scale, float* __restrict__ E,
                                       float* __restrict__ U, double* __restrict__ err2, double* __restrict__ dev2, float* __restrict__ dpre) {
-  __shared__ double s_d[TRAIN_MAX_THREADS];
-  __shared__ float s_f[TRAIN_MAX_THREADS];
+  __shared__ double s_d[2 * TRAIN_MAX_THREADS];
+  __shared__ float s_f[TRAIN_DOTS * TRAIN_MAX_THREADS];
   const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
   for (int row = static_cast<int>(blockIdx.x); row < rows; row += static_cast<int>(gridDim.x)) {
     const int64_t off = static_cast<int64_t>(row) * d;
     const int64_t soff = static_cast<int64_t>(row) * kslots;
     const int cnt = count[row];
-    double sq = 0, dv = 0;
+    double sums[2] = {0, 0};  // ||r||^2, ||sub - mean||^2
     for (int c = tid; c < d; c += nt) {
       float acc = base[row * base_stride + c];
       for (int p = 0; p < cnt; ++p) acc = fmaf(val[soff + p], W_dec[static_cast<int64_t>(idx[soff + p]) * d + c], acc);
@@ -130,25 +146,29 @@ __global__ void train_residual_kernel(const float* __restrict__ base, int64_t ba
         acc -= sub[off + c];
         if (mean != nullptr) {
           const double t = sub[off + c] - mean[c];
-          dv += t * t;
+          sums[1] += t * t;
         }
       }
       if (E != nullptr) E[off + c] = acc;
       U[off + c] = g_scale * acc;
-      sq += static_cast<double>(acc) * acc;
+      sums[0] += static_cast<double>(acc) * acc;
     }
-    sq = block_sum(sq, s_d);
-    if (mean != nullptr) dv = block_sum(dv, s_d);
+    block_sums(sums, s_d);
     if (tid == 0) {
-      err2[row] = sq;
-      if (dev2 != nullptr) dev2[row] = dv;
+      err2[row] = sums[0];
+      if (dev2 != nullptr) dev2[row] = sums[1];
     }
-    for (int p = 0; p < cnt; ++p) {
-      const float* w = W_dec + static_cast<int64_t>(idx[soff + p]) * d;
-      float dot = 0.f;
-      for (int c = tid; c < d; c += nt) dot = fmaf(U[off + c], w[c], dot);
-      dot = block_sum(dot, s_f);
-      if (tid == 0) dpre[soff + p] = dot;
+    // dL/dpre of the row's entries, TRAIN_DOTS at a time (each thread reads back its own U columns).
+    for (int p0 = 0; p0 < cnt; p0 += TRAIN_DOTS) {
+      float dots[TRAIN_DOTS];
+      for (int q = 0; q < TRAIN_DOTS; ++q) dots[q] = 0.f;
+      for (int q = 0; q < TRAIN_DOTS && p0 + q < cnt; ++q) {
+        const float* w = W_dec + static_cast<int64_t>(idx[soff + p0 + q]) * d;
+        for (int c = tid; c < d; c += nt) dots[q] = fmaf(U[off + c], w[c], dots[q]);
+      }
+      block_sums(dots, s_f);
+      if (tid == 0)
+        for (int q = 0; q < TRAIN_DOTS && p0 + q < cnt; ++q) dpre[soff + p0 + q] = dots[q];
     }
   }
 }
@@ -192,8 +212,9 @@ __global__ void train_latent_grads_kernel(const int32_t* __restrict__ offsets, c
       gw = fmaf(a, w[c], gw);
       ww = fmaf(w[c], w[c], ww);
     }
-    gw = block_sum(gw, s_f);
-    ww = block_sum(ww, s_f);
+    float gww[2] = {gw, ww};
+    block_sums(gww, s_f);
+    gw = gww[0], ww = gww[1];
     const float alpha = unit_decoder && ww > 0.f ? -gw / ww : 0.f;
     double sq = 0;
     for (int c = tid; c < d; c += nt) {
@@ -234,17 +255,17 @@ __global__ void train_bdec_grad_kernel(const float* __restrict__ U, int rows, co
   }
 }
 
-/** out [cols, rows] = in [rows, cols]^T through 32 x 32 shared tiles; blockDim (32, 8), grid over tiles (x: columns, y: rows). */
+/** out [cols, rows] = in [rows, cols]^T through 32 x 32 shared tiles; blockDim (32, any y dividing 32), grid-stride over tiles. */
 __global__ void train_transpose_kernel(const float* __restrict__ in, int rows, int cols, float* __restrict__ out) {
   __shared__ float tile[32][33];
   const int tx = static_cast<int>(threadIdx.x), ty = static_cast<int>(threadIdx.y);
   const int tiles_x = (cols + 31) / 32, tiles_y = (rows + 31) / 32;
   for (int t = static_cast<int>(blockIdx.x); t < tiles_x * tiles_y; t += static_cast<int>(gridDim.x)) {
     const int c0 = (t % tiles_x) * 32, r0 = (t / tiles_x) * 32;
-    for (int r = ty; r < 32; r += 8)
+    for (int r = ty; r < 32; r += static_cast<int>(blockDim.y))
       if (r0 + r < rows && c0 + tx < cols) tile[r][tx] = in[static_cast<int64_t>(r0 + r) * cols + c0 + tx];
     __syncthreads();
-    for (int c = ty; c < 32; c += 8)
+    for (int c = ty; c < 32; c += static_cast<int>(blockDim.y))
       if (c0 + c < cols && r0 + tx < rows) out[static_cast<int64_t>(c0 + c) * rows + r0 + tx] = tile[tx][c];
     __syncthreads();
   }
