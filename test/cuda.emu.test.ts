@@ -45,4 +45,36 @@ describe('CUDA kernels under CPU emulation', () => {
     expect(lines.some((l) => l.startsWith('FAIL'))).toBe(false);
     expect(lines.at(-1)).toBe('all passed');
   });
+
+  // Issue 20: the training kernels (kernels/train_topk.cuh) and the CUDA trainer (cuda_trainer.h)
+  // under the same emulation: each kernel against float64 at awkward sizes, whole steps against
+  // the CPU trainer from a common state, bit-identical reruns, planted features.
+  const trainExe = process.env.SAEKIT_TRAIN_EMU
+    ? resolve(process.env.SAEKIT_TRAIN_EMU)
+    : ['build/saekit_train_emu', 'build/Release/saekit_train_emu'].map((p) => join(process.cwd(), p)).find((p) => existsSync(p));
+  it('the training kernels match float64 references and the emulated CUDA trainer matches the CPU trainer', { timeout: 400_000 }, () => {
+    expect(trainExe, 'build/saekit_train_emu is missing: npm install (cmake-js) builds it with the addon').toBeDefined();
+    const seed = freshSeed('cuda.train.emu');
+    const r = spawnSync(trainExe!, [String(seed)], { encoding: 'utf8', timeout: 360_000 });
+    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines.filter((l) => l.startsWith('ok ')).length).toBe(22);
+    expect(lines.filter((l) => l.includes('train_residual') && l.includes('float64 reference')).length).toBe(3);
+    expect(lines.filter((l) => l.includes('train_latent_grads') && l.includes('(projected)')).length).toBe(3);
+    expect(lines.filter((l) => l.includes('train_bdec_grad')).length).toBe(2);
+    expect(lines.filter((l) => l.includes('train_transpose') && l.includes('exact')).length).toBe(2);
+    expect(lines.filter((l) => l.includes('train_adam (one launch') && l.includes('zero row kept')).length).toBe(1);
+    expect(lines.filter((l) => l.includes('train_aux_topk')).length).toBe(4);
+    // Whole steps from a common state: the same selections and counters, gradients, moments and
+    // weights within the fp32 tolerances (native/cuda/emu/train_emu_test.cpp says why).
+    const steps = lines.filter((l) => l.includes('CudaTrainer step vs CPU trainer'));
+    expect(steps.length).toBe(4);
+    for (const l of steps) expect(l).toContain('selections identical, counters identical');
+    expect(steps.filter((l) => !l.includes('aux_loss 0.00e+00')).length).toBeGreaterThanOrEqual(2); // AuxK ran
+    expect(lines.some((l) => l.includes('CudaTrainer deterministic') && l.includes('bit-identical'))).toBe(true);
+    expect(lines.some((l) => l.includes('refuses batchtopk, standard, jumprelu, transcoders, matryoshka by name (5/5)'))).toBe(true);
+    expect(lines.filter((l) => l.includes('CudaTrainer planted features')).length).toBe(1);
+    expect(lines.some((l) => l.startsWith('FAIL'))).toBe(false);
+    expect(lines.at(-1)).toBe('all passed');
+  });
 });

@@ -19,7 +19,8 @@ gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 jobs="$(nproc 2>/dev/null || echo 4)"
 
-# 1. The native check: CPU vs CUDA parity and timings (saekit_gpu_check), and the kernels under
+# 1. The native check: CPU vs CUDA parity and timings (saekit_gpu_check; since issue 20 also the
+#    CUDA trainer vs the CPU trainer and its step time at the GPT-2 shape), and the kernels under
 #    emulation (the CI check; needs a C++20 compiler, skipped without one).
 cmake -S . -B build-gpu "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build-gpu -j "$jobs" --target saekit_gpu_check || exit 1
 if cmake --build build-gpu -j "$jobs" --target saekit_kernel_emu >/dev/null 2>&1; then

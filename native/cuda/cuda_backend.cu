@@ -18,6 +18,7 @@
 
 #include "../backend.h"
 #include "cuda_model.h"
+#include "cuda_trainer.h"
 #include "cuda_probes.h"
 #include "kernels/mma.cuh"
 #include "parity.h"
@@ -123,8 +124,12 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaModel>(spec, weights);
   }
 
-  std::unique_ptr<BackendTrainer> trainer(const TrainSpec&, const TrainParamsView&) override {
-    throw Error("CUDA backend: training kernels are not implemented; train with device 'cpu'");
+  // TopK SAEs train on the GPU (cuda_trainer.h); the other architectures and transcoders are
+  // refused there by name. Without a usable GPU this says why, as load() does.
+  std::unique_ptr<BackendTrainer> trainer(const TrainSpec& spec, const TrainParamsView& init) override {
+    const Capabilities c = capabilities();
+    if (!c.available) throw Error("CUDA backend: " + c.detail + "; train with device 'cpu'");
+    return std::make_unique<CudaTrainer>(spec, init);
   }
 };
 
