@@ -13,6 +13,7 @@ export SAEKIT_CPU_ONLY=1 SAEKIT_SANITIZE=address,undefined
 npx cmake-js compile --out build-sanitize >build-sanitize.log 2>&1 || { tail -40 build-sanitize.log; exit 1; }
 addon=$(find "$PWD/build-sanitize" -name saekit.node -print -quit)
 emu=$(find "$PWD/build-sanitize" -name saekit_kernel_emu -type f -print -quit)
+train_emu=$(find "$PWD/build-sanitize" -name saekit_train_emu -type f -print -quit)
 [ -n "$addon" ] || { echo "sanitize: build-sanitize/ has no saekit.node"; exit 1; }
 # Proof the build is instrumented: its code calls the sanitizers' report hooks. (Read into a
 # variable first: `nm | grep -q` would fail under pipefail when grep stops reading early.)
@@ -29,6 +30,7 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_stack_use_after_retur
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export SAEKIT_ADDON="$addon" SAEKIT_SANITIZED=1 SAEKIT_SOAK_CALLS=${SAEKIT_SOAK_CALLS:-3000}
 [ -n "$emu" ] && export SAEKIT_KERNEL_EMU="$emu"
+[ -n "$train_emu" ] && export SAEKIT_TRAIN_EMU="$train_emu"
 
 tests=${SAEKIT_SANITIZE_TESTS:-"test/encode.test.ts test/screen.test.ts test/screen.variants.test.ts test/kernelChoice.test.ts test/train.native.test.ts test/train.reference.test.ts test/train.transcoder.test.ts test/train.resample.test.ts test/api.test.ts test/eventloop.test.ts test/analysis.stats.test.ts test/sae-dirs.test.ts test/native.guards.test.ts test/soak.api.test.ts test/abort.test.ts test/cuda.emu.test.ts"}
 # shellcheck disable=SC2086
