@@ -29,7 +29,7 @@ import { train, type TrainJobOptions } from '../src/train/train.js';
 import type { SaeWeights } from '../src/types.js';
 import { runCli } from './helpers/cli.js';
 import { expectReject, expectThrow } from './helpers/expectError.js';
-import { leftovers, randomFloat32, randomWeights, rng, tempDirs } from './helpers/formatsFixtures.js';
+import { f16BitsToNumber, leftovers, randomFloat32, randomWeights, rng, tempDirs } from './helpers/formatsFixtures.js';
 import { freshSeed } from './helpers/testData.js';
 
 const seed = freshSeed('formats.saelensRoundtrip.test');
@@ -67,26 +67,17 @@ function bf16Bits(a: Float32Array): Uint16Array {
   return Uint16Array.from(u, (b) => (b + 0x7fff + ((b >>> 16) & 1)) >>> 16);
 }
 
-function f16ToNumber(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >>> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 31) return mant ? Number.NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
-
 /** Every float16 in BITS is the nearest float16 to the float32 it came from (ties: even mantissa). */
 function expectNearestF16(src: Float32Array, bits: Uint16Array, what: string): void {
   expect(bits.length, what).toBe(src.length);
   for (let i = 0; i < src.length; i++) {
     const x = src[i]!;
     const h = bits[i]!;
-    const v = f16ToNumber(h);
+    const v = f16BitsToNumber(h);
     // The neighbours one step either way in magnitude are no closer.
     for (const nb of [h + 1, h - 1]) {
       if ((nb & 0x7fff) > 0x7bff || (nb & 0x8000) !== (h & 0x8000) || nb < 0) continue;
-      const w = f16ToNumber(nb);
+      const w = f16BitsToNumber(nb);
       const d = Math.abs(x - v);
       const dn = Math.abs(x - w);
       if (dn < d || (dn === d && (h & 1) === 1)) throw new Error(`${what}[${i}]: ${x} stored as ${v}, but ${w} is nearer`);
@@ -135,7 +126,7 @@ async function expectWeightsBitExact(dir: string, w: SaeWeights, dtype: SaveDtyp
         ? new Float32Array(r.bytes.slice().buffer)
         : r.dtype === 'BF16'
           ? new Float32Array(Uint32Array.from(new Uint16Array(r.bytes.slice().buffer), (b) => b << 16).buffer)
-          : Float32Array.from(new Uint16Array(r.bytes.slice().buffer), f16ToNumber);
+          : Float32Array.from(new Uint16Array(r.bytes.slice().buffer), f16BitsToNumber);
     expect(Buffer.from(bytesOf(back[name]!)).equals(Buffer.from(bytesOf(widened))), `${name} read back`).toBe(true);
   }
 }

@@ -12,7 +12,7 @@ import { loadSae, type Sae, type SparseCodes } from '../src/index.js';
 import { f32ToBf16Array, f32ToF16Array, readSaeDir, saveSaeLens, writeNpz, writeSafetensors, type SafetensorsTensorData } from '../src/formats/index.js';
 import { Rng, syntheticActivations, syntheticSae } from '../src/synthetic.js';
 import type { Architecture, Normalization, SaeWeights } from '../src/types.js';
-import { tempDirs } from './helpers/formatsFixtures.js';
+import { f16BitsToNumber, tempDirs } from './helpers/formatsFixtures.js';
 import { compareCodes, referenceDecode, referenceEncode, type ReferenceRow } from './helpers/reference.js';
 import { freshSeed, usableDevices } from './helpers/testData.js';
 
@@ -28,15 +28,6 @@ afterAll(dirs.cleanup);
 type StoredDtype = 'F32' | 'F16' | 'BF16';
 
 const DTYPE_NAME: Record<StoredDtype, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
-
-function f16BitsToNumber(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >>> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 31) return mant ? Number.NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
 
 interface Stored {
   /** What goes into the file. */
