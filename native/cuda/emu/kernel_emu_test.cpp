@@ -15,23 +15,14 @@
 #include "../kernels/mma.cuh"
 #include "../kernels/encode_screened.cuh"
 #include "../parity.h"
+#include "emu_test_util.h"
 
 using saekit::emu::dim3;
+using saekit::emu_test::check;
+using saekit::emu_test::failures;
+using saekit::emu_test::fmt;
 
 namespace {
-
-int failures = 0;
-
-std::string fmt(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2e", x);
-  return buf;
-}
-
-void check(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
 
 // A test kernel for the emulated warp intrinsics: butterfly sum, broadcast, ballot.
 __global__ void warp_probe_kernel(const int* in, int* sum_out, int* bcast_out, unsigned* ballot_out) {

@@ -21,44 +21,18 @@
 #include <vector>
 
 #include "../cuda_trainer.h"
+#include "emu_test_util.h"
 
 using saekit::emu::dim3;
 using saekit::emu::launch;
+using saekit::emu_test::check;
+using saekit::emu_test::failures;
+using saekit::emu_test::fmt;
+using saekit::emu_test::randn;
+using saekit::emu_test::rel_err;
 namespace cu = saekit::cuda;
 
 namespace {
-
-int failures = 0;
-
-std::string fmt(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2e", x);
-  return buf;
-}
-
-void check(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  std::fflush(stdout);
-  if (!ok) ++failures;
-}
-
-std::vector<float> randn(std::mt19937& rng, size_t n, float sigma = 1.f) {
-  std::normal_distribution<float> nd(0.f, sigma);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
-
-/** max |a - b| / (max |b| + tiny): the error relative to the tensor's scale. */
-template <class A, class B>
-double rel_err(const std::vector<A>& a, const std::vector<B>& b) {
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    worst = std::max(worst, std::fabs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
-    scale = std::max(scale, std::fabs(static_cast<double>(b[i])));
-  }
-  return worst / (scale + 1e-30);
-}
 
 std::string shape(int rows, int d, int L, int k) {
   return "rows " + std::to_string(rows) + " d_in " + std::to_string(d) + " d_sae " + std::to_string(L) + " k " + std::to_string(k);
