@@ -1,6 +1,10 @@
 // The native addon's whole surface, typed in one place (mirrors native/napi/addon.cpp), and
 // the one function that loads it. Nothing else in src/ touches the .node file.
 import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { candidatePackages, prebuiltAddons } from './prebuilt.js';
 import { NativeError } from './errors.js';
 import type { SaeWeights } from './types.js';
 
@@ -228,26 +232,52 @@ export interface NativeFailure extends Error {
 }
 
 let cached: Addon | undefined;
+let cachedFrom = '';
+
+/** Where the loaded addon came from: 'source' (built in the package folder), a platform package's name, or SAEKIT_ADDON. */
+export function addonSource(): string {
+  addon();
+  return cachedFrom;
+}
 
 /** Loads the addon once; a missing or broken build is a clear error, not a crash. */
 export function addon(): Addon {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
-  try {
-    // SAEKIT_ADDON names another build of the addon (scripts/sanitize.sh loads its sanitized one).
-    const other = process.env.SAEKIT_ADDON;
-    if (other) {
-      cached = require(other) as Addon;
-    } else {
-      const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => Addon;
-      const root = new URL('..', import.meta.url).pathname;
-      cached = bindings({ bindings: 'saekit.node', module_root: root });
+  // SAEKIT_ADDON names another build of the addon (scripts/sanitize.sh loads its sanitized one).
+  const other = process.env.SAEKIT_ADDON;
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const failures: string[] = [];
+  const attempt = (from: string, load: () => Addon): boolean => {
+    try {
+      cached = load();
+      cachedFrom = from;
+      return true;
+    } catch (e) {
+      failures.push(`${from}: ${(e as Error).message.split('\n')[0]}`);
+      return false;
     }
-  } catch (e) {
-    throw new NativeError(
-      `saekit's native addon could not be loaded (${(e as Error).message.split('\n')[0]}). ` +
-        'Build it with `npm install` (or `npm run build`) in the saekit package folder.',
-    );
+  };
+  if (other) {
+    attempt('SAEKIT_ADDON', () => require(other) as Addon);
+  } else {
+    // A build in the package folder wins (a contributor's checkout, or the compile at install
+    // when no prebuilt package matched); `bindings` finds it under build/Release or build/Debug.
+    const hasBuild = ['build/Release', 'build/Debug'].some((d) => existsSync(join(root, d, 'saekit.node')));
+    const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => Addon;
+    if (!(hasBuild && attempt('source', () => bindings({ bindings: 'saekit.node', module_root: root })))) {
+      for (const t of prebuiltAddons(root)) if (attempt(t.from, () => require(t.path) as Addon)) break;
+    }
   }
-  return cached;
+  if (cached) return cached;
+  const wanted = candidatePackages().filter((p) => !p.cuda).map((p) => p.name);
+  throw new NativeError(
+    "saekit's native addon could not be loaded" +
+      (failures.length
+        ? ` (${failures.join('; ')}). `
+        : ': no build in the package folder and no prebuilt package for ' +
+        `${process.platform}-${process.arch}${wanted.length ? ` (${wanted.join(', ')} is not installed)` : ''}. `) +
+      'Reinstall saekit (npm installs the prebuilt package for your platform, or builds from source with cmake and a C++17 compiler), ' +
+      'or run `npm run build` in the saekit package folder.',
+  );
 }

@@ -1,4 +1,4 @@
-import { addon } from '../../addon.js';
+import { addon, addonSource } from '../../addon.js';
 import { backends, cachedKernelDecisions, cpuVariant, resolveDevice, threads, type CpuVariantInfo } from '../../system.js';
 import { parse } from '../args.js';
 import { loadTransformers } from '../../model/languageModel.js';
@@ -34,6 +34,12 @@ function kernelLines(v: CpuVariantInfo): string[] {
 }
 
 /** What this installation can run: backends, CPU kernel variant, threads, CUDA or why not. */
+function addonLabel(from: string): string {
+  if (from === 'source') return 'built from source in the package folder (build/)';
+  if (from === 'SAEKIT_ADDON') return `${process.env.SAEKIT_ADDON} (SAEKIT_ADDON)`;
+  return `prebuilt, from ${from}`;
+}
+
 export async function doctorCommand(argv: string[]): Promise<number> {
   parse(argv, {});
   addon();
@@ -41,6 +47,7 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   const lines = [
     `saekit doctor`,
     `  node ${process.version} (${process.platform}-${process.arch})`,
+    `  native addon: ${addonLabel(addonSource())}`,
     `  kernel threads: ${threads()}${process.env.SAEKIT_THREADS ? ' (SAEKIT_THREADS)' : ''}`,
     `  CPU kernels: ${v.current} (best ${v.best}; supported ${v.supported.join(', ')})${process.env.SAEKIT_ISA ? ' (SAEKIT_ISA)' : ''}`,
     ...kernelLines(v),
