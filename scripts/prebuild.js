@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Builds the packages a user installs without a compiler (issue 21):
-//   node scripts/prebuild.js [--out DIR] [--cuda] [--no-build] [--no-main]
+//   node scripts/prebuild.js [--out DIR] [--cuda] [--no-build] [--no-main | --main-only]
 // - the platform package for this machine (@saekit/linux-x64 here): the addon built with
 //   SAEKIT_PREBUILT=1 (libstdc++/libgcc linked in; baseline x86-64, every faster ISA chosen at
-//   run time), CPU only; with --cuda also @saekit/linux-x64-cuda (nvcc, cudart static);
+//   run time), CPU only; with --cuda instead @saekit/linux-x64-cuda (nvcc, cudart static);
 // - the main package, with optionalDependencies naming every CPU platform package at this
 //   version. They are added here, at pack time, as napi-rs's `prepublish` does: the repo's own
 //   package.json cannot name packages that are not yet on the registry (npm ci would fail).
@@ -19,7 +19,7 @@ const args = process.argv.slice(2);
 const flag = (name) => args.includes(name);
 const outIndex = args.indexOf('--out');
 const out = resolve(outIndex >= 0 ? args[outIndex + 1] : join(root, 'prebuilds'));
-const known = new Set(['--out', '--cuda', '--no-build', '--no-main']);
+const known = new Set(['--out', '--cuda', '--no-build', '--no-main', '--main-only']);
 for (const [i, a] of args.entries()) {
   if (!known.has(a) && !(i > 0 && args[i - 1] === '--out')) {
     console.error(`prebuild: unknown flag '${a}' (known: ${[...known].join(', ')})`);
@@ -44,7 +44,8 @@ function pack(dir) {
 function platformPackage(cuda) {
   const pkg = PLATFORM_PACKAGES.find((p) => p.os === process.platform && p.cpu === process.arch && p.cuda === cuda);
   if (!pkg) throw new Error(`prebuild: no platform package is defined for ${process.platform}-${process.arch}${cuda ? ' (cuda)' : ''}`);
-  const buildDir = join(root, 'build-prebuilt', cuda ? 'cuda' : 'cpu');
+  // Under the output folder, so two runs with different --out never share a build.
+  const buildDir = join(out, 'build', cuda ? 'cuda' : 'cpu');
   const addon = join(buildDir, 'Release', 'saekit.node');
   if (!flag('--no-build')) {
     const env = { SAEKIT_PREBUILT: '1', ...(cuda ? { SAEKIT_CPU_ONLY: '0' } : { SAEKIT_CPU_ONLY: '1' }) };
@@ -101,8 +102,8 @@ function mainPackage() {
   return pack(stage);
 }
 
-const made = [platformPackage(false)];
-if (flag('--cuda')) made.push(platformPackage(true));
+const made = [];
+if (!flag('--main-only')) made.push(platformPackage(flag('--cuda')));
 if (!flag('--no-main')) made.push(mainPackage());
 rmSync(join(out, 'stage'), { recursive: true, force: true });
 for (const m of made) console.log(m);

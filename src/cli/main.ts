@@ -1,6 +1,7 @@
 // `saekit` command dispatch. Exit codes: 0 success, 1 error (one line on stderr naming the
 // file/tensor/flag at fault), 2 bad usage.
 import { SaekitError, UsageError } from '../errors.js';
+import { saekitVersion } from '../system.js';
 import { decodeCommand, decodeUsage } from './commands/decode.js';
 import { demoCommand, demoUsage } from './commands/demo.js';
 import { doctorCommand, doctorUsage } from './commands/doctor.js';
@@ -54,6 +55,10 @@ export async function main(argv: string[]): Promise<number> {
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(`${usage()}\n`);
     return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-v' || name === 'version') {
+    process.stdout.write(`${saekitVersion()}\n`);
+    return 0;
   }
   const command = commands[name];
   if (!command) {
