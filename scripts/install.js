@@ -16,7 +16,7 @@ const fromSource = process.env.SAEKIT_BUILD_FROM_SOURCE === '1' || process.env.S
 // the TypeScript after this script), and a checkout always builds from source.
 const prebuiltModule = join(root, 'dist', 'prebuilt.js');
 if (!fromSource && existsSync(prebuiltModule)) {
-  const { prebuiltAddons, candidatePackages } = await import(pathToFileURL(prebuiltModule).href);
+  const { prebuiltAddons, noPrebuiltReason } = await import(pathToFileURL(prebuiltModule).href);
   const tried = [];
   for (const t of prebuiltAddons(root)) {
     try {
@@ -27,9 +27,8 @@ if (!fromSource && existsSync(prebuiltModule)) {
       tried.push(`${t.from} does not load here (${String(e.message).split('\n')[0]})`);
     }
   }
-  const names = candidatePackages().filter((p) => !p.cuda).map((p) => p.name);
   console.log(
-    `saekit: ${tried.length ? tried.join('; ') : `no prebuilt addon for ${process.platform}-${process.arch}` + (names.length ? ` (${names.join(', ')} is not installed)` : '')}; ` +
+    `saekit: ${tried.length ? tried.join('; ') : noPrebuiltReason()}; ` +
       'building from source (needs cmake >= 3.18 and a C++17 compiler; nvcc adds the CUDA backend)',
   );
 }

@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { candidatePackages, prebuiltAddons } from './prebuilt.js';
+import { noPrebuiltReason, prebuiltAddons } from './prebuilt.js';
 import { NativeError } from './errors.js';
 import type { SaeWeights } from './types.js';
 
@@ -270,13 +270,11 @@ export function addon(): Addon {
     }
   }
   if (cached) return cached;
-  const wanted = candidatePackages().filter((p) => !p.cuda).map((p) => p.name);
   throw new NativeError(
     "saekit's native addon could not be loaded" +
       (failures.length
         ? ` (${failures.join('; ')}). `
-        : ': no build in the package folder and no prebuilt package for ' +
-        `${process.platform}-${process.arch}${wanted.length ? ` (${wanted.join(', ')} is not installed)` : ''}. `) +
+        : `: no build in the package folder and ${noPrebuiltReason()}. `) +
       'Reinstall saekit (npm installs the prebuilt package for your platform, or builds from source with cmake and a C++17 compiler), ' +
       'or run `npm run build` in the saekit package folder.',
   );

@@ -48,8 +48,14 @@ export function candidatePackages(): PlatformPackage[] {
 
 export interface AddonLocation {
   path: string;
-  /** 'source': built in this package folder; otherwise the platform package's name. */
+  /** The platform package's name. */
   from: string;
+}
+
+/** Why no prebuilt addon could serve this process (install script and loader say the same). */
+export function noPrebuiltReason(): string {
+  const names = candidatePackages().filter((p) => !p.cuda).map((p) => p.name);
+  return `no prebuilt addon for ${process.platform}-${process.arch}` + (names.length ? ` (${names.join(', ')} is not installed)` : '');
 }
 
 /** The installed platform packages' addons, in the order to try them (after a build from source). */
