@@ -21,7 +21,8 @@ jobs="$(nproc 2>/dev/null || echo 4)"
 
 # 1. The native check: CPU vs CUDA parity and timings (saekit_gpu_check; since issue 20 also the
 #    CUDA trainer vs the CPU trainer and its step time at the GPT-2 shape), and the kernels under
-#    emulation (the CI check; needs a C++20 compiler, skipped without one).
+#    emulation (the CI check; needs a C++20 compiler, skipped without one). Then the PyTorch
+#    references: encode/decode (torch_ref.py) and training (torch_train.py + train_compare.py).
 cmake -S . -B build-gpu "${gen[@]}" -DCMAKE_BUILD_TYPE=Release >/dev/null && cmake --build build-gpu -j "$jobs" --target saekit_gpu_check || exit 1
 if cmake --build build-gpu -j "$jobs" --target saekit_kernel_emu >/dev/null 2>&1; then
   ./build-gpu/saekit_kernel_emu | tail -3 || status=1
@@ -31,6 +32,28 @@ fi
 ./build-gpu/saekit_gpu_check "$report" || status=1
 { cat /tmp/saekit-gpu-header.txt; echo; cat "$report"; } > "$report.tmp" && mv "$report.tmp" "$report"
 python3 bench/gpu/torch_ref.py "$report" || echo "torch reference failed" | tee -a "$report"
+
+# The training peer (issue 20): bench/peers/torch_train.py on this card at the GPT-2 shape (batch
+# 4096, 3 warm-up + 10 timed steps), as saekit computes it (eager autograd, fp32) and as sparsify
+# ships it on CUDA (its fused encoder + embedding_bag decode under bf16 autocast); then
+# train_compare.py appends both next to saekit's step line (above, from saekit_gpu_check) and the
+# ratio. Like torch_ref.py, a failure goes into the report and leaves the exit status alone.
+torch_train() {  # OUTPUT [ARGS...]: one run, its stdout+stderr (and a failure's exit status) in OUTPUT
+  local out=$1
+  shift
+  timeout 300 python3 bench/peers/torch_train.py 768 24576 32 4096 "$jobs" 10 --device cuda --warmup 3 "$@" > "$out" 2>&1
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "(exit status $rc$([ "$rc" -eq 124 ] && echo ', timed out after 300 s')) $(grep -v '^[[:space:]]*$' "$out" | tail -1)" >> "$out"
+    echo "PyTorch trainer failed: $(tail -1 "$out")"
+  fi
+}
+torch_train /tmp/saekit-torch-train-eager.txt
+torch_train /tmp/saekit-torch-train-fused.txt --impl fused --autocast-bf16
+python3 bench/gpu/train_compare.py "$report" \
+  "eager fp32 (autograd through topk, gather decode)=/tmp/saekit-torch-train-eager.txt" \
+  "fused, bf16 autocast (sparsify's FusedEncoder + embedding_bag decode)=/tmp/saekit-torch-train-fused.txt" ||
+  echo "training comparison (train_compare.py) failed" | tee -a "$report"
 
 # 2. The Node path, when pack.sh's carry came along.
 if [ -f gpu-carry/node.xz ]; then
