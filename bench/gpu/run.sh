@@ -41,10 +41,10 @@ python3 bench/gpu/torch_ref.py "$report" || echo "torch reference failed" | tee 
 torch_train() {  # OUTPUT [ARGS...]: one run, its stdout+stderr (and a failure's exit status) in OUTPUT
   local out=$1
   shift
-  timeout 300 python3 bench/peers/torch_train.py 768 24576 32 4096 "$jobs" 10 --device cuda --warmup 3 "$@" > "$out" 2>&1
+  timeout 120 python3 bench/peers/torch_train.py 768 24576 32 4096 "$jobs" 10 --device cuda --warmup 3 "$@" > "$out" 2>&1
   local rc=$?
   if [ "$rc" -ne 0 ]; then
-    echo "(exit status $rc$([ "$rc" -eq 124 ] && echo ', timed out after 300 s')) $(grep -v '^[[:space:]]*$' "$out" | tail -1)" >> "$out"
+    echo "(exit status $rc$([ "$rc" -eq 124 ] && echo ', timed out after 120 s')) $(grep -v '^[[:space:]]*$' "$out" | tail -1)" >> "$out"
     echo "PyTorch trainer failed: $(tail -1 "$out")"
   fi
 }
