@@ -63,6 +63,7 @@
 #include "../backend.h"
 #include "../error.h"
 #include "../thread_pool.h"
+#include "../train_select.h"
 #include "aligned.h"
 #include "cpu_model.h"
 #include "gemm.h"
@@ -624,31 +625,7 @@ class CpuTrainer final : public BackendTrainer {
     }
     encoder_->set_admit(admit.data());
     encoder_->encode(XP_.get(), B, &codes_);
-    window_row_.clear();
-    window_latent_.clear();
-    window_pre_.clear();
-    uint32_t out = 0, begin = codes_.indptr[0];
-    for (int64_t n = 0; n < B; ++n) {
-      const uint32_t end = codes_.indptr[n + 1];
-      for (uint32_t p = begin; p < end; ++p) {
-        const int32_t j = codes_.indices[p];
-        const float v = codes_.values[p];
-        if (std::fabs(v - theta_[j]) < static_cast<float>(eps / 2)) {
-          window_row_.push_back(static_cast<int32_t>(n));
-          window_latent_.push_back(j);
-          window_pre_.push_back(v);
-        }
-        if (v > theta_[j]) {
-          codes_.values[out] = v;
-          codes_.indices[out] = j;
-          ++out;
-        }
-      }
-      begin = end;
-      codes_.indptr[n + 1] = out;
-    }
-    codes_.values.resize(out);
-    codes_.indices.resize(out);
+    train::jump_split(&codes_, theta_.data(), static_cast<float>(eps / 2), B, &window_);
   }
 
   // dL/dlog_threshold (see the top of the file) and the L0 penalty. The window is small (an
@@ -656,18 +633,12 @@ class CpuTrainer final : public BackendTrainer {
   // order.
   double threshold_gradient(int64_t B, const TrainStepOptions& o) {
     const int64_t od = spec_.out_width(), L = spec_.d_sae;
-    const int64_t m = static_cast<int64_t>(window_row_.size());
+    const int64_t m = window_.size();
     std::vector<float> df(m);
     parallel_for(m, [&](int64_t q, int) {
-      df[q] = dot(U_.get() + int64_t{window_row_[q]} * od, W_dec_.get() + int64_t{window_latent_[q]} * od, od);
+      df[q] = dot(U_.get() + int64_t{window_.row[q]} * od, W_dec_.get() + int64_t{window_.latent[q]} * od, od);
     });
-    std::vector<double> g(L, 0.0);
-    const double eps = o.bandwidth;
-    for (int64_t q = 0; q < m; ++q) {
-      const int32_t j = window_latent_[q];
-      g[j] += -theta_[j] / eps * df[q] - o.l0_coeff / (B * eps);
-    }
-    for (int64_t j = 0; j < L; ++j) g_logth_[j] = static_cast<float>(theta_[j] * g[j]);
+    train::jump_threshold_grad(window_, df.data(), theta_.data(), o.bandwidth, o.l0_coeff, B, L, g_logth_.get());
     return o.l0_coeff * static_cast<double>(codes_.indices.size()) / B;
   }
 
@@ -711,7 +682,7 @@ class CpuTrainer final : public BackendTrainer {
     if (again) admit_all();
     for (size_t m = 0; m < M; ++m) {
       SparseCodes& out = m + 1 == M ? codes_ : inner_codes_[m];
-      level_hint_[m] = exact_cut(B, levels_[m], want, &out);
+      level_hint_[m] = train::batch_topk_cut(candidates_, B, levels_[m], want, &out);
     }
     batch_cut_ = level_hint_[M - 1];
   }
@@ -727,42 +698,7 @@ class CpuTrainer final : public BackendTrainer {
       encoder_->set_admit(mask.data());
     }
     encoder_->encode(XP_.get(), B, &scratch_codes_);
-    float lo = std::numeric_limits<float>::infinity();
-    for (float v : scratch_codes_.values) lo = std::min(lo, v);
-    return static_cast<int64_t>(scratch_codes_.values.size()) < want ? 0.0f : std::nextafter(lo, 0.0f);
-  }
-
-  // The exact batch top-k of the candidates among latents < width, by value, then lower row,
-  // then lower latent, into OUT (CSR); returns the cut (its smallest value, 0 when empty).
-  float exact_cut(int64_t B, int64_t width, int64_t want, SparseCodes* out) {
-    const SparseCodes& c = candidates_;
-    std::vector<std::pair<float, int64_t>> cand;  // (value, position in CSR = row-major order)
-    for (size_t p = 0; p < c.indices.size(); ++p)
-      if (c.indices[p] < width) cand.emplace_back(c.values[p], static_cast<int64_t>(p));
-    auto better = [](const std::pair<float, int64_t>& a, const std::pair<float, int64_t>& b) {
-      return a.first > b.first || (a.first == b.first && a.second < b.second);
-    };
-    const bool cut_needed = static_cast<int64_t>(cand.size()) > want;
-    std::pair<float, int64_t> last{0.0f, 0};
-    if (cut_needed) {
-      std::nth_element(cand.begin(), cand.begin() + (want - 1), cand.end(), better);
-      last = cand[want - 1];
-    }
-    out->indptr.assign(B + 1, 0);
-    out->indices.clear();
-    out->values.clear();
-    float lowest = std::numeric_limits<float>::infinity();
-    for (int64_t n = 0; n < B; ++n) {
-      for (uint32_t p = c.indptr[n]; p < c.indptr[n + 1]; ++p) {
-        if (c.indices[p] >= width) continue;
-        if (cut_needed && better(last, {c.values[p], p})) continue;
-        out->values.push_back(c.values[p]);
-        out->indices.push_back(c.indices[p]);
-        lowest = std::min(lowest, c.values[p]);
-      }
-      out->indptr[n + 1] = static_cast<uint32_t>(out->indices.size());
-    }
-    return out->indices.empty() ? 0.0f : lowest;
+    return train::batch_topk_safe_threshold(scratch_codes_.values.data(), static_cast<int64_t>(scratch_codes_.values.size()), want);
   }
 
   // AuxK, forward. The dead latents' top-k_aux is a fused encode over a packed sub-SAE of the
@@ -1061,8 +997,7 @@ class CpuTrainer final : public BackendTrainer {
   AlignedFloats logth_, m_logth_, v_logth_, g_logth_;  // jumprelu's log thresholds
   std::vector<float> theta_;                          // exp(logth_) of this step
   // jumprelu: entries in the estimators' window, (row, latent, pre), found in this step's encode.
-  std::vector<int32_t> window_row_, window_latent_;
-  std::vector<float> window_pre_;
+  train::JumpWindow window_;
   std::vector<double> fires_, since_fired_;
   double batch_threshold_ = 0;  // batchtopk: EMA of each batch's smallest selected value
   float batch_cut_ = 0;         // batchtopk: this step's full-width cut

@@ -1,5 +1,6 @@
-// The training step's kernels (issue 20), TopK SAE: the host side is native/cuda/cuda_trainer.h,
-// the math native/cpu/cpu_trainer.cpp's header comment (written once for every backend).
+// The training step's kernels (issue 20): topk, batchtopk, standard and jumprelu SAEs. The host
+// side is native/cuda/cuda_trainer.h, the math native/cpu/cpu_trainer.cpp's header comment
+// (written once for every backend).
 //
 // Deterministic by construction: no kernel here uses atomics. Every sum has one owner thread or
 // one block, and a block's partial sums meet in a fixed order (block_sums below: thread order,
@@ -119,25 +120,34 @@ __global__ void train_aux_topk_kernel(const float* __restrict__ xp, const float*
   }
 }
 
+/** A row's selection: its slots in VAL / IDX / DPRE. */
+struct RowSlots {
+  const int32_t* count;    // k-slot layout: row n's entries are slots n * kslots .. + count[n]
+  int kslots;
+  const uint32_t* offsets;  // CSR layout (when not null): row n's entries are offsets[n] .. offsets[n + 1]
+  __device__ __forceinline__ int64_t first(int row) const { return offsets != nullptr ? offsets[row] : static_cast<int64_t>(row) * kslots; }
+  __device__ __forceinline__ int size(int row) const { return offsets != nullptr ? static_cast<int>(offsets[row + 1] - offsets[row]) : count[row]; }
+};
+
 /**
  * One level of residuals, one block per row (grid-stride):
  *   r = base_row + sum_p val_p W_dec[idx_p] - sub_row   (fp32, entries in slot order)
  *   E_row = r (when E), U_row = g_scale r, err2[row] = ||r||^2 (float64),
  *   dev2[row] = ||sub_row - mean||^2 (when mean: FVU's denominator),
- *   dpre[slot p] = U_row . W_dec[idx_p].
+ *   dpre[slot p] = U_row . W_dec[idx_p] (+ dpre_add[idx_p] when given: standard's L1 term).
  * BASE_STRIDE 0 broadcasts one row (b_dec); SUB may be null (AuxK: r = e + ehat).
  */
 __global__ void train_residual_kernel(const float* __restrict__ base, int64_t base_stride, const float* __restrict__ sub, const double* __restrict__ mean,
-                                      const float* __restrict__ W_dec, const int32_t* __restrict__ idx, const float* __restrict__ val,
-                                      const int32_t* __restrict__ count, int kslots, int rows, int d, float g_scale, float* __restrict__ E,
-                                      float* __restrict__ U, double* __restrict__ err2, double* __restrict__ dev2, float* __restrict__ dpre) {
+                                      const float* __restrict__ W_dec, const int32_t* __restrict__ idx, const float* __restrict__ val, RowSlots slots,
+                                      int rows, int d, float g_scale, const float* __restrict__ dpre_add, float* __restrict__ E, float* __restrict__ U,
+                                      double* __restrict__ err2, double* __restrict__ dev2, float* __restrict__ dpre) {
   __shared__ double s_d[2 * TRAIN_MAX_THREADS];
   __shared__ float s_f[TRAIN_DOTS * TRAIN_MAX_THREADS];
   const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
   for (int row = static_cast<int>(blockIdx.x); row < rows; row += static_cast<int>(gridDim.x)) {
     const int64_t off = static_cast<int64_t>(row) * d;
-    const int64_t soff = static_cast<int64_t>(row) * kslots;
-    const int cnt = count[row];
+    const int64_t soff = slots.first(row);
+    const int cnt = slots.size(row);
     double sums[2] = {0, 0};  // ||r||^2, ||sub - mean||^2
     for (int c = tid; c < d; c += nt) {
       float acc = base[row * base_stride + c];
@@ -168,7 +178,7 @@ __global__ void train_residual_kernel(const float* __restrict__ base, int64_t ba
       }
       block_sums(dots, s_f);
       if (tid == 0)
-        for (int q = 0; q < TRAIN_DOTS && p0 + q < cnt; ++q) dpre[soff + p0 + q] = dots[q];
+        for (int q = 0; q < TRAIN_DOTS && p0 + q < cnt; ++q) dpre[soff + p0 + q] = dpre_add != nullptr ? dots[q] + dpre_add[idx[soff + p0 + q]] : dots[q];
     }
   }
 }
@@ -180,13 +190,16 @@ __global__ void train_residual_kernel(const float* __restrict__ base, int64_t ba
  *   dWt[j]    = sum_e dpre_e XP[xrow_e]    (latent-major: the transpose of dW_enc's column j)
  *   db_enc[j] = sum_e dpre_e               (float64, in entry order)
  *   row_sq[j] = ||dW_dec[j]||^2 + ||dWt[j]||^2 + db_enc[j]^2 (after the projection)
+ * With L1_NORM (standard's penalty lambda/B sum f_nj ||W_dec[j]||, L1_SCALE = lambda / B, L1_NORM
+ * the rows' norms): dW_dec[j] += float(L1_SCALE (sum_e f_e) / ||W_dec[j]||) W_dec[j] where the
+ * norm is > 0 (the CPU trainer's formula, the value sum in float64 in entry order).
  * A latent without entries gets zero rows.
  */
 __global__ void train_latent_grads_kernel(const int32_t* __restrict__ offsets, const int32_t* __restrict__ ent_urow, const int32_t* __restrict__ ent_xrow,
                                           const int32_t* __restrict__ ent_slot, const float* __restrict__ val, const float* __restrict__ dpre,
                                           const float* __restrict__ U, const float* __restrict__ XP, const float* __restrict__ W_dec, int d_sae, int d,
-                                          int unit_decoder, float* __restrict__ gWdec, float* __restrict__ gWt, float* __restrict__ gb_enc,
-                                          double* __restrict__ row_sq) {
+                                          int unit_decoder, const float* __restrict__ l1_norm, float l1_scale, float* __restrict__ gWdec,
+                                          float* __restrict__ gWt, float* __restrict__ gb_enc, double* __restrict__ row_sq) {
   __shared__ double s_d[TRAIN_MAX_THREADS];
   __shared__ float s_f[TRAIN_MAX_THREADS];
   const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
@@ -200,6 +213,12 @@ __global__ void train_latent_grads_kernel(const int32_t* __restrict__ offsets, c
       if (tid == 0) gb_enc[j] = 0.f, row_sq[j] = 0.0;
       continue;
     }
+    float l1_coef = 0.f;  // the same in every thread: each sums the values in entry order
+    if (l1_norm != nullptr && l1_norm[j] > 0.f) {
+      double fs = 0;
+      for (int e = e0; e < e1; ++e) fs += val[ent_slot[e]];
+      l1_coef = static_cast<float>(l1_scale * fs / l1_norm[j]);
+    }
     float gw = 0.f, ww = 0.f;
     for (int c = tid; c < d; c += nt) {
       float a = 0.f, b = 0.f;
@@ -207,6 +226,7 @@ __global__ void train_latent_grads_kernel(const int32_t* __restrict__ offsets, c
         a = fmaf(val[ent_slot[e]], U[static_cast<int64_t>(ent_urow[e]) * d + c], a);
         b = fmaf(dpre[ent_slot[e]], XP[static_cast<int64_t>(ent_xrow[e]) * d + c], b);
       }
+      if (l1_coef != 0.f) a = fmaf(l1_coef, w[c], a);
       gd[c] = a;
       ge[c] = b;
       gw = fmaf(a, w[c], gw);
@@ -311,6 +331,37 @@ __global__ void train_adam_kernel(AdamSegments segs, float gscale, float lr, flo
       sg.v[i] = vi;
       sg.p[i] -= lr * (mi * inv_c1) / (sqrtf(vi * inv_c2) + eps);
     }
+  }
+}
+
+/**
+ * jumprelu's window: out[q] = U[urow[q]] . W_dec[latent[q]] for each of M pairs, one block per
+ * pair (grid-stride), fp32 in column strides then block_sums.
+ */
+__global__ void train_pair_dots_kernel(const float* __restrict__ U, const float* __restrict__ W_dec, const int32_t* __restrict__ urow,
+                                       const int32_t* __restrict__ latent, int m, int d, float* __restrict__ out) {
+  __shared__ float s_f[TRAIN_MAX_THREADS];
+  const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
+  for (int q = static_cast<int>(blockIdx.x); q < m; q += static_cast<int>(gridDim.x)) {
+    const float* u = U + static_cast<int64_t>(urow[q]) * d;
+    const float* w = W_dec + static_cast<int64_t>(latent[q]) * d;
+    float acc = 0.f;
+    for (int c = tid; c < d; c += nt) acc = fmaf(u[c], w[c], acc);
+    acc = block_sum(acc, s_f);
+    if (tid == 0) out[q] = acc;
+  }
+}
+
+/** float(sqrt(||W[r]||^2)) per row, the square summed in float64: standard's decoder-row norms. */
+__global__ void train_row_norms_kernel(const float* __restrict__ W, int rows, int d, float* __restrict__ norm) {
+  __shared__ double s_d[TRAIN_MAX_THREADS];
+  const int tid = static_cast<int>(threadIdx.x), nt = static_cast<int>(blockDim.x);
+  for (int r = static_cast<int>(blockIdx.x); r < rows; r += static_cast<int>(gridDim.x)) {
+    const float* w = W + static_cast<int64_t>(r) * d;
+    double sq = 0;
+    for (int c = tid; c < d; c += nt) sq += static_cast<double>(w[c]) * w[c];
+    sq = block_sum(sq, s_d);
+    if (tid == 0) norm[r] = static_cast<float>(sqrt(sq));
   }
 }
 
