@@ -213,6 +213,10 @@ class BackendTrainer {
   // The last step's selections as CSR over rows (main top-k, then AuxK): for tests.
   virtual void last_selection(std::vector<uint32_t>* indptr, std::vector<int32_t>* indices, bool aux) const = 0;
   virtual int64_t bytes() const = 0;
+  // With SAEKIT_TRAIN_PROFILE set when the trainer was made: the time per phase over every step
+  // so far, "phase ms (percent), ..." (the CUDA trainer synchronizes at each phase boundary for
+  // it). "" where not profiled or not implemented.
+  virtual std::string phase_report() const { return ""; }
 };
 
 struct Capabilities {

@@ -20,6 +20,8 @@
 //              (its dot products g . W_dec[j] on the device, dL/dlog_threshold on the host);
 //   batchtopk  the threshold encode admitting pre > tau (0.9 x the last cut, or the safe tau
 //              from a per-row top-k when too few pass), then the exact cut on the host.
+// The batch is checked and staged through page-locked memory in chunks, each chunk's copy to
+// the device overlapping the host's work on the next (upload_input).
 // Everything runs on the legacy default stream, in order; the host round trips per step are the
 // selection (also what last_selection() and the dead-latent counters need) and, for the
 // threshold architectures, the candidates' counts and values.
@@ -33,7 +35,10 @@
 // train them with device 'cpu'.
 #pragma once
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -71,6 +76,46 @@ inline const char* train_arch_name(TrainArch a) {
   }
   return "?";
 }
+
+/**
+ * Time per phase of the step (SAEKIT_TRAIN_PROFILE): MARK(name) waits for the device, then
+ * charges the time since the previous mark to NAME. Off, it costs nothing and never waits.
+ */
+class TrainPhases {
+ public:
+  TrainPhases() : on_(std::getenv("SAEKIT_TRAIN_PROFILE") != nullptr) {}
+  bool on() const { return on_; }
+  void start() {
+    if (on_) sync(), last_ = now();
+  }
+  void mark(const char* phase) {
+    if (!on_) return;
+    sync();
+    const double t = now();
+    auto it = std::find_if(ms_.begin(), ms_.end(), [&](const auto& p) { return p.first == phase; });
+    if (it == ms_.end()) ms_.emplace_back(phase, 0.0), it = ms_.end() - 1;
+    it->second += (t - last_) * 1e3;
+    last_ = t;
+  }
+  std::string report() const {
+    double total = 0;
+    for (const auto& p : ms_) total += p.second;
+    std::string out;
+    for (const auto& p : ms_) {
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "%s%s %.2f ms (%.1f%%)", out.empty() ? "" : ", ", p.first.c_str(), p.second, total > 0 ? 100.0 * p.second / total : 0.0);
+      out += buf;
+    }
+    return out;
+  }
+
+ private:
+  static void sync() { SAEKIT_CUDA_CHECK(cudaStreamSynchronize(nullptr)); }
+  static double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+  bool on_;
+  double last_ = 0;
+  std::vector<std::pair<std::string, double>> ms_;
+};
 
 class CudaTrainer final : public BackendTrainer {
  public:
@@ -122,24 +167,27 @@ class CudaTrainer final : public BackendTrainer {
                                            &win_lat_})
       b += p->bytes();
     for (const DeviceBuffer<double>* p : {&sq_, &total_, &col_mean_, &err2_, &aux_err2_, &dev2_}) b += p->bytes();
-    return static_cast<int64_t>(b + main_off_.bytes() + cand_off_.bytes());
+    return static_cast<int64_t>(b + main_off_.bytes() + cand_off_.bytes() + staging_.bytes());
   }
 
   TrainStepStats step(const float* x, const float* y, int64_t B, const TrainStepOptions& o) override {
     (void)y;
     if (B < 1) throw Error("a training step needs at least one row");
     if (B > INT32_MAX / std::max<int64_t>(1, spec_.k + spec_.k_aux) || B * d_ > (int64_t{1} << 40)) throw Error("CUDA trainer: batch too large");
-    check_finite(x, B, o.input_scale);
+    phases_.start();
     const int d = static_cast<int>(d_), L = static_cast<int>(L_), rows = static_cast<int>(B);
     reserve(B);
-    x_.upload(x, static_cast<size_t>(B * d_));
+    upload_input(x, B, o.input_scale);
+    phases_.mark("input check + upload");
     SAEKIT_LAUNCH(cuda::train_prep_kernel, train_grid((B * d_ + kTrainEltThreads - 1) / kTrainEltThreads, 4096), kTrainEltThreads, stream_, static_cast<const float*>(x_.get()),
                   static_cast<const float*>(b_dec_.get()), B, d, o.input_scale, xs_.get(), xp_.get());
     SAEKIT_LAUNCH(cuda::train_col_mean_kernel, train_grid((d_ + kTrainThreads - 1) / kTrainThreads), kTrainThreads, stream_, static_cast<const float*>(xs_.get()), rows, d, col_mean_.get());
+    phases_.mark("prep");
 
     // Forward: the selection (see the top of the file), then the residuals.
     TrainStepStats st;
     select(B, o);
+    phases_.mark("selection");
     const bool l1 = spec_.arch == TrainArch::Standard && o.l1_coeff > 0;
     const float l1_scale = l1 ? static_cast<float>(o.l1_coeff / B) : 0.0f;
     if (l1) {
@@ -157,6 +205,7 @@ class CudaTrainer final : public BackendTrainer {
                   static_cast<const float*>(xs_.get()), static_cast<const double*>(col_mean_.get()), static_cast<const float*>(W_dec_.get()),
                   static_cast<const int32_t*>(idx_.get()), static_cast<const float*>(vals_.get()), main_slots, rows, d, g_scale,
                   l1 ? static_cast<const float*>(dpre_add_.get()) : static_cast<const float*>(nullptr), E_.get(), U_.get(), err2_.get(), dev2_.get(), dpre_.get());
+    phases_.mark("residuals");
 
     // AuxK over the latents dead before this step (the host keeps the counters): topk and batchtopk.
     dead_.clear();
@@ -188,6 +237,7 @@ class CudaTrainer final : public BackendTrainer {
                     static_cast<const float*>(nullptr), static_cast<float*>(nullptr), U_.get() + B * d_, aux_err2_.get(), static_cast<double*>(nullptr), aux_dpre);
     }
     SAEKIT_CUDA_CHECK(cudaGetLastError());
+    phases_.mark("auxk");
 
     // The selections and the per-row sums come back: stats, CSR, the latent-sorted entry list.
     h_err2_.resize(B);
@@ -230,7 +280,9 @@ class CudaTrainer final : public BackendTrainer {
       }
       st.l1_loss = o.l1_coeff * total / B;
     }
+    phases_.mark("download + stats");
     build_entries(B);
+    phases_.mark("entry sort");
 
     // Backward: per-latent rows (and the decoder projection), db_dec, dW_enc's layout.
     const bool unit_decoder = spec_.arch != TrainArch::Standard;
@@ -245,6 +297,7 @@ class CudaTrainer final : public BackendTrainer {
     const int64_t tiles = ((L_ + 31) / 32) * ((d_ + 31) / 32);
     SAEKIT_LAUNCH(cuda::train_transpose_kernel, train_grid(tiles), dim3(32, kTrainEltThreads / 32), stream_, static_cast<const float*>(gWt_.get()), L, d, gW_enc_.get());
     SAEKIT_CUDA_CHECK(cudaGetLastError());
+    phases_.mark("gradients");
 
     if (o.apply) {
       SAEKIT_LAUNCH(cuda::train_sum_kernel, 1, kTrainThreads * 2, stream_, static_cast<const double*>(sq_.get()), L_ + d_, total_.get());
@@ -268,6 +321,7 @@ class CudaTrainer final : public BackendTrainer {
                     static_cast<float>(o.beta1), static_cast<float>(o.beta2), inv_c1, inv_c2, static_cast<float>(o.eps));
       if (unit_decoder) SAEKIT_LAUNCH(cuda::train_renorm_kernel, train_grid(L_), kTrainThreads, stream_, W_dec_.get(), L, d);
       SAEKIT_CUDA_CHECK(cudaGetLastError());
+      phases_.mark("adam + renorm");
       update_firing(B);
       if (spec_.arch == TrainArch::BatchTopK && batch_cut_ > 0)
         batch_threshold_ = batch_threshold_ > 0 ? 0.99 * batch_threshold_ + 0.01 * batch_cut_ : batch_cut_;
@@ -318,9 +372,18 @@ class CudaTrainer final : public BackendTrainer {
     *indices = aux ? aux_indices_ : sel_.indices;
   }
 
+  std::string phase_report() const override { return phases_.on() ? phases_.report() : ""; }
+
  private:
   // The fused Adam kernel's grid: enough blocks to fill a GPU, grid-stride beyond.
   static constexpr int64_t kAdamBlocks = 4096;
+  // Input staging chunks: 1 MiB on the GPU (large enough for full-speed DMA, small enough to
+  // overlap); under emulation 64 floats, so the tests' small batches take several chunks.
+#if defined(__CUDACC__)
+  static constexpr int64_t kStagingChunkFloats = int64_t{1} << 18;
+#else
+  static constexpr int64_t kStagingChunkFloats = 64;
+#endif
 
   bool uses_k() const { return spec_.arch == TrainArch::TopK || spec_.arch == TrainArch::BatchTopK; }
 
@@ -356,20 +419,34 @@ class CudaTrainer final : public BackendTrainer {
     SAEKIT_CUDA_CHECK(cudaMemset(b.get(), 0, std::max<size_t>(n, 1) * sizeof(float)));
   }
 
-  // The CPU trainer's check and message: a non-finite s x fails the step before anything changes.
-  void check_finite(const float* x, int64_t B, float s) const {
-    for (int64_t n = 0; n < B; ++n) {
-      const float* xr = x + n * d_;
-      float probe = 0.0f;
-      for (int64_t i = 0; i < d_; ++i) {
-        const float v = s * xr[i];
-        probe += v - v;
+  // x reaches the device through a page-locked staging buffer, in chunks of rows: the host
+  // checks chunk c + 1 (the CPU trainer's check and message: a non-finite s x fails the step
+  // before anything changes) and copies it into the staging buffer while the copy engine moves
+  // chunk c (cudaMemcpyAsync from pinned memory returns at once), instead of a checking pass
+  // followed by a pageable copy that the driver stages through its own buffer.
+  void upload_input(const float* x, int64_t B, float s) {
+    staging_.resize(static_cast<size_t>(B * d_));
+    const int64_t chunk = std::max<int64_t>(1, kStagingChunkFloats / d_);
+    for (int64_t r0 = 0; r0 < B; r0 += chunk) {
+      const int64_t r1 = std::min(B, r0 + chunk);
+      for (int64_t n = r0; n < r1; ++n) {
+        const float* xr = x + n * d_;
+        float* dst = staging_.get() + n * d_;
+        float probe = 0.0f;
+        for (int64_t i = 0; i < d_; ++i) {
+          const float v = s * xr[i];
+          probe += v - v;  // NaN for inf/NaN (and for finite values that overflow)
+          dst[i] = xr[i];
+        }
+        if (probe != 0.0f) {
+          // Copies still in flight read the staging buffer: the next step must not overwrite it under them.
+          SAEKIT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+          int64_t col = 0;
+          while (col < d_ && std::isfinite(s * xr[col])) ++col;
+          throw InputError("training batch row " + std::to_string(n) + " has a non-finite value at column " + std::to_string(col), n, col);
+        }
       }
-      if (probe != 0.0f) {
-        int64_t col = 0;
-        while (col < d_ && std::isfinite(s * xr[col])) ++col;
-        throw InputError("training batch row " + std::to_string(n) + " has a non-finite value at column " + std::to_string(col), n, col);
-      }
+      SAEKIT_CUDA_CHECK(cudaMemcpyAsync(x_.get() + r0 * d_, staging_.get() + r0 * d_, static_cast<size_t>((r1 - r0) * d_) * sizeof(float), cudaMemcpyHostToDevice, stream_));
     }
   }
 
@@ -604,6 +681,7 @@ class CudaTrainer final : public BackendTrainer {
   }
 
   TrainSpec spec_;
+  TrainPhases phases_;
   int64_t d_ = 0, L_ = 0;
   int64_t kslots_ = 0;  // topk: k slots per row; 0: the main selection is CSR (main_off_)
   cudaStream_t stream_ = nullptr;  // the legacy default stream: kernels and cudaMemcpy in order
@@ -615,6 +693,7 @@ class CudaTrainer final : public BackendTrainer {
   DeviceBuffer<uint32_t> main_off_, cand_off_;  // CSR row offsets: the main selection's, the candidates'
   DeviceBuffer<int32_t> cand_idx_, win_row_, win_lat_;
   DeviceBuffer<float> cand_vals_, admit_, dec_norm_dev_, dpre_add_, win_df_;
+  PinnedBuffer<float> staging_;  // x on its way to x_ (upload_input)
   int64_t capacity_ = 0;
   int64_t main_slots_ = 0;  // this step's main-selection slots (AuxK's follow)
   int64_t aux_k_ = 0;       // this step's AuxK slots per row (0: no AuxK)

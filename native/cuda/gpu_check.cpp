@@ -48,8 +48,24 @@ void line(const std::string& s) {
 }
 
 
-/** Issue 20: the CUDA trainer against the CPU trainer (3 steps from one state, AuxK on) at SHAPE; returns false on a mismatch. */
-bool train_parity(Backend* gpu, std::mt19937& rng, int B, int d, int L, int k, int k_aux, int n_dead) {
+const char* arch_name(TrainArch a) {
+  switch (a) {
+    case TrainArch::TopK: return "topk";
+    case TrainArch::BatchTopK: return "batchtopk";
+    case TrainArch::Standard: return "standard";
+    case TrainArch::JumpReLU: return "jumprelu";
+  }
+  return "?";
+}
+
+/** Each architecture's options as the emulated tests use them (native/cuda/emu/train_emu_test.cpp). */
+void arch_options(TrainArch arch, TrainStepOptions* o) {
+  if (arch == TrainArch::Standard) o->l1_coeff = 0.5;
+  if (arch == TrainArch::JumpReLU) o->l0_coeff = 0.05, o->bandwidth = 0.2;
+}
+
+/** Issue 20: the CUDA trainer against the CPU trainer (3 steps from one state, AuxK on for topk/batchtopk) at SHAPE; returns false on a mismatch. */
+bool train_parity(Backend* gpu, std::mt19937& rng, int B, int d, int L, int k, int k_aux, int n_dead, TrainArch arch = TrainArch::TopK) {
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> W_dec(static_cast<size_t>(L) * d), W_enc(W_dec.size()), b_enc(L), b_dec(d);
   for (auto& v : W_dec) v = nd(rng);
@@ -61,10 +77,13 @@ bool train_parity(Backend* gpu, std::mt19937& rng, int B, int d, int L, int k, i
   }
   for (auto& v : b_enc) v = 0.05f * nd(rng);
   for (auto& v : b_dec) v = 0.1f * nd(rng);
+  std::vector<float> log_threshold(L);
+  for (auto& v : log_threshold) v = std::log(0.3f) + 0.3f * nd(rng);  // thresholds where pre-activations are dense
   TrainSpec spec;
-  spec.d_in = d, spec.d_sae = L, spec.k = k, spec.k_aux = k_aux;
+  spec.d_in = d, spec.d_sae = L, spec.k = k, spec.k_aux = k_aux, spec.arch = arch;
   TrainParamsView view;
   view.W_enc = W_enc.data(), view.b_enc = b_enc.data(), view.W_dec = W_dec.data(), view.b_dec = b_dec.data();
+  if (arch == TrainArch::JumpReLU) view.log_threshold = log_threshold.data();
   std::string why;
   double worst_g = 0, worst_p = 0;
   bool same = true;
@@ -77,6 +96,7 @@ bool train_parity(Backend* gpu, std::mt19937& rng, int B, int d, int L, int k, i
     cu->set_state("since_fired", since.data());
     TrainStepOptions o;
     o.lr = 1e-3, o.aux_coeff = 1.0 / 32, o.dead_tokens = 1e6;
+    arch_options(arch, &o);
     std::vector<float> x(static_cast<size_t>(B) * d);
     for (int s = 1; s <= 3; ++s) {
       for (auto& v : x) v = nd(rng);
@@ -90,7 +110,7 @@ bool train_parity(Backend* gpu, std::mt19937& rng, int B, int d, int L, int k, i
         cu->last_selection(&pb, &ib, aux);
         same = same && pa == pb && ia == ib;
       }
-      for (const char* n : {"W_enc", "b_enc", "W_dec", "b_dec"}) {
+      for (const char* n : {"W_enc", "b_enc", "W_dec", "b_dec", "log_threshold"}) {
         const int64_t size = cpu->state_size(n);
         std::vector<float> a(size), b(size), ga(size), gb(size);
         cpu->get_state(n, a.data()), cu->get_state(n, b.data());
@@ -111,32 +131,50 @@ bool train_parity(Backend* gpu, std::mt19937& rng, int B, int d, int L, int k, i
   // real shapes a near tie at the k-th value may legitimately pick another latent: reported.
   const bool ok = why.empty() && worst_g <= 1e-3 && worst_p <= 5e-2;
   char buf[256];
-  std::snprintf(buf, sizeof buf, "%d rows, d_in %d, d_sae %d, k %d, k_aux %d, %d dead, 3 steps: selections %s, grads %.2e, params %.2e lr", B, d, L, k, k_aux,
-                n_dead, same ? "identical" : "differ", worst_g, worst_p);
+  std::snprintf(buf, sizeof buf, "%s, %d rows, d_in %d, d_sae %d, k %d, k_aux %d, %d dead, 3 steps: selections %s, grads %.2e, params %.2e lr", arch_name(arch), B, d, L,
+                k, k_aux, n_dead, same ? "identical" : "differ", worst_g, worst_p);
   line(std::string(ok ? "- ok   CUDA trainer vs CPU trainer: " : "- FAIL CUDA trainer vs CPU trainer: ") + buf + (why.empty() ? "" : ": " + why));
   return ok;
 }
 
-/** Milliseconds per CUDA training step at SHAPE (random data, AuxK off), after one warm-up step. */
-double train_step_ms(Backend* gpu, int B, int d, int L, int k) {
+/**
+ * Milliseconds per CUDA training step at SHAPE (random data, AuxK off), after one warm-up step;
+ * with PHASES, a second trainer made under SAEKIT_TRAIN_PROFILE reports where 3 steps' time went
+ * (it synchronizes at each phase, so its total runs a little above the unprofiled step).
+ */
+double train_step_ms(Backend* gpu, int B, int d, int L, int k, TrainArch arch = TrainArch::TopK, std::string* phases = nullptr) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> W(static_cast<size_t>(L) * d), b_enc(L, 0.f), b_dec(d, 0.f), x(static_cast<size_t>(B) * d);
   for (auto& v : W) v = nd(rng) / std::sqrt(static_cast<float>(d));
   for (auto& v : x) v = nd(rng);
   TrainSpec spec;
-  spec.d_in = d, spec.d_sae = L, spec.k = k, spec.k_aux = d / 2;
+  spec.d_in = d, spec.d_sae = L, spec.k = k, spec.k_aux = d / 2, spec.arch = arch;
+  std::vector<float> log_threshold(L, std::log(0.3f));
   TrainParamsView view;
   view.W_enc = W.data(), view.b_enc = b_enc.data(), view.W_dec = W.data(), view.b_dec = b_dec.data();  // any [L*d] values will do for a timing
-  auto t = gpu->trainer(spec, view);
+  view.log_threshold = log_threshold.data();
   TrainStepOptions o;
   o.lr = 1e-4;
-  o.t = 1;
-  t->step(x.data(), nullptr, B, o);
-  const int reps = 5;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int r = 0; r < reps; ++r) o.t = 2 + r, t->step(x.data(), nullptr, B, o);
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / reps;
+  arch_options(arch, &o);
+  double ms = 0;
+  {
+    auto t = gpu->trainer(spec, view);
+    o.t = 1;
+    t->step(x.data(), nullptr, B, o);
+    const int reps = 5;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r) o.t = 2 + r, t->step(x.data(), nullptr, B, o);
+    ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / reps;
+  }
+  if (phases != nullptr) {
+    setenv("SAEKIT_TRAIN_PROFILE", "1", 1);
+    auto t = gpu->trainer(spec, view);
+    unsetenv("SAEKIT_TRAIN_PROFILE");
+    for (int r = 0; r < 3; ++r) o.t = 1 + r, t->step(x.data(), nullptr, B, o);
+    *phases = t->phase_report();
+  }
+  return ms;
 }
 
 }  // namespace
@@ -219,19 +257,31 @@ int main(int argc, char** argv) {
     std::ofstream j(std::string(argv[1]) + ".json");
     j << json.str();
   }
-  // Issue 20: the CUDA trainer (topk) against the CPU trainer, then its step time.
+  // Issue 20: the CUDA trainer against the CPU trainer, every architecture, then step times
+  // and where the topk step's time goes.
   line("");
-  line("## training (CUDA trainer, topk)");
+  line("## training (CUDA trainer: topk, batchtopk, standard, jumprelu)");
   line("");
   if (!train_parity(gpu, rng, 1, 45, 37, 1, 4, 5)) ++failures;
   if (!train_parity(gpu, rng, 19, 33, 101, 7, 16, 23)) ++failures;
   if (!train_parity(gpu, rng, 300, 768, 4096, 32, 384, 200)) ++failures;
+  for (TrainArch a : {TrainArch::BatchTopK, TrainArch::Standard, TrainArch::JumpReLU}) {
+    if (!train_parity(gpu, rng, 19, 33, 101, 7, 16, 23, a)) ++failures;
+    if (!train_parity(gpu, rng, 300, 768, 4096, 32, 384, 200, a)) ++failures;
+  }
   try {
-    const double ms = train_step_ms(gpu, 4096, 768, 24576, 32);
+    std::string phases;
+    const double ms = train_step_ms(gpu, 4096, 768, 24576, 32, TrainArch::TopK, &phases);
     char buf[200];
     std::snprintf(buf, sizeof buf, "- step at d_in 768, d_sae 24576, k 32, batch 4096 (no dead latents): %.2f ms, %.0f tokens/s (bench/NOTES.md predicted 120k-270k)", ms,
                   4096 / (ms * 1e-3));
     line(buf);
+    line("- topk step phases (3 profiled steps): " + phases);
+    for (TrainArch a : {TrainArch::BatchTopK, TrainArch::JumpReLU}) {
+      const double m = train_step_ms(gpu, 4096, 768, 24576, 32, a);
+      std::snprintf(buf, sizeof buf, "- %s step at the same shape: %.2f ms, %.0f tokens/s", arch_name(a), m, 4096 / (m * 1e-3));
+      line(buf);
+    }
   } catch (const std::exception& e) {
     line(std::string("- FAIL training step timing: ") + e.what());
     ++failures;

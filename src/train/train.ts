@@ -276,10 +276,10 @@ export async function trainSweep(runs: TrainJobOptions[]): Promise<TrainResult[]
   const batchSize = positiveInt(o0.batchSize ?? 4096, 'batchSize');
   const seed = o0.seed ?? 42;
   if (!Number.isSafeInteger(seed)) throw expected('an integer', 'seed', seed);
-  // 'auto' trains on the CPU even where encode would use CUDA: the CUDA trainer (topk SAEs only,
-  // native/cuda/cuda_trainer.h) is tested under emulation but has not run on a GPU yet, so it is
-  // opt-in with device 'cuda' (refused without a usable GPU, as before; other architectures and
-  // transcoders are refused by name when the trainer is created).
+  // 'auto' trains on the CPU even where encode would use CUDA: the CUDA trainer (topk, batchtopk,
+  // standard and jumprelu SAEs, native/cuda/cuda_trainer.h) is tested under emulation but has
+  // not run on a GPU yet, so it is opt-in with device 'cuda' (refused without a usable GPU, as
+  // before; transcoders and matryoshka are refused by name when the trainer is created).
   const device = o0.device === undefined || o0.device === 'auto' ? 'cpu' : resolveDevice(o0.device);
 
   const inputSource = typeof o0.input === 'string' ? await openRowSource(o0.input, o0.tensor !== undefined ? { tensor: o0.tensor } : {}) : o0.input;

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -559,6 +560,63 @@ void test_resume(std::mt19937& rng, saekit::TrainArch arch) {
                 " (params in lr units, moments 1e-2 x relative, counters relative)");
 }
 
+/**
+ * A non-finite value fails the step with the CPU trainer's message, naming its row and column,
+ * and changes nothing: the next good step gives the same state as a trainer that never saw the
+ * bad batch. The bad row sits in the third staging chunk (64 floats = 3 rows under emulation),
+ * after two chunks' copies were already queued.
+ */
+void test_bad_input(std::mt19937& rng) {
+  const int d = 20, L = 31, B = 10;
+  saekit::TrainSpec spec;
+  spec.d_in = d, spec.d_sae = L, spec.k = 3, spec.k_aux = 4;
+  const Init p = random_init(rng, d, L);
+  saekit::CudaTrainer a(spec, view(p)), b(spec, view(p));
+  saekit::TrainStepOptions o;
+  o.lr = 1e-2;
+  auto bad = randn(rng, static_cast<size_t>(B) * d);
+  bad[7 * d + 4] = std::numeric_limits<float>::quiet_NaN();
+  std::string msg;
+  try {
+    a.step(bad.data(), nullptr, B, o);
+  } catch (const saekit::InputError& e) {
+    msg = e.what();
+  }
+  const auto good = randn(rng, static_cast<size_t>(B) * d);
+  a.step(good.data(), nullptr, B, o);
+  b.step(good.data(), nullptr, B, o);
+  bool same = true;
+  for (const std::string& n : checkpoint_names())
+    if (!a.state_is_f64(n)) same = same && state(a, n) == state(b, n);
+  const bool named = msg == "training batch row 7 has a non-finite value at column 4";
+  check(named && same, "CudaTrainer non-finite input: " + (msg.empty() ? std::string("NOT REFUSED") : "'" + msg + "'") + ", then " +
+                           (same ? "state identical to a trainer that never saw it" : "STATE CHANGED"));
+}
+
+/** SAEKIT_TRAIN_PROFILE: the time per phase, every phase named, the shares summing to 100%. */
+void test_phase_report(std::mt19937& rng) {
+  const int d = 20, L = 31, B = 8;
+  saekit::TrainSpec spec;
+  spec.d_in = d, spec.d_sae = L, spec.k = 3, spec.k_aux = 4;
+  const Init p = random_init(rng, d, L);
+  setenv("SAEKIT_TRAIN_PROFILE", "1", 1);
+  saekit::CudaTrainer t(spec, view(p));
+  unsetenv("SAEKIT_TRAIN_PROFILE");
+  saekit::CudaTrainer quiet(spec, view(p));
+  saekit::TrainStepOptions o;
+  o.lr = 1e-2;
+  const auto x = randn(rng, static_cast<size_t>(B) * d);
+  for (int s = 1; s <= 2; ++s) o.t = s, t.step(x.data(), nullptr, B, o), quiet.step(x.data(), nullptr, B, o);
+  const std::string r = t.phase_report();
+  bool named = true;
+  for (const char* ph : {"input check + upload", "prep", "selection", "residuals", "auxk", "download + stats", "entry sort", "gradients", "adam + renorm"})
+    named = named && r.find(std::string(ph) + " ") != std::string::npos;
+  double pct = 0;
+  for (size_t at = r.find('('); at != std::string::npos; at = r.find('(', at + 1)) pct += std::strtod(r.c_str() + at + 1, nullptr);
+  const bool ok = named && std::fabs(pct - 100) < 1 && quiet.phase_report().empty();
+  check(ok, "CudaTrainer phase report (SAEKIT_TRAIN_PROFILE): " + r + "; shares sum " + fmt(pct) + (quiet.phase_report().empty() ? "; off without the variable" : "; ON WITHOUT IT"));
+}
+
 void test_refusals() {
   const Init p = [] {
     std::mt19937 r(1);
@@ -699,6 +757,8 @@ int main(int argc, char** argv) {
       test_step_vs_cpu(rng, 17, 33, 101, 0, 0, 9, 3, A::JumpReLU);
       for (A a : {A::TopK, A::BatchTopK, A::Standard, A::JumpReLU}) test_deterministic(rng, a);
       for (A a : {A::TopK, A::BatchTopK, A::Standard, A::JumpReLU}) test_resume(rng, a);
+      test_bad_input(rng);
+      test_phase_report(rng);
       test_refusals();
     }
     if (want("planted"))
