@@ -233,6 +233,9 @@ class Backend {
   virtual std::unique_ptr<BackendModel> load(const SaeSpec& spec, const SaeWeightsView& weights) = 0;
   // Throws when the backend cannot train (yet).
   virtual std::unique_ptr<BackendTrainer> trainer(const TrainSpec& spec, const TrainParamsView& init) = 0;
+  // Whether device 'auto' may train here: for CUDA the device must be usable and the trainer's
+  // self-test against the CPU trainer must pass (run once, on first ask). Default: capabilities().
+  virtual Capabilities training() { return capabilities(); }
 };
 
 // The registry. cpu is always present; cuda is present when compiled with nvcc, and then

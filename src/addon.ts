@@ -207,6 +207,8 @@ export interface Addon {
   createSae(spec: NativeSpec, weights: NativeWeights, device: 'cpu' | 'cuda'): Promise<AddonSae>;
   createTrainer(spec: NativeTrainSpec, params: NativeTrainParams, device: 'cpu' | 'cuda'): Promise<AddonTrainer>;
   backends(): BackendInfo[];
+  /** The same list, each saying whether device 'auto' may train on it (CUDA: the trainer's self-test, run once). */
+  trainingBackends(): BackendInfo[];
   threads(): number;
   setThreads(n: number): number;
   /** bf16Screening: the CPU can run the exact bf16-screened topk encode (AVX512-BF16). */

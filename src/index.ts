@@ -4,7 +4,7 @@ export { encodeFile, type EncodeFileOptions, type StreamProgress, type StreamRes
 export { decodeFile, type DecodeFileOptions } from './stream/decodeFile.js';
 export type { ScreenStats, ScreenName, CpuVariantInfo, EncodeKernelName, KernelDecision } from './addon.js';
 export { type SparseCodes, validateCodes, codesRow } from './codes.js';
-export { backends, threads, setThreads, cpuVariant, setCpuVariant, cachedKernelDecisions, resolveDevice, type Device, type BackendInfo, type CpuVariantName } from './system.js';
+export { backends, trainingBackends, resolveTrainingDevice, threads, setThreads, cpuVariant, setCpuVariant, cachedKernelDecisions, resolveDevice, type Device, type BackendInfo, type CpuVariantName } from './system.js';
 export { SaekitError, FormatError, ValidationError, NonFiniteInputError, UsageError, NativeError } from './errors.js';
 export { syntheticSae, syntheticActivations, Rng } from './synthetic.js';
 export type { Architecture, Normalization, SaeConfig, SaeFormat, SaeWeights } from './types.js';

@@ -11,6 +11,15 @@ export function backends(): BackendInfo[] {
   return addon().backends();
 }
 
+/**
+ * The backends as places to train: cuda is available only when its backend is usable and the
+ * CUDA trainer's self-test against the CPU trainer passed (run once, on first call; the detail
+ * says which). This is what device 'auto' consults for training.
+ */
+export function trainingBackends(): BackendInfo[] {
+  return addon().trainingBackends();
+}
+
 /** Threads of the process-wide kernel pool (all cores by default, or SAEKIT_THREADS). */
 export function threads(): number {
   return addon().threads();
@@ -64,6 +73,17 @@ export function resolveDevice(device: Device = 'auto'): 'cpu' | 'cuda' {
     return 'cuda';
   }
   return cuda?.available ? 'cuda' : 'cpu';
+}
+
+/**
+ * The device a training run uses. Explicit devices resolve as resolveDevice does; 'auto' picks
+ * CUDA only where trainingBackends() says it may train and the run is one the CUDA trainer
+ * has kernels for (SAEs of every architecture; not transcoders or matryoshka), else the CPU.
+ */
+export function resolveTrainingDevice(device: Device = 'auto', run: { transcoder?: boolean; matryoshka?: boolean } = {}): 'cpu' | 'cuda' {
+  if (device !== 'auto') return resolveDevice(device);
+  if (run.transcoder || run.matryoshka) return 'cpu';
+  return trainingBackends().find((b) => b.name === 'cuda')?.available ? 'cuda' : 'cpu';
 }
 
 /** saekit's version, from its package.json (src/ and dist/ both sit one level below it). */

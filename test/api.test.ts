@@ -14,10 +14,12 @@ import {
   cpuVariant,
   createSae,
   loadSae,
+  resolveTrainingDevice,
   saveSaeLens,
   setCpuVariant,
   setThreads,
   threads,
+  trainingBackends,
   validateCodes,
   type Sae,
   type SparseCodes,
@@ -186,6 +188,28 @@ describe('createSae validation', () => {
       auto.dispose();
     }
     await expectReject(() => createSae(w, { device: 'tpu' as 'cpu' }), ValidationError, 'for device', '"tpu"');
+  });
+
+  it("training's device 'auto' is CUDA only where the CUDA trainer's self-test passed, and never for transcoders or matryoshka", () => {
+    const listed = backends(), training = trainingBackends();
+    expect(training.map((b) => b.name)).toEqual(listed.map((b) => b.name));
+    expect(training[0]).toEqual(listed[0]); // the CPU trains wherever it runs
+    const cuda = listed.find((b) => b.name === 'cuda'), tc = training.find((b) => b.name === 'cuda');
+    if (cuda?.available) {
+      // The self-test ran (native/cuda/cuda_trainer.h trainer_self_test) and says how it went.
+      expect(tc!.detail).toMatch(/^trainer self-test (passed|failed, training stays on the CPU: .+)/);
+      expect(resolveTrainingDevice('auto')).toBe(tc!.available ? 'cuda' : 'cpu');
+    } else {
+      // No usable device: not a place to train either, for the same reason.
+      if (cuda) expect(tc).toEqual(cuda);
+      expect(resolveTrainingDevice('auto')).toBe('cpu');
+      expect(resolveTrainingDevice()).toBe('cpu');
+    }
+    expect(resolveTrainingDevice('auto', { transcoder: true })).toBe('cpu');
+    expect(resolveTrainingDevice('auto', { matryoshka: true })).toBe('cpu');
+    expect(resolveTrainingDevice('cpu')).toBe('cpu');
+    expectThrow(() => resolveTrainingDevice('tpu' as 'cpu'), ValidationError, 'for device', '"tpu"');
+    if (!cuda?.available) expectThrow(() => resolveTrainingDevice('cuda'), ValidationError, "device 'cuda'");
   });
 });
 

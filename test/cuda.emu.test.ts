@@ -75,7 +75,7 @@ describe('CUDA kernels under CPU emulation', () => {
       expect(r.stdout.trim().split('\n').at(-1)).toBe('all passed');
     }
     const lines = runs.flatMap((r) => r.stdout.trim().split('\n'));
-    expect(lines.filter((l) => l.startsWith('ok ')).length).toBe(45);
+    expect(lines.filter((l) => l.startsWith('ok ')).length).toBe(46);
     expect(lines.filter((l) => l.includes('train_residual') && l.includes('float64 reference')).length).toBe(4);
     expect(lines.filter((l) => l.includes('train_residual csr + per-latent dL/dpre term')).length).toBe(1);
     expect(lines.filter((l) => l.includes('train_latent_grads') && l.includes('(projected)')).length).toBe(3);
@@ -104,6 +104,8 @@ describe('CUDA kernels under CPU emulation', () => {
     // The pinned, chunked upload refuses a bad row by name and changes nothing; the phase profile.
     expect(lines.some((l) => l.includes("non-finite input: 'training batch row 7 has a non-finite value at column 4', then state identical"))).toBe(true);
     expect(lines.some((l) => l.includes('phase report (SAEKIT_TRAIN_PROFILE)') && l.includes('off without the variable'))).toBe(true);
+    // The self-test gating device 'auto' for training passes here and catches a trainer that differs.
+    expect(lines.some((l) => l.includes("trainer self-test (gates device 'auto' for training): CUDA trainer passes; a wrong trainer: 'topk: step 1: the main selection differs"))).toBe(true);
     expect(lines.some((l) => l.startsWith('FAIL'))).toBe(false);
   });
 });

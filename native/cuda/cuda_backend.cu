@@ -124,12 +124,24 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaModel>(spec, weights);
   }
 
-  // TopK SAEs train on the GPU (cuda_trainer.h); the other architectures and transcoders are
-  // refused there by name. Without a usable GPU this says why, as load() does.
+  // topk, batchtopk, standard and jumprelu SAEs train on the GPU (cuda_trainer.h); transcoders
+  // and matryoshka are refused there by name. Without a usable GPU this says why, as load() does.
   std::unique_ptr<BackendTrainer> trainer(const TrainSpec& spec, const TrainParamsView& init) override {
     const Capabilities c = capabilities();
     if (!c.available) throw Error("CUDA backend: " + c.detail + "; train with device 'cpu'");
     return std::make_unique<CudaTrainer>(spec, init);
+  }
+
+  // Device 'auto' trains here only when the device is usable and the trainer's self-test
+  // (cuda_trainer.h, every architecture against the CPU trainer) passed; run once, on first ask.
+  Capabilities training() override {
+    Capabilities c = capabilities();
+    if (!c.available) return c;
+    static const std::string failure = trainer_self_test([](const TrainSpec& s, const TrainParamsView& v) { return std::unique_ptr<BackendTrainer>(new CudaTrainer(s, v)); });
+    c.available = failure.empty();
+    c.detail = failure.empty() ? "trainer self-test passed (topk, batchtopk, standard, jumprelu against the CPU trainer)"
+                               : "trainer self-test failed, training stays on the CPU: " + failure;
+    return c;
   }
 };
 

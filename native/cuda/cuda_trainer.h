@@ -41,6 +41,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -709,6 +710,84 @@ class CudaTrainer final : public BackendTrainer {
   std::vector<uint32_t> aux_indptr_;
   std::vector<int32_t> aux_indices_;
 };
+
+/**
+ * The CUDA trainer's self-test, which gates device 'auto' for training as the model's gates
+ * inference (cuda_backend.cu): every architecture, 3 steps from one random state at a small,
+ * awkward shape (19 rows, d_in 33, d_sae 101, k 7, AuxK over 5 dead latents), against the CPU
+ * trainer: selections identical, gradients within 1e-4 of each tensor's scale, weights within
+ * 1e-2 lr (the emulated tests' tolerances, emu/train_emu_test.cpp). MAKE(spec, init) builds the
+ * trainer under test. Returns "" when it agrees, else the architecture and what differed.
+ */
+template <class MakeTrainer>
+std::string trainer_self_test(MakeTrainer make) {
+  const int B = 19, d = 33, L = 101;
+  std::mt19937 rng(20261208u);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  auto randn = [&](size_t n, float sigma) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = sigma * nd(rng);
+    return v;
+  };
+  for (TrainArch arch : {TrainArch::TopK, TrainArch::BatchTopK, TrainArch::Standard, TrainArch::JumpReLU}) {
+    const std::string name = train_arch_name(arch);
+    try {
+      std::vector<float> W_dec = randn(static_cast<size_t>(L) * d, 1.f), W_enc(W_dec.size());
+      for (int j = 0; j < L; ++j) {
+        double s = 0;
+        for (int c = 0; c < d; ++c) s += double{W_dec[j * d + c]} * W_dec[j * d + c];
+        for (int c = 0; c < d; ++c) W_dec[j * d + c] = static_cast<float>(W_dec[j * d + c] / std::sqrt(s)), W_enc[static_cast<size_t>(c) * L + j] = W_dec[j * d + c];
+      }
+      const auto b_enc = randn(L, 0.05f), b_dec = randn(d, 0.1f);
+      auto logth = randn(L, 0.3f);
+      for (auto& v : logth) v += std::log(0.3f);
+      TrainSpec spec;
+      spec.d_in = d, spec.d_sae = L, spec.k = 7, spec.k_aux = 16, spec.arch = arch;
+      TrainParamsView init;
+      init.W_enc = W_enc.data(), init.b_enc = b_enc.data(), init.W_dec = W_dec.data(), init.b_dec = b_dec.data(), init.log_threshold = logth.data();
+      std::unique_ptr<BackendTrainer> ref = cpu_backend().trainer(spec, init), dev = make(spec, init);
+      std::vector<double> since(L, 0.0);
+      for (int q = 0; q < 5; ++q) since[(q * 7 + 3) % L] = 1e9;
+      ref->set_state("since_fired", since.data());
+      dev->set_state("since_fired", since.data());
+      TrainStepOptions o;
+      o.lr = 1e-3, o.aux_coeff = 1.0 / 32, o.dead_tokens = 1e6;
+      if (arch == TrainArch::Standard) o.l1_coeff = 0.5;
+      if (arch == TrainArch::JumpReLU) o.l0_coeff = 0.05, o.bandwidth = 0.2;
+      for (int s = 1; s <= 3; ++s) {
+        const auto x = randn(static_cast<size_t>(B) * d, 1.f);
+        o.t = s;
+        ref->step(x.data(), nullptr, B, o);
+        dev->step(x.data(), nullptr, B, o);
+        for (bool aux : {false, true}) {
+          std::vector<uint32_t> pa, pb;
+          std::vector<int32_t> ia, ib;
+          ref->last_selection(&pa, &ia, aux);
+          dev->last_selection(&pb, &ib, aux);
+          if (pa != pb || ia != ib) return name + ": step " + std::to_string(s) + ": the " + (aux ? "AuxK" : "main") + " selection differs from the CPU trainer's";
+        }
+        for (const char* t : {"W_enc", "b_enc", "W_dec", "b_dec", "log_threshold"}) {
+          const int64_t n = ref->state_size(t);
+          std::vector<float> pa(n), pb(n), ga(n), gb(n);
+          ref->get_state(t, pa.data()), dev->get_state(t, pb.data());
+          ref->get_state(std::string("grad.") + t, ga.data()), dev->get_state(std::string("grad.") + t, gb.data());
+          double scale = 0, gerr = 0, perr = 0;
+          for (int64_t i = 0; i < n; ++i) {
+            scale = std::max(scale, std::fabs(double{ga[i]}));
+            gerr = std::max(gerr, std::fabs(double{ga[i]} - gb[i]));
+            perr = std::max(perr, std::fabs(double{pa[i]} - pb[i]) / o.lr);
+          }
+          if (!(gerr <= 1e-4 * scale) || !(perr <= 1e-2))
+            return name + ": step " + std::to_string(s) + ": " + t + " differs from the CPU trainer's (gradient " + std::to_string(gerr / (scale + 1e-30)) +
+                   " of its scale, weights " + std::to_string(perr) + " lr)";
+        }
+      }
+    } catch (const std::exception& e) {
+      return name + ": " + e.what();
+    }
+  }
+  return "";
+}
 
 }  // namespace
 }  // namespace saekit

@@ -32,6 +32,16 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
   return a;
 }
 
+// trainingBackends() -> the same list, each saying whether device 'auto' may train on it
+// (Backend::training(): for CUDA, the trainer's self-test).
+Napi::Value TrainingBackends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array a = Napi::Array::New(env);
+  a.Set(uint32_t{0}, capabilities_object(env, cpu_backend().training()));
+  if (Backend* cuda = cuda_backend()) a.Set(uint32_t{1}, capabilities_object(env, cuda->training()));
+  return a;
+}
+
 Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), threads()); }
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
@@ -160,6 +170,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("AddonTrainer", trainer);
   exports.Set("createTrainer", Napi::Function::New(env, AddonTrainer::Create));
   exports.Set("backends", Napi::Function::New(env, Backends));
+  exports.Set("trainingBackends", Napi::Function::New(env, TrainingBackends));
   exports.Set("threads", Napi::Function::New(env, Threads));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("cpuVariant", Napi::Function::New(env, CpuVariant));

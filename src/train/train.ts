@@ -16,7 +16,7 @@ import { appendFile, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { NonFiniteInputError, ValidationError, expected } from '../errors.js';
 import { saveSaeLens, type SaveDtype } from '../formats/saveSaeLens.js';
-import { resolveDevice, type Device } from '../system.js';
+import { resolveDevice, resolveTrainingDevice, type Device } from '../system.js';
 import { CHECKPOINT_DIR, checkResumable, loadCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { BatchStream, openRowSource, splitPairs, zipRowSources, type RowSource } from './data.js';
 import { resampleDeadLatents } from './resample.js';
@@ -276,11 +276,12 @@ export async function trainSweep(runs: TrainJobOptions[]): Promise<TrainResult[]
   const batchSize = positiveInt(o0.batchSize ?? 4096, 'batchSize');
   const seed = o0.seed ?? 42;
   if (!Number.isSafeInteger(seed)) throw expected('an integer', 'seed', seed);
-  // 'auto' trains on the CPU even where encode would use CUDA: the CUDA trainer (topk, batchtopk,
-  // standard and jumprelu SAEs, native/cuda/cuda_trainer.h) is tested under emulation but has
-  // not run on a GPU yet, so it is opt-in with device 'cuda' (refused without a usable GPU, as
-  // before; transcoders and matryoshka are refused by name when the trainer is created).
-  const device = o0.device === undefined || o0.device === 'auto' ? 'cpu' : resolveDevice(o0.device);
+  // 'auto' trains with the CUDA trainer (topk, batchtopk, standard and jumprelu SAEs,
+  // native/cuda/cuda_trainer.h) only where its self-test against the CPU trainer passed
+  // (resolveTrainingDevice, per run: transcoders and matryoshka train on the CPU); 'cuda' asks
+  // for it outright (refused without a usable GPU; transcoders and matryoshka by name).
+  const device: Device = o0.device ?? 'auto';
+  if (device !== 'auto') resolveDevice(device);  // fail fast, before reading any input
 
   const inputSource = typeof o0.input === 'string' ? await openRowSource(o0.input, o0.tensor !== undefined ? { tensor: o0.tensor } : {}) : o0.input;
   const inputName = typeof o0.input === 'string' ? resolve(o0.input) : 'a live source';
@@ -425,7 +426,7 @@ interface SharedSetup {
   totalSteps: number;
   inputName: string;
   targetName: string;
-  device: 'cpu' | 'cuda';
+  device: Device;
   firstSample: () => Promise<{ x: Float32Array; y: Float32Array | undefined }>;
 }
 
@@ -443,6 +444,7 @@ async function setupRun(o: TrainJobOptions, sh: SharedSetup): Promise<Run> {
   const dSae = o.dSae !== undefined ? positiveInt(o.dSae, 'dSae') : positiveInt(o.expansion ?? 32, 'expansion') * dIn;
   if (k > dSae) throw new ValidationError(`k (${k}) must be <= d_sae (${dSae})`);
   if (o.matryoshkaWidths !== undefined && jobArch !== 'matryoshka') throw new ValidationError(`matryoshkaWidths need architecture 'matryoshka' (got '${jobArch}')`);
+  const trainingDevice = resolveTrainingDevice(sh.device, { transcoder, matryoshka: jobArch === 'matryoshka' });
   const schedule: LrSchedule = {
     lr: o.lr ?? 2e-4 / Math.sqrt(dSae / 2 ** 14),
     totalSteps,
@@ -512,7 +514,7 @@ async function setupRun(o: TrainJobOptions, sh: SharedSetup): Promise<Run> {
       b_dec: new Float32Array(dOut),
       log_threshold: new Float32Array(dSae),
     };
-    trainer = await SaeTrainer.create(config, zeros, sh.device);
+    trainer = await SaeTrainer.create(config, zeros, trainingDevice);
     trainer.loadState(checkpoint.state);
     await truncateMetrics(metricsFile, checkpoint.meta.step);
   } else {
@@ -537,7 +539,7 @@ async function setupRun(o: TrainJobOptions, sh: SharedSetup): Promise<Run> {
       ...(architecture === 'jumprelu' && { initThreshold }),
       ...(transcoder && { dOut, targetSample: ys!, skip: kind === 'skip-transcoder' }),
     });
-    trainer = await SaeTrainer.create(config, init, sh.device);
+    trainer = await SaeTrainer.create(config, init, trainingDevice);
     await writeFile(metricsFile, '');
   }
   const now = performance.now();

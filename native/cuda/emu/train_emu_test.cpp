@@ -617,6 +617,26 @@ void test_phase_report(std::mt19937& rng) {
   check(ok, "CudaTrainer phase report (SAEKIT_TRAIN_PROFILE): " + r + "; shares sum " + fmt(pct) + (quiet.phase_report().empty() ? "; off without the variable" : "; ON WITHOUT IT"));
 }
 
+/**
+ * The self-test that gates device 'auto' for training (trainer_self_test): it passes for the
+ * CUDA trainer, and it can fail: a trainer that differs (the CPU trainer with k + 1, a thrower)
+ * is caught and named.
+ */
+void test_self_test() {
+  using Spec = saekit::TrainSpec;
+  using View = saekit::TrainParamsView;
+  const std::string good = saekit::trainer_self_test([](const Spec& s, const View& v) { return std::unique_ptr<saekit::BackendTrainer>(new saekit::CudaTrainer(s, v)); });
+  const std::string wrong = saekit::trainer_self_test([](const Spec& s, const View& v) {
+    Spec t = s;
+    t.k += 1;
+    return saekit::cpu_backend().trainer(t, v);
+  });
+  const std::string thrown = saekit::trainer_self_test([](const Spec&, const View&) -> std::unique_ptr<saekit::BackendTrainer> { throw saekit::Error("no device here"); });
+  const bool ok = good.empty() && wrong.rfind("topk: step 1: the main selection differs", 0) == 0 && thrown == "topk: no device here";
+  check(ok, "trainer self-test (gates device 'auto' for training): CUDA trainer " + (good.empty() ? std::string("passes") : "FAILS: " + good) + "; a wrong trainer: '" +
+                wrong + "'; a throwing one: '" + thrown + "'");
+}
+
 void test_refusals() {
   const Init p = [] {
     std::mt19937 r(1);
@@ -758,6 +778,7 @@ int main(int argc, char** argv) {
       for (A a : {A::TopK, A::BatchTopK, A::Standard, A::JumpReLU}) test_deterministic(rng, a);
       for (A a : {A::TopK, A::BatchTopK, A::Standard, A::JumpReLU}) test_resume(rng, a);
       test_bad_input(rng);
+      test_self_test();
       test_phase_report(rng);
       test_refusals();
     }

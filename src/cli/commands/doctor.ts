@@ -1,5 +1,5 @@
 import { addon, addonSource } from '../../addon.js';
-import { backends, cachedKernelDecisions, cpuVariant, resolveDevice, threads, type CpuVariantInfo } from '../../system.js';
+import { backends, cachedKernelDecisions, cpuVariant, resolveDevice, resolveTrainingDevice, threads, trainingBackends, type CpuVariantInfo } from '../../system.js';
 import { parse } from '../args.js';
 import { loadTransformers } from '../../model/languageModel.js';
 import { hubCacheDir } from '../../hub/hub.js';
@@ -54,7 +54,8 @@ export async function doctorCommand(argv: string[]): Promise<number> {
   ];
   for (const b of backends()) lines.push(`  backend ${b.name}: ${b.available ? 'available' : 'unavailable'}: ${b.detail}`);
   if (!backends().some((b) => b.name === 'cuda')) lines.push('  backend cuda: not compiled (no nvcc at build time, or SAEKIT_CPU_ONLY=1)');
-  lines.push(`  --device auto: ${resolveDevice('auto')} for encode/decode (training: cpu)`);
+  const trainingCuda = trainingBackends().find((b) => b.name === 'cuda');
+  lines.push(`  --device auto: ${resolveDevice('auto')} for encode/decode; ${resolveTrainingDevice('auto')} for training${trainingCuda ? ` (cuda: ${trainingCuda.detail})` : ''}`);
   try {
     const tf = await loadTransformers();
     lines.push(`  model side: @huggingface/transformers ${tf.env.version} (ONNX runtime, CPU)`);
