@@ -142,6 +142,10 @@ try {
     if (probe.status === 0) {
       const r = run('torch train', flags.python, [join(here, 'peers/torch_train.py'), String(dIn), String(dSae), String(k), String(B), String(T), '3']);
       trainRows.push({ name: `PyTorch ${probe.stdout.trim()} sparsify-style trainer (fp32, autograd, Adam)`, tokS: JSON.parse(r.out).tokens_per_second });
+      // sparsify's own encoder path (FusedEncoder's sparse backward + embedding_bag decode): on
+      // CPUs it runs about 2x the autograd version, so it is the peer the speed-up should name.
+      const f = run('torch train fused', flags.python, [join(here, 'peers/torch_train.py'), String(dIn), String(dSae), String(k), String(B), String(T), '3', '--impl', 'fused']);
+      trainRows.push({ name: `PyTorch ${probe.stdout.trim()} sparsify trainer, its fused encoder (fp32, sparse backward, Adam)`, tokS: JSON.parse(f.out).tokens_per_second });
     }
   }
   const ours = results[1].s;
