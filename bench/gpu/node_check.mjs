@@ -2,7 +2,8 @@
 // built JS API (dist/) against the addon built there. Backends and what `--device auto`
 // resolves to, CPU vs CUDA parity through createSae/encode/decode on fresh random SAEs of every
 // architecture (one with per-row normalization), and host-to-host encode/decode timings at
-// the GPT-2-small shape through Node, CPU and CUDA in the same run. Appends to argv[2].
+// the GPT-2-small shape through Node, CPU and CUDA in the same run; then training through the
+// JS API on both devices (train_check.mjs). Appends to argv[2].
 //
 //   node bench/gpu/node_check.mjs bench/RESULTS.md
 //
@@ -105,6 +106,18 @@ for (const device of ['cpu', 'cuda']) {
   out(`| ${device} | ${Math.round(n / enc)} tok/s (${n} rows) | ${Math.round(n / dec)} tok/s |`);
   sae.dispose();
 }
+// Training through the JS API (issue 20): where device 'auto' trains, then SaeTrainer on CPU vs
+// CUDA for every architecture with state() resumes both ways (bench/gpu/train_check.mjs).
+const { trainingBackends, resolveTrainingDevice } = await import('../../dist/system.js');
+const { trainChecks } = await import('./train_check.mjs');
+out('');
+out('### training through the JS API, CPU vs CUDA');
+out('');
+for (const b of trainingBackends()) out(`- training on ${b.name}: ${b.available ? 'yes' : 'no'}: ${b.detail}`);
+out(`- training's \`--device auto\` resolves to ${resolveTrainingDevice('auto')}`);
+const [trainLines, trainFailures] = await trainChecks('cpu', 'cuda');
+for (const l of trainLines) out(l);
+failures += trainFailures;
 out('');
 out(failures === 0 ? 'Node path: all parity checks passed' : `Node path: ${failures} FAILED`);
 finish(failures === 0 ? 0 : 1);
