@@ -139,6 +139,17 @@ class BackendModel {
 // with straight-through estimators and an L0 penalty (Rajamanoharan et al. 2024).
 enum class TrainArch { TopK, BatchTopK, Standard, JumpReLU };
 
+// The names the TypeScript layer and the messages use.
+inline const char* train_arch_name(TrainArch a) {
+  switch (a) {
+    case TrainArch::TopK: return "topk";
+    case TrainArch::BatchTopK: return "batchtopk";
+    case TrainArch::Standard: return "standard";
+    case TrainArch::JumpReLU: return "jumprelu";
+  }
+  return "?";
+}
+
 struct TrainSpec {
   int64_t d_in = 0;
   int64_t d_sae = 0;

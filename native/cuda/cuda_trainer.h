@@ -68,16 +68,6 @@ static_assert((kTrainThreads & (kTrainThreads - 1)) == 0 && kTrainThreads <= cud
 
 inline unsigned train_grid(int64_t items, int64_t cap = kTrainGridCap) { return static_cast<unsigned>(std::max<int64_t>(1, std::min({items, cap, kTrainGridCap}))); }
 
-inline const char* train_arch_name(TrainArch a) {
-  switch (a) {
-    case TrainArch::TopK: return "topk";
-    case TrainArch::BatchTopK: return "batchtopk";
-    case TrainArch::Standard: return "standard";
-    case TrainArch::JumpReLU: return "jumprelu";
-  }
-  return "?";
-}
-
 /**
  * Time per phase of the step (SAEKIT_TRAIN_PROFILE): MARK(name) waits for the device, then
  * charges the time since the previous mark to NAME. Off, it costs nothing and never waits.

@@ -48,16 +48,6 @@ void line(const std::string& s) {
 }
 
 
-const char* arch_name(TrainArch a) {
-  switch (a) {
-    case TrainArch::TopK: return "topk";
-    case TrainArch::BatchTopK: return "batchtopk";
-    case TrainArch::Standard: return "standard";
-    case TrainArch::JumpReLU: return "jumprelu";
-  }
-  return "?";
-}
-
 /** Each architecture's options as the emulated tests use them (native/cuda/emu/train_emu_test.cpp). */
 void arch_options(TrainArch arch, TrainStepOptions* o) {
   if (arch == TrainArch::Standard) o->l1_coeff = 0.5;
@@ -131,7 +121,7 @@ bool train_parity(Backend* gpu, std::mt19937& rng, int B, int d, int L, int k, i
   // real shapes a near tie at the k-th value may legitimately pick another latent: reported.
   const bool ok = why.empty() && worst_g <= 1e-3 && worst_p <= 5e-2;
   char buf[256];
-  std::snprintf(buf, sizeof buf, "%s, %d rows, d_in %d, d_sae %d, k %d, k_aux %d, %d dead, 3 steps: selections %s, grads %.2e, params %.2e lr", arch_name(arch), B, d, L,
+  std::snprintf(buf, sizeof buf, "%s, %d rows, d_in %d, d_sae %d, k %d, k_aux %d, %d dead, 3 steps: selections %s, grads %.2e, params %.2e lr", train_arch_name(arch), B, d, L,
                 k, k_aux, n_dead, same ? "identical" : "differ", worst_g, worst_p);
   line(std::string(ok ? "- ok   CUDA trainer vs CPU trainer: " : "- FAIL CUDA trainer vs CPU trainer: ") + buf + (why.empty() ? "" : ": " + why));
   return ok;
@@ -279,7 +269,7 @@ int main(int argc, char** argv) {
     line("- topk step phases (3 profiled steps): " + phases);
     for (TrainArch a : {TrainArch::BatchTopK, TrainArch::JumpReLU}) {
       const double m = train_step_ms(gpu, 4096, 768, 24576, 32, a);
-      std::snprintf(buf, sizeof buf, "- %s step at the same shape: %.2f ms, %.0f tokens/s", arch_name(a), m, 4096 / (m * 1e-3));
+      std::snprintf(buf, sizeof buf, "- %s step at the same shape: %.2f ms, %.0f tokens/s", train_arch_name(a), m, 4096 / (m * 1e-3));
       line(buf);
     }
   } catch (const std::exception& e) {

@@ -358,7 +358,6 @@ std::vector<float> state(const saekit::BackendTrainer& t, const std::string& nam
   return v;
 }
 
-const char* arch_name(saekit::TrainArch a) { return saekit::train_arch_name(a); }
 
 /** Each architecture's own options, as the CLI's defaults would set them (larger bandwidth: the window must hold entries at these sizes). */
 void arch_options(saekit::TrainArch arch, saekit::TrainStepOptions* o) {
@@ -439,7 +438,7 @@ void test_step_vs_cpu(std::mt19937& rng, int B, int d, int L, int k, int k_aux, 
   const std::string extra = arch == saekit::TrainArch::JumpReLU ? " |dL/dlog_threshold| max " + fmt(theta_grad) + ", L0 loss " + fmt(sparsity_loss)
                             : arch == saekit::TrainArch::Standard ? " L1 loss " + fmt(sparsity_loss)
                                                                   : "";
-  check(ok, std::string("CudaTrainer ") + arch_name(arch) + " step vs CPU trainer " + shape(B, d, L, k) + " k_aux " + std::to_string(k_aux) + " dead " + std::to_string(dead) +
+  check(ok, std::string("CudaTrainer ") + saekit::train_arch_name(arch) + " step vs CPU trainer " + shape(B, d, L, k) + " k_aux " + std::to_string(k_aux) + " dead " + std::to_string(dead) +
                 " aux_loss " + fmt(aux_loss) + extra + ", " +
                 std::to_string(steps) + " steps: selections " + (same_sel ? "identical" : "DIFFER") + ", counters " + (counters ? "identical" : "DIFFER") +
                 "; grads " + fmt(worst_g) + ", adam_m " + fmt(worst_m) + ", adam_v " + fmt(worst_v) + ", params " + fmt(worst_p) + " lr, stats " + fmt(worst_s));
@@ -473,7 +472,7 @@ void test_deterministic(std::mt19937& rng, saekit::TrainArch arch) {
     if (run == 0) first = all;
     else same = all == first;
   }
-  check(same, std::string("CudaTrainer ") + arch_name(arch) + " deterministic: two runs of 3 steps from one state " + (same ? "bit-identical" : "DIFFER"));
+  check(same, std::string("CudaTrainer ") + saekit::train_arch_name(arch) + " deterministic: two runs of 3 steps from one state " + (same ? "bit-identical" : "DIFFER"));
 }
 
 // What a checkpoint holds (src/train/trainer.ts, stateNamesOf, for an SAE): every trained
@@ -555,7 +554,7 @@ void test_resume(std::mt19937& rng, saekit::TrainArch arch) {
     }
   }
   const bool ok = exact && cross <= 1e-2 && cross_back <= 1e-2;
-  check(ok, std::string("CudaTrainer ") + arch_name(arch) + " checkpoint resume (" + std::to_string(K) + " + " + std::to_string(M) + " steps): CUDA -> CUDA " +
+  check(ok, std::string("CudaTrainer ") + saekit::train_arch_name(arch) + " checkpoint resume (" + std::to_string(K) + " + " + std::to_string(M) + " steps): CUDA -> CUDA " +
                 (exact ? "bit-identical" : "DIFFERS") + "; CUDA -> CPU within " + fmt(cross) + ", CPU -> CUDA within " + fmt(cross_back) +
                 " (params in lr units, moments 1e-2 x relative, counters relative)");
 }
@@ -725,7 +724,7 @@ void test_planted(unsigned seed, saekit::TrainArch arch) {
   // Loosely: the curves fall together (last-10 mean within 25% of each other, both below half the
   // first step's) and the CUDA trainer recovers about as many planted features as the CPU's.
   const bool ok = std::fabs(tb - ta) <= 0.25 * ta && tb < 0.5 * first && ta < 0.5 * first && rb >= ra - F / 8;
-  check(ok, std::string("CudaTrainer ") + arch_name(arch) + " planted features (d_in " + std::to_string(d) + ", " + std::to_string(F) + " features, d_sae " + std::to_string(L) + ", k " + std::to_string(k) + ", " +
+  check(ok, std::string("CudaTrainer ") + saekit::train_arch_name(arch) + " planted features (d_in " + std::to_string(d) + ", " + std::to_string(F) + " features, d_sae " + std::to_string(L) + ", k " + std::to_string(k) + ", " +
                 std::to_string(steps) + " steps of " + std::to_string(B) + "): mse first " + fmt(first) + ", last-10 mean CPU " + fmt(ta) + " CUDA " + fmt(tb) +
                 "; features recovered (cos > 0.9) CPU " + std::to_string(ra) + " CUDA " + std::to_string(rb) + " of " + std::to_string(F));
 }
