@@ -226,7 +226,8 @@ class BackendTrainer {
   virtual int64_t bytes() const = 0;
   // With SAEKIT_TRAIN_PROFILE set when the trainer was made: the time per phase over every step
   // so far, "phase ms (percent), ..." (the CUDA trainer synchronizes at each phase boundary for
-  // it). "" where not profiled or not implemented.
+  // it). "" when not profiled, and from the CPU trainer, which prints each step's phases to
+  // stderr under the same variable instead (cpu_trainer.cpp, PhaseTimer).
   virtual std::string phase_report() const { return ""; }
 };
 
